@@ -1,0 +1,343 @@
+//! The file as written (serde types with source locations) and its
+//! validation into [`Config`].
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use super::{
+    CgroupRoot, Cidr, Config, ConfigError, DEFAULT_ROUTE_TABLE, DEFAULT_STRICT_DEPTH, DnsHijack,
+    Rule, Target, Tproxy, regex_compat,
+};
+
+/// `version` was a string in the Go implementation; YAML authors write both
+/// `1` and `"1"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum Version {
+    Int(i64),
+    Str(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawConfig {
+    version: Option<Spanned<Version>>,
+    cgroup_root: Option<Spanned<String>>,
+    route_table: Option<Spanned<i64>>,
+    #[serde(default)]
+    bypass: Vec<Spanned<String>>,
+    #[serde(default)]
+    tproxies: BTreeMap<String, Spanned<RawTproxy>>,
+    #[serde(default)]
+    rules: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    strict: bool,
+    strict_depth: Option<Spanned<i64>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct RawTproxy {
+    mark: Option<Spanned<i64>>,
+    port: Option<Spanned<i64>>,
+    #[serde(default)]
+    no_udp: bool,
+    #[serde(default)]
+    no_ipv6: bool,
+    dns_hijack: Option<Spanned<RawDnsHijack>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDnsHijack {
+    ip: Option<Spanned<String>>,
+    port: Option<Spanned<i64>>,
+    #[serde(default)]
+    tcp: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(rename = "match")]
+    pattern: Option<Spanned<String>>,
+    #[serde(default)]
+    direct: bool,
+    #[serde(default)]
+    drop: bool,
+    tproxy: Option<Spanned<String>>,
+}
+
+/// Chains the ruleset always has; a tproxy's chains must not collide with them.
+const BUILTIN_CHAINS: [&str; 3] = ["output-mangle", "prerouting", "output-nat"];
+
+/// Route tables the kernel reserves: unspec, default, main, local.
+const RESERVED_TABLES: [i64; 4] = [0, 253, 254, 255];
+
+struct Ctx<'a> {
+    file: &'a str,
+}
+
+impl Ctx<'_> {
+    fn at<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            line: spanned.referenced.line(),
+            column: spanned.referenced.column(),
+            message: message.into(),
+        }
+    }
+
+    fn top(&self, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            file: self.file.to_owned(),
+            line: 1,
+            column: 1,
+            message: message.into(),
+        }
+    }
+}
+
+pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax {
+        file: file.to_owned(),
+        message: e.to_string(),
+    })?;
+    let ctx = Ctx { file };
+
+    match &raw.version {
+        None => return Err(ctx.top("missing `version` (this format is `version: 1`)")),
+        Some(v) => {
+            let ok = match &v.value {
+                Version::Int(n) => *n == 1,
+                Version::Str(s) => s.trim() == "1",
+            };
+            if !ok {
+                return Err(ctx.at(v, format!("unsupported version {:?}; expected 1", v.value)));
+            }
+        }
+    }
+
+    let cgroup_root = match &raw.cgroup_root {
+        None => CgroupRoot::Auto,
+        Some(s) if s.value == "AUTO" => CgroupRoot::Auto,
+        Some(s) if s.value.starts_with('/') => CgroupRoot::Path(PathBuf::from(&s.value)),
+        Some(s) => {
+            return Err(ctx.at(
+                s,
+                format!("cgroup-root {:?} must be AUTO or an absolute path", s.value),
+            ));
+        }
+    };
+
+    let route_table = match &raw.route_table {
+        None => DEFAULT_ROUTE_TABLE,
+        Some(t) if RESERVED_TABLES.contains(&t.value) => {
+            return Err(ctx.at(
+                t,
+                format!(
+                    "route-table {} is reserved by the kernel (0, 253 default, 254 main, 255 local)",
+                    t.value
+                ),
+            ));
+        }
+        Some(t) => u32::try_from(t.value)
+            .map_err(|_| ctx.at(t, format!("route-table {} is not in 1..=4294967295", t.value)))?,
+    };
+
+    let mut bypass = Vec::with_capacity(raw.bypass.len());
+    for (i, entry) in raw.bypass.iter().enumerate() {
+        let cidr = Cidr::parse(&entry.value).map_err(|m| ctx.at(entry, format!("bypass[{i}]: {m}")))?;
+        bypass.push(cidr);
+    }
+
+    let tproxies = parse_tproxies(&ctx, &raw.tproxies)?;
+    let rules = parse_rules(&ctx, &raw.rules, &tproxies)?;
+
+    let strict_depth = match &raw.strict_depth {
+        None => DEFAULT_STRICT_DEPTH,
+        Some(d) if (1..=64).contains(&d.value) => d.value as u32,
+        Some(d) => return Err(ctx.at(d, format!("strict-depth {} is not in 1..=64", d.value))),
+    };
+
+    Ok(Config {
+        origin: file.to_owned(),
+        cgroup_root,
+        route_table,
+        bypass,
+        tproxies,
+        rules,
+        strict: raw.strict,
+        strict_depth,
+    })
+}
+
+fn parse_port(ctx: &Ctx, what: &str, value: &Spanned<i64>) -> Result<u16, ConfigError> {
+    match u16::try_from(value.value) {
+        Ok(p) if p != 0 => Ok(p),
+        _ => Err(ctx.at(value, format!("{what} {} is not a port in 1..=65535", value.value))),
+    }
+}
+
+fn parse_tproxies(
+    ctx: &Ctx,
+    raw: &BTreeMap<String, Spanned<RawTproxy>>,
+) -> Result<BTreeMap<String, Tproxy>, ConfigError> {
+    let mut out = BTreeMap::new();
+    let mut marks: HashMap<u32, &str> = HashMap::new();
+    let mut chains: HashMap<String, &str> = BUILTIN_CHAINS
+        .iter()
+        .map(|c| ((*c).to_owned(), "the built-in chains"))
+        .collect();
+    for (name, tp) in raw {
+        let here = |m: String| ctx.at(tp, format!("tproxies.{name}: {m}"));
+        let valid_name = !name.is_empty()
+            && name.len() <= 200
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid_name {
+            return Err(here(
+                "the name must be 1 to 200 characters of A-Z a-z 0-9 - _ .".into(),
+            ));
+        }
+        for chain in [name.clone(), format!("{name}-MARK"), format!("{name}-DNS")] {
+            if let Some(owner) = chains.insert(chain.clone(), name) {
+                return Err(here(format!(
+                    "its chain {chain:?} collides with a chain of {owner}"
+                )));
+            }
+        }
+        let t = &tp.value;
+        let mark = match &t.mark {
+            None => return Err(here("missing `mark`".into())),
+            Some(m) => match u32::try_from(m.value) {
+                Ok(v) if v != 0 => v,
+                _ => {
+                    return Err(ctx.at(
+                        m,
+                        format!("tproxies.{name}.mark {} is not in 1..=4294967295", m.value),
+                    ));
+                }
+            },
+        };
+        if let Some(other) = marks.insert(mark, name) {
+            let m = t.mark.as_ref().expect("mark checked above");
+            return Err(ctx.at(
+                m,
+                format!("tproxies.{name}.mark {mark} is already the mark of tproxies.{other}"),
+            ));
+        }
+        let port = match &t.port {
+            None => return Err(here("missing `port`".into())),
+            Some(p) => parse_port(ctx, &format!("tproxies.{name}.port"), p)?,
+        };
+        let dns_hijack = match &t.dns_hijack {
+            None => None,
+            Some(d) => {
+                let ip = match &d.value.ip {
+                    None => std::net::Ipv4Addr::LOCALHOST,
+                    Some(ip) => ip.value.trim().parse().map_err(|_| {
+                        ctx.at(
+                            ip,
+                            format!(
+                                "tproxies.{name}.dns-hijack.ip {:?} is not an IPv4 address",
+                                ip.value
+                            ),
+                        )
+                    })?,
+                };
+                let port = match &d.value.port {
+                    None => 53,
+                    Some(p) => parse_port(ctx, &format!("tproxies.{name}.dns-hijack.port"), p)?,
+                };
+                Some(DnsHijack {
+                    ip,
+                    port,
+                    tcp: d.value.tcp,
+                })
+            }
+        };
+        out.insert(
+            name.clone(),
+            Tproxy {
+                name: name.clone(),
+                mark,
+                port,
+                no_udp: t.no_udp,
+                no_ipv6: t.no_ipv6,
+                dns_hijack,
+            },
+        );
+    }
+    Ok(out)
+}
+
+fn parse_rules(
+    ctx: &Ctx,
+    raw: &[Spanned<RawRule>],
+    tproxies: &BTreeMap<String, Tproxy>,
+) -> Result<Vec<Rule>, ConfigError> {
+    let mut rules = Vec::with_capacity(raw.len());
+    for (index, r) in raw.iter().enumerate() {
+        let here = |m: String| ctx.at(r, format!("rules[{index}]: {m}"));
+        let Some(pattern) = &r.value.pattern else {
+            return Err(here("missing `match`".into()));
+        };
+        let mut targets = Vec::new();
+        if r.value.direct {
+            targets.push(Target::Direct);
+        }
+        if r.value.drop {
+            targets.push(Target::Drop);
+        }
+        if let Some(name) = &r.value.tproxy {
+            if !tproxies.contains_key(&name.value) {
+                let known: Vec<&str> = tproxies.keys().map(String::as_str).collect();
+                return Err(ctx.at(
+                    name,
+                    format!(
+                        "rules[{index}]: tproxy {:?} is not defined in `tproxies` (defined: {})",
+                        name.value,
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    ),
+                ));
+            }
+            targets.push(Target::Tproxy(name.value.clone()));
+        }
+        let target = match targets.len() {
+            1 => targets.remove(0),
+            0 => {
+                return Err(here(
+                    "no target: set exactly one of `direct: true`, `drop: true`, `tproxy: NAME`"
+                        .into(),
+                ));
+            }
+            _ => {
+                let names: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+                return Err(here(format!(
+                    "{} targets ({}): set exactly one of `direct: true`, `drop: true`, `tproxy: NAME`",
+                    targets.len(),
+                    names.join(", ")
+                )));
+            }
+        };
+        let regex = regex_compat::compile(&pattern.value).map_err(|e| {
+            ctx.at(
+                pattern,
+                format!("rules[{index}]: bad regex {:?}: {e}", pattern.value),
+            )
+        })?;
+        rules.push(Rule {
+            index,
+            line: r.referenced.line(),
+            pattern: pattern.value.clone(),
+            regex,
+            target,
+        });
+    }
+    Ok(rules)
+}

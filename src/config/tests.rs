@@ -1,0 +1,191 @@
+use super::*;
+
+const MINIMAL: &str = "version: 1\n";
+
+fn err(text: &str) -> String {
+    Config::parse(text, "test.yaml").unwrap_err().to_string()
+}
+
+#[test]
+fn example_config_loads() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("misc/config/example.yaml");
+    let cfg = Config::load(&path).unwrap();
+    assert_eq!(cfg.route_table, 300);
+    assert_eq!(cfg.cgroup_root, CgroupRoot::Auto);
+    let mihomo = &cfg.tproxies["mihomo"];
+    assert_eq!((mihomo.mark, mihomo.port), (3000, 7893));
+    assert_eq!(
+        mihomo.dns_hijack,
+        Some(DnsHijack { ip: Ipv4Addr::LOCALHOST, port: 1053, tcp: false })
+    );
+    let path = "/user.slice/user-1000.slice/user@1000.service/app.slice/app-gnome-com.parsecgaming.parsec@3.service";
+    assert_eq!(cfg.classify(path).unwrap().target, Target::Direct);
+    let path = "/user.slice/user-1000.slice/user@1000.service/app.slice/app-org.gnome.Evince@12.service";
+    assert_eq!(cfg.classify(path).unwrap().target, Target::Tproxy("mihomo".into()));
+    assert!(cfg.classify("/system.slice/sshd.service").is_none());
+    assert_eq!(cfg.classify("/system.slice/mihomo.service").unwrap().index, 0);
+}
+
+#[test]
+fn old_go_example_loads() {
+    // The Go implementation's example: block scalars, string version.
+    let text = r#"
+version: "1"
+cgroup-root: AUTO
+route-table: 300
+bypass:
+  - 127.0.0.0/8
+  - ::1
+tproxies:
+  clash-meta:
+    mark: 3000
+    port: 7893
+    dns-hijack:
+      ip: 127.0.0.1
+      port: 53
+rules:
+  - match: |-
+      \/system\.slice\/clash-meta\.service
+    direct: true
+  - match: |-
+      \/user\.slice\/user-\d+\.slice/user@\d+\.service\/cgtproxy\.slice\/cgtproxy-drop\.slice\/.*
+    drop: true
+  - match: |-
+      \/.*
+    tproxy: clash-meta
+"#;
+    let cfg = Config::parse(text, "old.yaml").unwrap();
+    assert_eq!(cfg.rules.len(), 3);
+    assert_eq!(cfg.bypass.len(), 2);
+    assert_eq!(cfg.tproxies["clash-meta"].dns_hijack.as_ref().unwrap().port, 53);
+    let drop = "/user.slice/user-1000.slice/user@1000.service/cgtproxy.slice/cgtproxy-drop.slice/run-u2.service";
+    assert_eq!(cfg.classify(drop).unwrap().target, Target::Drop);
+    // Go's \d is ASCII: Arabic-Indic digits do not make a user slice.
+    let odd = "/user.slice/user-١.slice/user@1000.service/cgtproxy.slice/cgtproxy-drop.slice/x";
+    assert_eq!(cfg.classify(odd).unwrap().index, 2);
+}
+
+#[test]
+fn defaults() {
+    let cfg = Config::parse(MINIMAL, "m.yaml").unwrap();
+    assert_eq!(cfg.route_table, DEFAULT_ROUTE_TABLE);
+    assert_eq!(cfg.cgroup_root, CgroupRoot::Auto);
+    assert!(cfg.rules.is_empty() && cfg.tproxies.is_empty() && !cfg.strict);
+    let cfg = Config::parse(
+        "version: 1\ntproxies:\n  p:\n    mark: 1\n    port: 2\n    dns-hijack: {}\n",
+        "m.yaml",
+    )
+    .unwrap();
+    assert_eq!(
+        cfg.tproxies["p"].dns_hijack,
+        Some(DnsHijack { ip: Ipv4Addr::LOCALHOST, port: 53, tcp: false })
+    );
+}
+
+#[test]
+fn unknown_tproxy_is_named() {
+    let e = err("version: 1\nrules:\n  - match: x\n    tproxy: nope\n");
+    assert!(e.contains("line 4") && e.contains("rules[0]") && e.contains("\"nope\""), "{e}");
+}
+
+#[test]
+fn zero_or_two_targets() {
+    let e = err("version: 1\nrules:\n  - match: a\n    direct: true\n  - match: x\n");
+    assert!(e.contains("rules[1]") && e.contains("no target") && e.contains("line 5"), "{e}");
+    let e = err("version: 1\nrules:\n  - match: x\n    direct: true\n    drop: true\n");
+    assert!(e.contains("rules[0]") && e.contains("2 targets (direct, drop)"), "{e}");
+    // `direct: false` is no target at all.
+    let e = err("version: 1\nrules:\n  - match: x\n    direct: false\n");
+    assert!(e.contains("no target"), "{e}");
+}
+
+#[test]
+fn bad_regex() {
+    let e = err("version: 1\nrules:\n  - match: 'a(b'\n    direct: true\n");
+    assert!(e.contains("rules[0]") && e.contains("bad regex \"a(b\"") && e.contains("line 3"), "{e}");
+}
+
+#[test]
+fn bad_ports() {
+    for (port, shown) in [("0", "0"), ("65536", "65536"), ("-1", "-1")] {
+        let e = err(&format!("version: 1\ntproxies:\n  p:\n    mark: 1\n    port: {port}\n"));
+        assert!(
+            e.contains(&format!("tproxies.p.port {shown} is not a port")) && e.contains("line 5"),
+            "{e}"
+        );
+    }
+    let e = err("version: 1\ntproxies:\n  p:\n    mark: 1\n    port: 1\n    dns-hijack:\n      port: 70000\n");
+    assert!(e.contains("dns-hijack.port 70000"), "{e}");
+    let e = err("version: 1\ntproxies:\n  p:\n    mark: 1\n");
+    assert!(e.contains("missing `port`"), "{e}");
+}
+
+#[test]
+fn bad_marks() {
+    let e = err("version: 1\ntproxies:\n  p:\n    mark: 0\n    port: 1\n");
+    assert!(e.contains("tproxies.p.mark 0"), "{e}");
+    let e = err("version: 1\ntproxies:\n  a:\n    mark: 7\n    port: 1\n  b:\n    mark: 7\n    port: 2\n");
+    assert!(e.contains("tproxies.b.mark 7 is already the mark of tproxies.a") && e.contains("line 7"), "{e}");
+    let e = err("version: 1\ntproxies:\n  p:\n    port: 1\n");
+    assert!(e.contains("missing `mark`"), "{e}");
+}
+
+#[test]
+fn bad_addresses() {
+    let e = err("version: 1\nbypass:\n  - 10.0.0.0/8\n  - 300.1.1.1\n");
+    assert!(e.contains("bypass[1]") && e.contains("300.1.1.1") && e.contains("line 4"), "{e}");
+    let e = err("version: 1\nbypass: [10.0.0.0/40]\n");
+    assert!(e.contains("prefix length"), "{e}");
+    let e = err("version: 1\ntproxies:\n  p:\n    mark: 1\n    port: 1\n    dns-hijack:\n      ip: ::1\n");
+    assert!(e.contains("dns-hijack.ip \"::1\" is not an IPv4 address"), "{e}");
+}
+
+#[test]
+fn wrong_version() {
+    assert!(err("version: 2\n").contains("unsupported version"));
+    assert!(err("route-table: 1\n").contains("missing `version`"));
+}
+
+#[test]
+fn cgroup_root_and_table() {
+    assert!(err("version: 1\ncgroup-root: relative/path\n").contains("absolute path"));
+    let cfg = Config::parse("version: 1\ncgroup-root: /sys/fs/cgroup\n", "x").unwrap();
+    assert_eq!(cfg.cgroup_root, CgroupRoot::Path("/sys/fs/cgroup".into()));
+    assert!(err("version: 1\nroute-table: 254\n").contains("reserved"));
+    assert!(err("version: 1\nroute-table: -3\n").contains("route-table -3"));
+}
+
+#[test]
+fn unknown_keys_name_the_line() {
+    let e = err("version: 1\nroute-tabel: 300\n");
+    assert!(e.contains("line 2 column 1") && e.contains("route-tabel"), "{e}");
+    let e = err("version: 1\nrules:\n  - match: x\n    direkt: true\n");
+    assert!(e.contains("direkt") && e.contains("line 4"), "{e}");
+    let e = err("version: 1\ntproxies:\n  p:\n    mark: 1\n    port: 2\n    no-tcp: true\n");
+    assert!(e.contains("no-tcp"), "{e}");
+}
+
+#[test]
+fn syntax_error_names_the_file() {
+    let e = err("version: [\n");
+    assert!(e.starts_with("config file test.yaml") && e.contains("line 1"), "{e}");
+}
+
+#[test]
+fn chain_name_collisions() {
+    let e = err("version: 1\ntproxies:\n  prerouting:\n    mark: 1\n    port: 1\n");
+    assert!(e.contains("collides"), "{e}");
+    let e = err("version: 1\ntproxies:\n  a-DNS:\n    mark: 1\n    port: 1\n  a:\n    mark: 2\n    port: 2\n");
+    assert!(e.contains("collides"), "{e}");
+    let e = err("version: 1\ntproxies:\n  'a b':\n    mark: 1\n    port: 1\n");
+    assert!(e.contains("name must be"), "{e}");
+}
+
+#[test]
+fn missing_default_file_path() {
+    // SAFETY: tests in this module do not read the variable concurrently.
+    unsafe { std::env::set_var("CONFIGURATION_DIRECTORY", "/etc/x:/etc/y") };
+    assert_eq!(default_path(), PathBuf::from("/etc/x/config.yaml"));
+    unsafe { std::env::remove_var("CONFIGURATION_DIRECTORY") };
+    assert_eq!(default_path(), PathBuf::from(DEFAULT_PATH));
+}

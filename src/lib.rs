@@ -1,0 +1,7 @@
+//! cgtproxy: per-cgroup transparent proxy rules for nftables.
+//!
+//! The pipeline is pure until its last step:
+//! [`config`] -> [`cgroup`] scan -> [`ruleset::Ruleset`] (printable as nft
+//! text) -> [`nft`] netlink batch, plus [`route`] for policy routing.
+
+pub mod config;
