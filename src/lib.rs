@@ -4,4 +4,6 @@
 //! [`config`] -> [`cgroup`] scan -> [`ruleset::Ruleset`] (printable as nft
 //! text) -> [`nft`] netlink batch, plus [`route`] for policy routing.
 
+pub mod cgroup;
 pub mod config;
+pub mod ruleset;

@@ -1,0 +1,122 @@
+//! The ruleset as `nft -f` text, laid out like `nft list table`.
+
+use std::fmt::Write;
+use std::net::{Ipv4Addr, Ipv6Addr};
+
+use super::*;
+
+pub(super) fn render(rs: &Ruleset) -> String {
+    let mut o = String::new();
+    let w = &mut o;
+    let _ = writeln!(w, "table inet {TABLE} {{");
+    set(w, SET_BYPASS4, "ipv4_addr", &intervals(&rs.bypass4, false));
+    set(w, SET_BYPASS6, "ipv6_addr", &intervals(&rs.bypass6, true));
+
+    let cgroups: Vec<String> = rs
+        .elements
+        .values()
+        .map(|e| format!("{:?} : {}", e.path.trim_start_matches('/'), verdict(&e.verdict)))
+        .collect();
+    map(w, MAP_CGROUP, "cgroupsv2", &cgroups);
+    let marks: Vec<String> = rs
+        .tproxies
+        .iter()
+        .map(|t| format!("{} : goto {}", mark(t.mark), tproxy_chain(&t.name)))
+        .collect();
+    map(w, MAP_MARK, "mark", &marks);
+    let dns: Vec<String> = rs
+        .tproxies
+        .iter()
+        .filter(|t| t.dns_hijack.is_some())
+        .map(|t| format!("{} : goto {}", mark(t.mark), dns_chain(&t.name)))
+        .collect();
+    map(w, MAP_MARK_DNS, "mark", &dns);
+
+    for c in rs.chains() {
+        let base = c.hook.map(|h| format!("type {} hook {} priority {}", h.kind, h.hook, h.priority_name));
+        let rules: Vec<String> = c.rules.iter().map(ToString::to_string).collect();
+        chain(w, &c.name, base.as_deref(), &rules);
+    }
+    // Drop the blank line after the last block.
+    o.pop();
+    o.push_str("}\n");
+    o
+}
+
+pub fn mark(m: u32) -> String {
+    format!("{m:#010x}")
+}
+
+pub fn verdict(v: &Verdict) -> String {
+    match v {
+        Verdict::Return => "return".into(),
+        Verdict::Drop => "drop".into(),
+        Verdict::Goto(chain) => format!("goto {chain}"),
+    }
+}
+
+fn intervals(list: &[Interval], v6: bool) -> Vec<String> {
+    list.iter()
+        .map(|&(start, end)| {
+            let addr = |x: u128| {
+                if v6 {
+                    Ipv6Addr::from(x).to_string()
+                } else {
+                    Ipv4Addr::from(x as u32).to_string()
+                }
+            };
+            let bits = if v6 { 128 } else { 32 };
+            let size = end - start;
+            let aligned = size.checked_add(1).is_none_or(|n| n.is_power_of_two() && start % n == 0);
+            if start == end {
+                addr(start)
+            } else if aligned {
+                let host_bits = if size == u128::MAX { 128 } else { (size + 1).trailing_zeros() };
+                format!("{}/{}", addr(start), bits - host_bits)
+            } else {
+                format!("{}-{}", addr(start), addr(end))
+            }
+        })
+        .collect()
+}
+
+fn elements(w: &mut String, items: &[String]) {
+    match items {
+        [] => {}
+        [one] => {
+            let _ = writeln!(w, "\t\telements = {{ {one} }}");
+        }
+        many => {
+            let _ = writeln!(w, "\t\telements = {{");
+            let last = many.len() - 1;
+            for (i, item) in many.iter().enumerate() {
+                let comma = if i == last { "" } else { "," };
+                let _ = writeln!(w, "\t\t\t{item}{comma}");
+            }
+            let _ = writeln!(w, "\t\t}}");
+        }
+    }
+}
+
+fn set(w: &mut String, name: &str, ty: &str, items: &[String]) {
+    let _ = writeln!(w, "\tset {name} {{\n\t\ttype {ty}\n\t\tflags interval");
+    elements(w, items);
+    let _ = writeln!(w, "\t}}\n");
+}
+
+fn map(w: &mut String, name: &str, key: &str, items: &[String]) {
+    let _ = writeln!(w, "\tmap {name} {{\n\t\ttype {key} : verdict");
+    elements(w, items);
+    let _ = writeln!(w, "\t}}\n");
+}
+
+fn chain(w: &mut String, name: &str, base: Option<&str>, rules: &[String]) {
+    let _ = writeln!(w, "\tchain {name} {{");
+    if let Some(base) = base {
+        let _ = writeln!(w, "\t\t{base}; policy accept;");
+    }
+    for r in rules {
+        let _ = writeln!(w, "\t\t{r}");
+    }
+    let _ = writeln!(w, "\t}}\n");
+}

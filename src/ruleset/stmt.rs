@@ -1,0 +1,134 @@
+//! Chains and their rules as typed statements: one place decides which
+//! rules exist; `render` prints them and `nft::encode` turns them into
+//! netlink expressions.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use super::{MAP_CGROUP, SET_BYPASS4, SET_BYPASS6};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum L4 {
+    Tcp,
+    Udp,
+}
+
+impl L4 {
+    pub fn proto(self) -> u8 {
+        match self {
+            L4::Tcp => libc::IPPROTO_TCP as u8,
+            L4::Udp => libc::IPPROTO_UDP as u8,
+        }
+    }
+}
+
+impl fmt::Display for L4 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            L4::Tcp => "tcp",
+            L4::Udp => "udp",
+        })
+    }
+}
+
+/// One rule of a chain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stmt {
+    /// `ct direction reply return`: replies of any connection are never
+    /// rerouted (this also lets a TPROXY server answer).
+    CtReplyReturn,
+    /// `ip daddr @bypass return` / `ip6 daddr @bypass6 return`
+    BypassReturn { v6: bool },
+    /// `meta l4proto != { tcp, udp } return`
+    NotTcpUdpReturn,
+    /// `socket cgroupv2 level N vmap @cgroup-vmap`
+    CgroupVmap { level: u32 },
+    /// `meta mark vmap @MAP`
+    MarkVmap { map: &'static str },
+    /// `[meta nfproto ipv4] [meta l4proto tcp | udp dport 53] meta mark set M`
+    SetMark {
+        mark: u32,
+        ipv4_only: bool,
+        tcp_only: bool,
+        udp_dns: bool,
+    },
+    /// `ct status dnat return`
+    CtDnatReturn,
+    /// `[meta nfproto ipv4] meta l4proto { tcp, udp } tproxy [ip] to :PORT`
+    Tproxy {
+        port: u16,
+        ipv4_only: bool,
+        tcp_only: bool,
+    },
+    /// `meta nfproto ipv4 udp dport 53 dnat ip to IP:PORT`
+    DnsDnat { l4: L4, ip: Ipv4Addr, port: u16 },
+}
+
+impl fmt::Display for Stmt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Stmt::CtReplyReturn => f.write_str("ct direction reply return"),
+            Stmt::BypassReturn { v6: false } => write!(f, "ip daddr @{SET_BYPASS4} return"),
+            Stmt::BypassReturn { v6: true } => write!(f, "ip6 daddr @{SET_BYPASS6} return"),
+            Stmt::NotTcpUdpReturn => f.write_str("meta l4proto != { tcp, udp } return"),
+            Stmt::CgroupVmap { level } => {
+                write!(f, "socket cgroupv2 level {level} vmap @{MAP_CGROUP}")
+            }
+            Stmt::MarkVmap { map } => write!(f, "meta mark vmap @{map}"),
+            Stmt::SetMark {
+                mark,
+                ipv4_only,
+                tcp_only,
+                udp_dns,
+            } => {
+                if *ipv4_only {
+                    f.write_str("meta nfproto ipv4 ")?;
+                }
+                if *udp_dns {
+                    f.write_str("udp dport 53 ")?;
+                } else if *tcp_only {
+                    f.write_str("meta l4proto tcp ")?;
+                }
+                write!(f, "meta mark set {mark:#010x}")
+            }
+            Stmt::CtDnatReturn => f.write_str("ct status dnat return"),
+            Stmt::Tproxy {
+                port,
+                ipv4_only,
+                tcp_only,
+            } => {
+                if *ipv4_only {
+                    f.write_str("meta nfproto ipv4 ")?;
+                }
+                let protos = if *tcp_only { "tcp" } else { "{ tcp, udp }" };
+                let family = if *ipv4_only { "ip " } else { "" };
+                write!(f, "meta l4proto {protos} tproxy {family}to :{port}")
+            }
+            Stmt::DnsDnat { l4, ip, port } => {
+                write!(f, "meta nfproto ipv4 {l4} dport 53 dnat ip to {ip}:{port}")
+            }
+        }
+    }
+}
+
+/// Where a base chain hooks in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hook {
+    /// Chain type: `filter`, `route` or `nat`.
+    pub kind: &'static str,
+    /// `output` or `prerouting`.
+    pub hook: &'static str,
+    pub priority: i32,
+    /// The name `nft` shows for `priority`.
+    pub priority_name: &'static str,
+}
+
+pub const PRIO_MANGLE: i32 = -150;
+pub const PRIO_DSTNAT: i32 = -100;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chain {
+    pub name: String,
+    pub hook: Option<Hook>,
+    pub rules: Vec<Stmt>,
+}

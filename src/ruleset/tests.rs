@@ -1,0 +1,89 @@
+use super::*;
+use crate::config::Config;
+use std::path::Path;
+
+/// Compare `actual` with the checked-in file; `UPDATE_GOLDEN=1` rewrites it.
+pub fn golden(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    let expected = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
+    assert_eq!(actual, expected, "{} differs (UPDATE_GOLDEN=1 rewrites it)", path.display());
+}
+
+fn cg(path: &str, id: u64) -> Cgroup {
+    Cgroup { path: path.into(), id, level: crate::cgroup::level_of(path) }
+}
+
+fn example() -> Config {
+    Config::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("misc/config/example.yaml")).unwrap()
+}
+
+fn desktop() -> Vec<Cgroup> {
+    vec![
+        cg("/system.slice", 10),
+        cg("/system.slice/mihomo.service", 11),
+        cg("/system.slice/sshd.service", 12),
+        cg("/user.slice", 20),
+        cg("/user.slice/user-1000.slice", 21),
+        cg("/user.slice/user-1000.slice/user@1000.service", 22),
+        cg("/user.slice/user-1000.slice/user@1000.service/app.slice", 23),
+        cg("/user.slice/user-1000.slice/user@1000.service/app.slice/app-gnome-com.parsecgaming.parsec@2.service", 24),
+        cg("/user.slice/user-1000.slice/user@1000.service/cgtproxy.slice/cgtproxy-drop.slice/run-u7.service", 25),
+    ]
+}
+
+#[test]
+fn example_ruleset_golden() {
+    let rs = Ruleset::build(&example(), &desktop());
+    golden("example.nft", &rs.render());
+}
+
+#[test]
+fn empty_ruleset_golden() {
+    let rs = Ruleset::build(&Config::builtin_default(), &desktop());
+    assert!(rs.elements.is_empty() && rs.levels.is_empty());
+    golden("builtin-default.nft", &rs.render());
+}
+
+#[test]
+fn tproxy_options_golden() {
+    let cfg = Config::parse(
+        "version: 1\n\
+         bypass: [10.0.0.0/8, 10.1.0.0/16, 11.0.0.0/8, 192.0.2.7, 2001:db8::/32, 198.51.100.0/25, 198.51.100.128/26]\n\
+         tproxies:\n\
+         \x20 a: {mark: 1, port: 1001, no-udp: true, dns-hijack: {port: 5353, tcp: true}}\n\
+         \x20 b: {mark: 2, port: 1002, no-ipv6: true}\n\
+         \x20 c: {mark: 3, port: 1003, no-udp: true, no-ipv6: true}\n\
+         rules:\n\
+         \x20 - {match: '^/a', tproxy: a}\n\
+         \x20 - {match: '^/b', tproxy: b}\n\
+         \x20 - {match: '^/c', tproxy: c}\n\
+         \x20 - {match: '^/d', drop: true}\n",
+        "opts.yaml",
+    )
+    .unwrap();
+    let rs = Ruleset::build(&cfg, &[cg("/a", 1), cg("/b/x/y", 2), cg("/c/z", 3), cg("/d", 4), cg("/e", 5)]);
+    assert_eq!(rs.levels.iter().copied().collect::<Vec<_>>(), [1, 2, 3]);
+    golden("tproxy-options.nft", &rs.render());
+}
+
+#[test]
+fn unmatched_cgroups_are_not_in_the_map() {
+    let rs = Ruleset::build(&example(), &desktop());
+    assert!(!rs.elements.contains_key(&12), "sshd matches no rule");
+    assert_eq!(rs.elements[&11].verdict, Verdict::Return);
+    assert_eq!(rs.elements[&25].verdict, Verdict::Drop);
+    assert_eq!(rs.elements[&22].verdict, Verdict::Goto("mihomo-MARK".into()));
+    assert_eq!(rs.elements[&24].verdict, Verdict::Return);
+    assert_eq!(rs.elements[&24].rule, 4);
+}
+
+#[test]
+fn merges_bypass_ranges() {
+    assert_eq!(merge(vec![(5, 9), (0, 3), (4, 4), (20, 30), (25, 26)]), [(0, 9), (20, 30)]);
+    assert_eq!(merge(vec![(0, u128::MAX), (1, 2)]), [(0, u128::MAX)]);
+}
