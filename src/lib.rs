@@ -6,4 +6,7 @@
 
 pub mod cgroup;
 pub mod config;
+pub mod netlink;
+pub mod nft;
+pub mod route;
 pub mod ruleset;

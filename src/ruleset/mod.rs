@@ -174,7 +174,9 @@ impl Ruleset {
                     kind: "nat",
                     hook: "output",
                     priority: PRIO_DSTNAT,
-                    priority_name: "dstnat",
+                    // `dstnat` names -100 only at prerouting; nft prints
+                    // the number here.
+                    priority_name: "-100",
                 }),
                 rules: vec![Stmt::MarkVmap { map: MAP_MARK_DNS }],
             },

@@ -1,0 +1,381 @@
+//! The desired [`Ruleset`] as nf_tables netlink messages.
+
+use crate::netlink::{MsgWriter, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
+use crate::ruleset::{
+    Chain, Element, Interval, MAP_CGROUP, MAP_MARK, MAP_MARK_DNS, Ruleset, SET_BYPASS4, SET_BYPASS6,
+    Stmt, TABLE, Verdict,
+};
+
+use super::batch::Batch;
+use super::expr::{Data, Expr, encode_data, meta_eq, verdict};
+use super::sys::*;
+
+/// Keep each element list under the 64 KiB limit of a netlink attribute.
+const ELEMENTS_BYTES: usize = 60_000;
+
+/// Set ids of the named sets created in this batch, so rules can refer to
+/// them before the commit gives them handles.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SetIds {
+    pub bypass4: Option<u32>,
+    pub bypass6: Option<u32>,
+    pub cgroup: Option<u32>,
+    pub mark: Option<u32>,
+    pub mark_dns: Option<u32>,
+}
+
+impl SetIds {
+    fn of(&self, name: &str) -> Option<u32> {
+        match name {
+            SET_BYPASS4 => self.bypass4,
+            SET_BYPASS6 => self.bypass6,
+            MAP_CGROUP => self.cgroup,
+            MAP_MARK => self.mark,
+            MAP_MARK_DNS => self.mark_dns,
+            _ => None,
+        }
+    }
+}
+
+/// The whole table, replacing any table of that name (a stale one from a
+/// killed instance included), in one transaction.
+pub fn full(b: &mut Batch, rs: &Ruleset) {
+    // add table inet cgtproxy; delete table inet cgtproxy; add table ...:
+    // the first add makes the delete valid whether or not a table exists.
+    table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE, "add table inet cgtproxy");
+    table(b, NFT_MSG_DELTABLE, 0, "delete table inet cgtproxy");
+    table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, "add table inet cgtproxy");
+
+    let mut ids = SetIds::default();
+    ids.bypass4 = Some(set(b, SET_BYPASS4, NFT_SET_INTERVAL, TYPE_IPADDR, 4, false));
+    ids.bypass6 = Some(set(b, SET_BYPASS6, NFT_SET_INTERVAL, TYPE_IP6ADDR, 16, false));
+    ids.cgroup = Some(set(b, MAP_CGROUP, NFT_SET_MAP, TYPE_CGROUPV2, 8, true));
+    ids.mark = Some(set(b, MAP_MARK, NFT_SET_MAP, TYPE_MARK, 4, true));
+    ids.mark_dns = Some(set(b, MAP_MARK_DNS, NFT_SET_MAP, TYPE_MARK, 4, true));
+    interval_elements(b, SET_BYPASS4, ids.bypass4, &rs.bypass4, 4);
+    interval_elements(b, SET_BYPASS6, ids.bypass6, &rs.bypass6, 16);
+
+    let chains = rs.chains();
+    // Chains first: map elements and rules may goto any of them.
+    for c in &chains {
+        chain(b, c);
+    }
+    for c in &chains {
+        for s in &c.rules {
+            rule(b, &c.name, s, &ids, None);
+        }
+    }
+    let marks: Vec<_> = rs
+        .tproxies
+        .iter()
+        .map(|t| (t.mark.to_ne_bytes().to_vec(), Verdict::Goto(t.name.clone())))
+        .collect();
+    map_elements(b, MAP_MARK, ids.mark, &marks, true);
+    let dns: Vec<_> = rs
+        .tproxies
+        .iter()
+        .filter(|t| t.dns_hijack.is_some())
+        .map(|t| (t.mark.to_ne_bytes().to_vec(), Verdict::Goto(crate::ruleset::dns_chain(&t.name))))
+        .collect();
+    map_elements(b, MAP_MARK_DNS, ids.mark_dns, &dns, true);
+    cgroup_elements(b, rs.elements.iter(), ids.cgroup, true);
+}
+
+/// `add|delete table inet cgtproxy`
+pub fn table(b: &mut Batch, msg: u16, flags: u16, what: &str) {
+    let m = b.begin(msg, flags, what);
+    b.w.str(NFTA_TABLE_NAME, TABLE);
+    b.end(m);
+}
+
+/// `add set|map inet cgtproxy NAME { type KEY [: verdict]; flags ...; }`
+/// Returns the set id.
+fn set(b: &mut Batch, name: &str, flags: u32, key_type: u32, key_len: u32, verdict_map: bool) -> u32 {
+    let id = b.set_id();
+    let what = format!("add {} inet {TABLE} {name}", if verdict_map { "map" } else { "set" });
+    let m = b.begin(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_EXCL, what);
+    b.w.str(NFTA_SET_TABLE, TABLE);
+    b.w.str(NFTA_SET_NAME, name);
+    b.w.u32be(NFTA_SET_FLAGS, flags);
+    b.w.u32be(NFTA_SET_KEY_TYPE, key_type);
+    b.w.u32be(NFTA_SET_KEY_LEN, key_len);
+    if verdict_map {
+        b.w.u32be(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
+        b.w.u32be(NFTA_SET_DATA_LEN, 0);
+    }
+    b.w.u32be(NFTA_SET_ID, id);
+    // Only for `nft list`: how to print keys. Marks and cgroup ids are in
+    // host order (as `meta mark` and `socket cgroupv2` load them), addresses
+    // in network order. libnftnl's udata: u8 type, u8 length, value.
+    let order = if key_type == TYPE_IPADDR || key_type == TYPE_IP6ADDR {
+        BYTEORDER_BIG_ENDIAN
+    } else {
+        BYTEORDER_HOST_ENDIAN
+    };
+    let mut udata = vec![NFTNL_UDATA_SET_KEYBYTEORDER, 4];
+    udata.extend_from_slice(&order.to_ne_bytes());
+    b.w.attr(NFTA_SET_USERDATA, &udata);
+    b.end(m);
+    id
+}
+
+/// `add chain inet cgtproxy NAME [{ type T hook H priority P; policy accept; }]`
+fn chain(b: &mut Batch, c: &Chain) {
+    let m = b.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL, format!("add chain inet {TABLE} {}", c.name));
+    b.w.str(NFTA_CHAIN_TABLE, TABLE);
+    b.w.str(NFTA_CHAIN_NAME, &c.name);
+    if let Some(h) = c.hook {
+        let n = b.w.nest(NFTA_CHAIN_HOOK);
+        let hooknum = if h.hook == "prerouting" { NF_INET_PRE_ROUTING } else { NF_INET_LOCAL_OUT };
+        b.w.u32be(NFTA_HOOK_HOOKNUM, hooknum);
+        b.w.u32be(NFTA_HOOK_PRIORITY, h.priority as u32);
+        b.w.nest_end(n);
+        b.w.u32be(NFTA_CHAIN_POLICY, NF_ACCEPT as u32);
+        b.w.str(NFTA_CHAIN_TYPE, h.kind);
+    }
+    b.end(m);
+}
+
+/// An anonymous constant set `{ tcp, udp }` bound to the next rule.
+/// Returns the lookup of the L4 protocol in it.
+fn tcp_udp_lookup(b: &mut Batch, invert: bool) -> Expr {
+    let id = b.set_id();
+    let name = "__set%d";
+    let m = b.begin(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_EXCL, "add set { tcp, udp }");
+    b.w.str(NFTA_SET_TABLE, TABLE);
+    b.w.str(NFTA_SET_NAME, name);
+    b.w.u32be(NFTA_SET_FLAGS, NFT_SET_ANONYMOUS | NFT_SET_CONSTANT);
+    b.w.u32be(NFTA_SET_KEY_TYPE, TYPE_INET_PROTOCOL);
+    b.w.u32be(NFTA_SET_KEY_LEN, 1);
+    b.w.u32be(NFTA_SET_ID, id);
+    b.end(m);
+    let m = b.begin(NFT_MSG_NEWSETELEM, NLM_F_CREATE, "add element { tcp, udp }");
+    b.w.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+    b.w.str(NFTA_SET_ELEM_LIST_SET, name);
+    b.w.u32be(NFTA_SET_ELEM_LIST_SET_ID, id);
+    let list = b.w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+    for proto in [libc::IPPROTO_TCP as u8, libc::IPPROTO_UDP as u8] {
+        let e = b.w.nest(NFTA_LIST_ELEM);
+        encode_data(&mut b.w, NFTA_SET_ELEM_KEY, &Data::Value(vec![proto]));
+        b.w.nest_end(e);
+    }
+    b.w.nest_end(list);
+    b.end(m);
+    Expr::Lookup { set: name.into(), set_id: Some(id), sreg: NFT_REG_1, dreg: None, invert }
+}
+
+fn lookup(set: &str, ids: &SetIds, dreg: Option<u32>) -> Expr {
+    Expr::Lookup { set: set.into(), set_id: ids.of(set), sreg: NFT_REG_1, dreg, invert: false }
+}
+
+/// The expressions of one statement. Statements that use an anonymous set
+/// add it to the batch first.
+pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
+    let mut e = Vec::new();
+    let ipv4 = [NFPROTO_IPV4];
+    match s {
+        Stmt::CtReplyReturn => {
+            e.push(Expr::Ct { key: NFT_CT_DIRECTION, dreg: NFT_REG_1 });
+            e.push(Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: vec![IP_CT_DIR_REPLY] });
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::BypassReturn { v6 } => {
+            let (proto, offset, len, set) =
+                if *v6 { (NFPROTO_IPV6, 24, 16, SET_BYPASS6) } else { (NFPROTO_IPV4, 16, 4, SET_BYPASS4) };
+            e.extend(meta_eq(NFT_META_NFPROTO, &[proto]));
+            e.push(Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len, dreg: NFT_REG_1 });
+            e.push(lookup(set, ids, None));
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::NotTcpUdpReturn => {
+            let l = tcp_udp_lookup(b, true);
+            e.push(Expr::MetaLoad { key: NFT_META_L4PROTO, dreg: NFT_REG_1 });
+            e.push(l);
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::CgroupVmap { level } => {
+            e.push(Expr::SocketCgroup { level: *level, dreg: NFT_REG_1 });
+            e.push(lookup(MAP_CGROUP, ids, Some(NFT_REG_VERDICT)));
+        }
+        Stmt::MarkVmap { map } => {
+            e.push(Expr::MetaLoad { key: NFT_META_MARK, dreg: NFT_REG_1 });
+            e.push(lookup(map, ids, Some(NFT_REG_VERDICT)));
+        }
+        Stmt::SetMark { mark, ipv4_only, tcp_only, udp_dns } => {
+            if *ipv4_only {
+                e.extend(meta_eq(NFT_META_NFPROTO, &ipv4));
+            }
+            if *udp_dns {
+                e.extend(dport_53(libc::IPPROTO_UDP as u8));
+            } else if *tcp_only {
+                e.extend(meta_eq(NFT_META_L4PROTO, &[libc::IPPROTO_TCP as u8]));
+            }
+            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(mark.to_ne_bytes().to_vec()) });
+            e.push(Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 });
+        }
+        Stmt::CtDnatReturn => {
+            e.push(Expr::Ct { key: NFT_CT_STATUS, dreg: NFT_REG_1 });
+            e.push(Expr::Bitwise {
+                sreg: NFT_REG_1,
+                dreg: NFT_REG_1,
+                mask: IPS_DST_NAT.to_ne_bytes().to_vec(),
+                xor: vec![0; 4],
+            });
+            e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: vec![0; 4] });
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::Tproxy { port, ipv4_only, tcp_only } => {
+            if *ipv4_only {
+                e.extend(meta_eq(NFT_META_NFPROTO, &ipv4));
+            }
+            if *tcp_only {
+                e.extend(meta_eq(NFT_META_L4PROTO, &[libc::IPPROTO_TCP as u8]));
+            } else {
+                let l = tcp_udp_lookup(b, false);
+                e.push(Expr::MetaLoad { key: NFT_META_L4PROTO, dreg: NFT_REG_1 });
+                e.push(l);
+            }
+            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(port.to_be_bytes().to_vec()) });
+            let family = if *ipv4_only { NFPROTO_IPV4 } else { NFPROTO_UNSPEC };
+            e.push(Expr::Tproxy { family, reg_port: NFT_REG_1 });
+        }
+        Stmt::DnsDnat { l4, ip, port } => {
+            e.extend(meta_eq(NFT_META_NFPROTO, &ipv4));
+            e.extend(dport_53(l4.proto()));
+            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(ip.octets().to_vec()) });
+            e.push(Expr::Immediate { dreg: NFT_REG_2, data: Data::Value(port.to_be_bytes().to_vec()) });
+            e.push(Expr::Dnat { family: NFPROTO_IPV4, reg_addr: NFT_REG_1, reg_proto: NFT_REG_2 });
+        }
+    }
+    e
+}
+
+/// `meta l4proto P th dport 53`
+fn dport_53(proto: u8) -> Vec<Expr> {
+    let mut e = meta_eq(NFT_META_L4PROTO, &[proto]).to_vec();
+    e.push(Expr::Payload { base: NFT_PAYLOAD_TRANSPORT_HEADER, offset: 2, len: 2, dreg: NFT_REG_1 });
+    e.push(Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: 53u16.to_be_bytes().to_vec() });
+    e
+}
+
+/// `add rule inet cgtproxy CHAIN STMT`, appended; or, with `before`, `insert
+/// rule inet cgtproxy CHAIN position HANDLE STMT` (placed before HANDLE).
+pub fn rule(b: &mut Batch, chain: &str, s: &Stmt, ids: &SetIds, before: Option<u64>) {
+    let exprs = exprs(b, s, ids);
+    let (flags, verb) = match before {
+        None => (NLM_F_CREATE | NLM_F_APPEND, "add"),
+        Some(_) => (NLM_F_CREATE, "insert"),
+    };
+    let m = b.begin(NFT_MSG_NEWRULE, flags, format!("{verb} rule inet {TABLE} {chain} {s}"));
+    b.w.str(NFTA_RULE_TABLE, TABLE);
+    b.w.str(NFTA_RULE_CHAIN, chain);
+    if let Some(handle) = before {
+        b.w.u64be(NFTA_RULE_POSITION, handle);
+    }
+    let list = b.w.nest(NFTA_RULE_EXPRESSIONS);
+    for x in &exprs {
+        x.encode(&mut b.w);
+    }
+    b.w.nest_end(list);
+    b.end(m);
+}
+
+/// Elements of a set, in as many messages as their size needs.
+fn elements<'a>(
+    b: &mut Batch,
+    set: &str,
+    set_id: Option<u32>,
+    msg: u16,
+    what: &str,
+    items: impl Iterator<Item = Box<dyn Fn(&mut MsgWriter) + 'a>>,
+) {
+    let mut open: Option<(usize, usize)> = None;
+    let mut count = 0usize;
+    for item in items {
+        if let Some((m, list)) = open
+            && b.w.len() - list > ELEMENTS_BYTES
+        {
+            b.w.nest_end(list);
+            b.end(m);
+            open = None;
+        }
+        let (_, _) = *open.get_or_insert_with(|| {
+            let flags = if msg == NFT_MSG_NEWSETELEM { NLM_F_CREATE } else { 0 };
+            let m = b.begin(msg, flags, format!("{what} element inet {TABLE} {set} (from #{count})"));
+            b.w.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+            b.w.str(NFTA_SET_ELEM_LIST_SET, set);
+            if let Some(id) = set_id {
+                b.w.u32be(NFTA_SET_ELEM_LIST_SET_ID, id);
+            }
+            (m, b.w.nest(NFTA_SET_ELEM_LIST_ELEMENTS))
+        });
+        let e = b.w.nest(NFTA_LIST_ELEM);
+        item(&mut b.w);
+        b.w.nest_end(e);
+        count += 1;
+    }
+    if let Some((m, list)) = open {
+        b.w.nest_end(list);
+        b.end(m);
+    }
+}
+
+/// Interval set elements: each range is a start element and an end element
+/// (the address after the range, flagged INTERVAL_END), as `nft` sends them.
+fn interval_elements(b: &mut Batch, set: &str, id: Option<u32>, ranges: &[Interval], len: usize) {
+    let key = move |x: u128| -> Vec<u8> {
+        if len == 4 { (x as u32).to_be_bytes().to_vec() } else { x.to_be_bytes().to_vec() }
+    };
+    let max = if len == 4 { u128::from(u32::MAX) } else { u128::MAX };
+    let mut items: Vec<Box<dyn Fn(&mut MsgWriter)>> = Vec::new();
+    for &(start, end) in ranges {
+        let k = key(start);
+        items.push(Box::new(move |w| encode_data(w, NFTA_SET_ELEM_KEY, &Data::Value(k.clone()))));
+        if end < max {
+            let k = key(end + 1);
+            items.push(Box::new(move |w| {
+                encode_data(w, NFTA_SET_ELEM_KEY, &Data::Value(k.clone()));
+                w.u32be(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+            }));
+        }
+    }
+    elements(b, set, id, NFT_MSG_NEWSETELEM, "add", items.into_iter());
+}
+
+fn verdict_data(v: &Verdict) -> Data {
+    match v {
+        Verdict::Return => Data::Verdict(NFT_RETURN, None),
+        Verdict::Drop => Data::Verdict(NF_DROP, None),
+        Verdict::Goto(chain) => Data::Verdict(NFT_GOTO, Some(chain.clone())),
+    }
+}
+
+/// `add element inet cgtproxy MAP { KEY : VERDICT, ... }`
+fn map_elements(b: &mut Batch, map: &str, id: Option<u32>, items: &[(Vec<u8>, Verdict)], add: bool) {
+    let boxed = items.iter().map(|(k, v)| -> Box<dyn Fn(&mut MsgWriter)> {
+        Box::new(move |w| {
+            encode_data(w, NFTA_SET_ELEM_KEY, &Data::Value(k.clone()));
+            encode_data(w, NFTA_SET_ELEM_DATA, &verdict_data(v));
+        })
+    });
+    let (msg, what) = if add { (NFT_MSG_NEWSETELEM, "add") } else { (NFT_MSG_DELSETELEM, "delete") };
+    elements(b, map, id, msg, what, boxed);
+}
+
+/// Add (with verdicts) or delete `cgroup-vmap` elements.
+pub fn cgroup_elements<'a>(
+    b: &mut Batch,
+    items: impl Iterator<Item = (&'a u64, &'a Element)>,
+    id: Option<u32>,
+    add: bool,
+) {
+    let list: Vec<(Vec<u8>, Verdict)> = items.map(|(cg, e)| (cg.to_ne_bytes().to_vec(), e.verdict.clone())).collect();
+    if add {
+        map_elements(b, MAP_CGROUP, id, &list, true);
+    } else {
+        let boxed = list.iter().map(|(k, _)| -> Box<dyn Fn(&mut MsgWriter)> {
+            Box::new(move |w| encode_data(w, NFTA_SET_ELEM_KEY, &Data::Value(k.clone())))
+        });
+        elements(b, MAP_CGROUP, None, NFT_MSG_DELSETELEM, "delete", boxed);
+    }
+}

@@ -1,0 +1,197 @@
+//! The ruleset as the kernel holds it, read back with the `nft` CLI (an
+//! independent oracle), in a network namespace private to each test.
+
+mod common;
+use common::*;
+
+use std::collections::HashMap;
+
+use cgtproxy::cgroup::{self, Cgroup};
+use cgtproxy::config::Config;
+use cgtproxy::nft::Nft;
+use cgtproxy::route::Routes;
+use cgtproxy::ruleset::Ruleset;
+
+fn example() -> Config {
+    Config::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("misc/config/example.yaml")).unwrap()
+}
+
+/// Put every `elements = { ... }` list one item per line, sorted, with
+/// cgroup ids replaced by their paths: `nft` wraps lists at its own width,
+/// lists hash maps in kernel order and shows a cgroup id as a number when
+/// it cannot find the cgroup below /sys/fs/cgroup.
+fn normalize(text: &str, ids: &HashMap<u64, String>) -> String {
+    let mut out = String::new();
+    let mut lines = text.lines();
+    while let Some(line) = lines.next() {
+        let Some(pos) = line.find("elements = {") else {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        };
+        let indent = &line[..pos];
+        let mut body = line[pos + "elements = {".len()..].to_owned();
+        while !body.trim_end().ends_with('}') {
+            body.push(' ');
+            body.push_str(lines.next().expect("unterminated elements").trim());
+        }
+        let body = body.trim().trim_end_matches('}');
+        let mut items: Vec<String> = body
+            .split(',')
+            .map(|s| s.trim())
+            .filter(|s| !s.is_empty())
+            .map(|item| match item.split_once(" : ") {
+                Some((k, v)) => {
+                    // A number, or a path nft found below /sys/fs/cgroup
+                    // (`unified/...` on hybrid systems).
+                    let path = k.parse::<u64>().ok().and_then(|id| ids.get(&id)).or_else(|| {
+                        let k = k.trim_matches('"');
+                        ids.values().find(|p| k == p.trim_start_matches('/') || k.ends_with(p.as_str()))
+                    });
+                    match path {
+                        Some(path) => format!("{:?} : {v}", path.trim_start_matches('/')),
+                        None => item.to_owned(),
+                    }
+                }
+                None => item.to_owned(),
+            })
+            .collect();
+        items.sort();
+        out.push_str(&format!("{indent}elements = {{\n"));
+        for item in items {
+            out.push_str(&format!("{indent}\t{item}\n"));
+        }
+        out.push_str(&format!("{indent}}}\n"));
+    }
+    out
+}
+
+fn list_table() -> String {
+    sh("nft list table inet cgtproxy")
+}
+
+#[test]
+fn kernel_listing_equals_rendered_ruleset() {
+    if !root("kernel_listing_equals_rendered_ruleset") {
+        return;
+    }
+    private_netns();
+    let cgroups = TestCgroups::new("listing");
+    cgroups.mkdir("user.slice/app");
+    cgroups.mkdir("drop.slice/deep/er");
+    cgroups.mkdir("other");
+    let rel = &cgroups.rel;
+    let cfg = Config::parse(
+        &format!(
+            "version: 1\n\
+             bypass: [127.0.0.0/8, 192.168.0.0/16, 10.0.0.0/8, '::1', 'fe80::/10']\n\
+             tproxies:\n\
+             \x20 px: {{mark: 3000, port: 7893, dns-hijack: {{port: 1053, tcp: true}}}}\n\
+             \x20 px4: {{mark: 3001, port: 7894, no-ipv6: true, no-udp: true}}\n\
+             rules:\n\
+             \x20 - {{match: '^{rel}/user\\.slice/app$', tproxy: px4}}\n\
+             \x20 - {{match: '^{rel}/user\\.slice', tproxy: px}}\n\
+             \x20 - {{match: '^{rel}/drop\\.slice', drop: true}}\n\
+             \x20 - {{match: '^{rel}$', direct: true}}\n"
+        ),
+        "listing.yaml",
+    )
+    .unwrap();
+    let mut found = Vec::new();
+    cgroup::scan_into(&cgroups.root, &cgroups.dir, &mut found).unwrap();
+    let rs = Ruleset::build(&cfg, &found);
+    assert_eq!(rs.elements.len(), 6, "all but {rel}/other");
+    let ids: HashMap<u64, String> = found.iter().map(|c| (c.id, c.path.clone())).collect();
+
+    Nft::open().unwrap().apply_full(&rs).unwrap();
+    let kernel = normalize(&list_table(), &ids);
+    assert_eq!(kernel, normalize(&rs.render(), &ids), "kernel listing differs from the rendered ruleset");
+    golden("kernel-listing.nft", &kernel.replace(rel.trim_start_matches('/'), "TEST"));
+}
+
+#[test]
+fn stale_table_is_replaced_atomically() {
+    if !root("stale_table_is_replaced_atomically") {
+        return;
+    }
+    private_netns();
+    // A table from a killed instance, with content we must not keep.
+    sh("nft 'add table inet cgtproxy; add chain inet cgtproxy junk; add set inet cgtproxy bypass { type ipv4_addr; }'");
+    let cfg = example();
+    let rs = Ruleset::build(&cfg, &[Cgroup { path: "/user.slice/a".into(), id: 4242, level: 2 }]);
+    let mut nft = Nft::open().unwrap();
+    nft.apply_full(&rs).unwrap();
+    nft.apply_full(&rs).unwrap(); // and again: no "file exists"
+    let listing = list_table();
+    assert!(!listing.contains("junk"), "{listing}");
+    assert!(listing.contains("4242 : goto mihomo-MARK"), "{listing}");
+    assert!(nft.table_exists().unwrap());
+    assert!(nft.delete_table().unwrap());
+    assert!(!nft.table_exists().unwrap());
+    assert!(!nft.delete_table().unwrap(), "deleting twice is not an error");
+    assert_eq!(sh("nft list ruleset").trim(), "");
+}
+
+#[test]
+fn rejected_batch_changes_nothing() {
+    if !root("rejected_batch_changes_nothing") {
+        return;
+    }
+    private_netns();
+    let cfg = example();
+    let mut rs = Ruleset::build(&cfg, &[Cgroup { path: "/user.slice/a".into(), id: 7, level: 2 }]);
+    let mut nft = Nft::open().unwrap();
+    nft.apply_full(&rs).unwrap();
+    let before = list_table();
+    // A verdict that jumps to a chain that does not exist: the kernel
+    // refuses the element, and with it the whole batch.
+    rs.elements.get_mut(&7).unwrap().verdict = cgtproxy::ruleset::Verdict::Goto("nope".into());
+    let err = nft.apply_full(&rs).unwrap_err().to_string();
+    assert!(err.contains("cgroup-vmap") && err.contains("No such file"), "{err}");
+    assert_eq!(list_table(), before, "a failed batch must leave the old table intact");
+}
+
+#[test]
+fn many_elements_span_several_messages() {
+    if !root("many_elements_span_several_messages") {
+        return;
+    }
+    private_netns();
+    let cfg = example();
+    let cgroups: Vec<Cgroup> =
+        (0..20_000u64).map(|i| Cgroup { path: format!("/user.slice/a{i}"), id: 1_000_000 + i, level: 2 }).collect();
+    let rs = Ruleset::build(&cfg, &cgroups);
+    Nft::open().unwrap().apply_full(&rs).unwrap();
+    let listing = sh("nft list map inet cgtproxy cgroup-vmap");
+    assert_eq!(listing.matches("goto mihomo-MARK").count(), 20_000);
+}
+
+#[test]
+fn policy_routes_install_and_remove() {
+    if !root("policy_routes_install_and_remove") {
+        return;
+    }
+    private_netns();
+    let mut routes = Routes::open().unwrap();
+    assert!(!routes.present(&[3000, 3001], 300).unwrap());
+    routes.install(&[3000, 3001], 300).unwrap();
+    routes.install(&[3000, 3001], 300).unwrap(); // idempotent
+    assert!(routes.present(&[3000, 3001], 300).unwrap());
+    for fam in ["-4", "-6"] {
+        let rules = sh(&format!("ip {fam} rule show"));
+        assert_eq!(rules.matches("fwmark 0xbb8 lookup 300").count(), 1, "{rules}");
+        assert_eq!(rules.matches("fwmark 0xbb9 lookup 300").count(), 1, "{rules}");
+        let table = sh(&format!("ip {fam} route show table 300"));
+        assert!(table.contains("local default dev lo"), "{table}");
+    }
+    assert!(routes.remove(&[3000, 3001], 300).is_empty());
+    assert!(routes.remove(&[3000, 3001], 300).is_empty(), "removing twice is fine");
+    for fam in ["-4", "-6"] {
+        assert!(!sh(&format!("ip {fam} rule show")).contains("lookup 300"));
+        assert_eq!(sh(&format!("ip {fam} route show table 300")).trim(), "");
+    }
+    // Table numbers above 255 and below work alike.
+    routes.install(&[1], 100).unwrap();
+    assert!(sh("ip rule show").contains("fwmark 0x1 lookup 100"));
+    assert!(routes.remove(&[1], 100).is_empty());
+}
