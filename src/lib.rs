@@ -5,7 +5,9 @@
 //! text) -> [`nft`] netlink batch, plus [`route`] for policy routing.
 
 pub mod cgroup;
+pub mod check;
 pub mod config;
+pub mod daemon;
 pub mod netlink;
 pub mod nft;
 pub mod route;

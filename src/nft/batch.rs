@@ -8,6 +8,8 @@ use super::sys::*;
 
 #[derive(Debug)]
 pub struct Batch {
+    /// The table the messages address (a scratch table for `check`).
+    pub table: String,
     pub(crate) w: MsgWriter,
     pub(crate) acks: Vec<(u32, String)>,
     seq: u32,
@@ -17,7 +19,7 @@ pub struct Batch {
 impl Batch {
     /// Start a batch whose messages get sequence numbers after `seq`.
     pub fn new(seq: u32) -> Self {
-        let mut b = Batch { w: MsgWriter::new(), acks: Vec::new(), seq, next_set_id: 0 };
+        let mut b = Batch { table: crate::ruleset::TABLE.to_owned(), w: MsgWriter::new(), acks: Vec::new(), seq, next_set_id: 0 };
         b.control(NFNL_MSG_BATCH_BEGIN);
         b
     }

@@ -70,21 +70,22 @@ pub fn full(b: &mut Batch, rs: &Ruleset) {
         .iter()
         .map(|t| (t.mark.to_ne_bytes().to_vec(), Verdict::Goto(t.name.clone())))
         .collect();
-    map_elements(b, MAP_MARK, ids.mark, &marks, true);
+    map_elements(b, MAP_MARK, ids.mark, &marks);
     let dns: Vec<_> = rs
         .tproxies
         .iter()
         .filter(|t| t.dns_hijack.is_some())
         .map(|t| (t.mark.to_ne_bytes().to_vec(), Verdict::Goto(crate::ruleset::dns_chain(&t.name))))
         .collect();
-    map_elements(b, MAP_MARK_DNS, ids.mark_dns, &dns, true);
-    cgroup_elements(b, rs.elements.iter(), ids.cgroup, true);
+    map_elements(b, MAP_MARK_DNS, ids.mark_dns, &dns);
+    cgroup_elements(b, rs.elements.iter(), ids.cgroup);
 }
 
 /// `add|delete table inet cgtproxy`
 pub fn table(b: &mut Batch, msg: u16, flags: u16, what: &str) {
     let m = b.begin(msg, flags, what);
-    b.w.str(NFTA_TABLE_NAME, TABLE);
+    let t = b.table.clone();
+    b.w.str(NFTA_TABLE_NAME, &t);
     b.end(m);
 }
 
@@ -94,7 +95,8 @@ fn set(b: &mut Batch, name: &str, flags: u32, key_type: u32, key_len: u32, verdi
     let id = b.set_id();
     let what = format!("add {} inet {TABLE} {name}", if verdict_map { "map" } else { "set" });
     let m = b.begin(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_EXCL, what);
-    b.w.str(NFTA_SET_TABLE, TABLE);
+    let t = b.table.clone();
+    b.w.str(NFTA_SET_TABLE, &t);
     b.w.str(NFTA_SET_NAME, name);
     b.w.u32be(NFTA_SET_FLAGS, flags);
     b.w.u32be(NFTA_SET_KEY_TYPE, key_type);
@@ -122,7 +124,8 @@ fn set(b: &mut Batch, name: &str, flags: u32, key_type: u32, key_len: u32, verdi
 /// `add chain inet cgtproxy NAME [{ type T hook H priority P; policy accept; }]`
 fn chain(b: &mut Batch, c: &Chain) {
     let m = b.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL, format!("add chain inet {TABLE} {}", c.name));
-    b.w.str(NFTA_CHAIN_TABLE, TABLE);
+    let t = b.table.clone();
+    b.w.str(NFTA_CHAIN_TABLE, &t);
     b.w.str(NFTA_CHAIN_NAME, &c.name);
     if let Some(h) = c.hook {
         let n = b.w.nest(NFTA_CHAIN_HOOK);
@@ -142,7 +145,8 @@ fn tcp_udp_lookup(b: &mut Batch, invert: bool) -> Expr {
     let id = b.set_id();
     let name = "__set%d";
     let m = b.begin(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_EXCL, "add set { tcp, udp }");
-    b.w.str(NFTA_SET_TABLE, TABLE);
+    let t = b.table.clone();
+    b.w.str(NFTA_SET_TABLE, &t);
     b.w.str(NFTA_SET_NAME, name);
     b.w.u32be(NFTA_SET_FLAGS, NFT_SET_ANONYMOUS | NFT_SET_CONSTANT);
     b.w.u32be(NFTA_SET_KEY_TYPE, TYPE_INET_PROTOCOL);
@@ -150,7 +154,8 @@ fn tcp_udp_lookup(b: &mut Batch, invert: bool) -> Expr {
     b.w.u32be(NFTA_SET_ID, id);
     b.end(m);
     let m = b.begin(NFT_MSG_NEWSETELEM, NLM_F_CREATE, "add element { tcp, udp }");
-    b.w.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+    let t = b.table.clone();
+    b.w.str(NFTA_SET_ELEM_LIST_TABLE, &t);
     b.w.str(NFTA_SET_ELEM_LIST_SET, name);
     b.w.u32be(NFTA_SET_ELEM_LIST_SET_ID, id);
     let list = b.w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
@@ -267,7 +272,8 @@ pub fn rule(b: &mut Batch, chain: &str, s: &Stmt, ids: &SetIds, before: Option<u
         Some(_) => (NLM_F_CREATE, "insert"),
     };
     let m = b.begin(NFT_MSG_NEWRULE, flags, format!("{verb} rule inet {TABLE} {chain} {s}"));
-    b.w.str(NFTA_RULE_TABLE, TABLE);
+    let t = b.table.clone();
+    b.w.str(NFTA_RULE_TABLE, &t);
     b.w.str(NFTA_RULE_CHAIN, chain);
     if let Some(handle) = before {
         b.w.u64be(NFTA_RULE_POSITION, handle);
@@ -302,7 +308,8 @@ fn elements<'a>(
         let (_, _) = *open.get_or_insert_with(|| {
             let flags = if msg == NFT_MSG_NEWSETELEM { NLM_F_CREATE } else { 0 };
             let m = b.begin(msg, flags, format!("{what} element inet {TABLE} {set} (from #{count})"));
-            b.w.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+            let t = b.table.clone();
+    b.w.str(NFTA_SET_ELEM_LIST_TABLE, &t);
             b.w.str(NFTA_SET_ELEM_LIST_SET, set);
             if let Some(id) = set_id {
                 b.w.u32be(NFTA_SET_ELEM_LIST_SET_ID, id);
@@ -351,31 +358,27 @@ fn verdict_data(v: &Verdict) -> Data {
 }
 
 /// `add element inet cgtproxy MAP { KEY : VERDICT, ... }`
-fn map_elements(b: &mut Batch, map: &str, id: Option<u32>, items: &[(Vec<u8>, Verdict)], add: bool) {
+fn map_elements(b: &mut Batch, map: &str, id: Option<u32>, items: &[(Vec<u8>, Verdict)]) {
     let boxed = items.iter().map(|(k, v)| -> Box<dyn Fn(&mut MsgWriter)> {
         Box::new(move |w| {
             encode_data(w, NFTA_SET_ELEM_KEY, &Data::Value(k.clone()));
             encode_data(w, NFTA_SET_ELEM_DATA, &verdict_data(v));
         })
     });
-    let (msg, what) = if add { (NFT_MSG_NEWSETELEM, "add") } else { (NFT_MSG_DELSETELEM, "delete") };
-    elements(b, map, id, msg, what, boxed);
+    elements(b, map, id, NFT_MSG_NEWSETELEM, "add", boxed);
 }
 
-/// Add (with verdicts) or delete `cgroup-vmap` elements.
-pub fn cgroup_elements<'a>(
-    b: &mut Batch,
-    items: impl Iterator<Item = (&'a u64, &'a Element)>,
-    id: Option<u32>,
-    add: bool,
-) {
+/// `add element inet cgtproxy cgroup-vmap { ID : VERDICT, ... }`
+pub fn cgroup_elements<'a>(b: &mut Batch, items: impl Iterator<Item = (&'a u64, &'a Element)>, id: Option<u32>) {
     let list: Vec<(Vec<u8>, Verdict)> = items.map(|(cg, e)| (cg.to_ne_bytes().to_vec(), e.verdict.clone())).collect();
-    if add {
-        map_elements(b, MAP_CGROUP, id, &list, true);
-    } else {
-        let boxed = list.iter().map(|(k, _)| -> Box<dyn Fn(&mut MsgWriter)> {
-            Box::new(move |w| encode_data(w, NFTA_SET_ELEM_KEY, &Data::Value(k.clone())))
-        });
-        elements(b, MAP_CGROUP, None, NFT_MSG_DELSETELEM, "delete", boxed);
-    }
+    map_elements(b, MAP_CGROUP, id, &list);
+}
+
+/// `delete element inet cgtproxy cgroup-vmap { ID, ... }`
+pub fn delete_cgroup_elements(b: &mut Batch, ids: &[u64]) {
+    let boxed = ids.iter().map(|cg| -> Box<dyn Fn(&mut MsgWriter)> {
+        let key = cg.to_ne_bytes().to_vec();
+        Box::new(move |w| encode_data(w, NFTA_SET_ELEM_KEY, &Data::Value(key.clone())))
+    });
+    elements(b, MAP_CGROUP, None, NFT_MSG_DELSETELEM, "delete", boxed);
 }

@@ -25,6 +25,9 @@ pub const NFT_MSG_GETSET: u16 = 10;
 pub const NFT_MSG_NEWSETELEM: u16 = 12;
 pub const NFT_MSG_GETSETELEM: u16 = 13;
 pub const NFT_MSG_DELSETELEM: u16 = 14;
+pub const NFT_MSG_NEWGEN: u16 = 15;
+pub const NFT_MSG_GETGEN: u16 = 16;
+pub const NFTA_GEN_ID: u16 = 1;
 
 // NFTA_TABLE_*
 pub const NFTA_TABLE_NAME: u16 = 1;

@@ -119,3 +119,215 @@ pub fn golden(name: &str, actual: &str) {
         .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
     assert_eq!(actual, expected, "{} differs (UPDATE_GOLDEN=1 rewrites it)", path.display());
 }
+
+/// A named network namespace (`ip netns add`), deleted on drop. Processes
+/// enter it with `nsenter --net=/run/netns/NAME`, which keeps the mount
+/// namespace (`ip netns exec` would remount /sys and hide cgroup2).
+pub struct NetNs {
+    pub name: String,
+}
+
+impl NetNs {
+    pub fn new(tag: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("cgtp-{}-{tag}-{n}", std::process::id());
+        sh(&format!("ip netns add {name}"));
+        let ns = NetNs { name };
+        ns.sh("ip link set lo up");
+        ns
+    }
+
+    /// `nsenter --net=... ` prefix for commands in this namespace.
+    pub fn enter(&self) -> String {
+        format!("nsenter --net=/run/netns/{}", self.name)
+    }
+
+    pub fn sh(&self, cmd: &str) -> String {
+        sh(&format!("{} sh -c {}", self.enter(), shell_quote(cmd)))
+    }
+
+    pub fn try_sh(&self, cmd: &str) -> (bool, String) {
+        try_sh(&format!("{} sh -c {}", self.enter(), shell_quote(cmd)))
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
+    }
+}
+
+pub fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A background process, killed on drop; its stdout lines are collected.
+pub struct Proc {
+    pub child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    rx: std::sync::mpsc::Receiver<String>,
+}
+
+impl Proc {
+    /// Spawn `sh -c CMD`; stdout and stderr are both collected as lines.
+    pub fn spawn(cmd: &str) -> Self {
+        use std::io::BufRead;
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("exec {cmd} 2>&1"))
+            .stdout(std::process::Stdio::piped())
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let out = child.stdout.take().unwrap();
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        Proc { child, lines, rx }
+    }
+
+    /// Wait up to `secs` for a line containing `needle`; panics with the
+    /// output so far otherwise.
+    pub fn wait_for(&self, needle: &str, secs: u64) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.rx.recv_timeout(left) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => continue,
+                Err(_) => panic!("no line with {needle:?} within {secs}s; output:\n{}", self.output()),
+            }
+        }
+    }
+
+    pub fn output(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Send SIGTERM and wait for the exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(std::time::Instant::now() < deadline, "process did not stop:\n{}", self.output());
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn helper() -> String {
+    format!("python3 {}/tests/nethelper.py", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Two test hosts joined by a veth pair:
+/// - `local` (where cgtproxy runs): 192.0.2.1/24, 2001:db8::1/64, default
+///   routes via the remote;
+/// - `remote`: 192.0.2.2/24, 2001:db8::2/64, plus 198.51.100.2 and
+///   2001:db8:100::2 on its loopback (addresses behind a router, as the
+///   internet is), serving TCP/UDP on 8080 and 9999.
+pub struct Testbed {
+    pub local: NetNs,
+    pub remote: NetNs,
+    pub server: Proc,
+}
+
+pub const REMOTE4: &str = "198.51.100.2";
+pub const REMOTE6: &str = "2001:db8:100::2";
+
+impl Testbed {
+    pub fn new(tag: &str) -> Self {
+        let local = NetNs::new(&format!("{tag}l"));
+        let remote = NetNs::new(&format!("{tag}r"));
+        sh(&format!(
+            "ip link add vl type veth peer name vr && ip link set vl netns {} && ip link set vr netns {}",
+            local.name, remote.name
+        ));
+        local.sh(
+            "ip link set vl up && ip addr add 192.0.2.1/24 dev vl && ip -6 addr add 2001:db8::1/64 dev vl nodad \
+             && ip route add default via 192.0.2.2 && ip -6 route add default via 2001:db8::2",
+        );
+        remote.sh(&format!(
+            "ip link set vr up && ip addr add 192.0.2.2/24 dev vr && ip -6 addr add 2001:db8::2/64 dev vr nodad \
+             && ip addr add {REMOTE4}/32 dev lo && ip -6 addr add {REMOTE6}/128 dev lo nodad \
+             && nft 'add table inet count; add chain inet count in {{ type filter hook prerouting priority 0; }}; \
+                     add rule inet count in ip saddr 192.0.2.1 th dport 9999 counter; \
+                     add rule inet count in ip6 saddr 2001:db8::1 th dport 9999 counter'"
+        ));
+        let server = Proc::spawn(&format!("{} {} serve REMOTE 8080 9999", remote.enter(), helper()));
+        server.wait_for("READY", 10);
+        Testbed { local, remote, server }
+    }
+
+    /// Packets the remote host received on port 9999 (the drop target).
+    pub fn packets_at_9999(&self) -> u64 {
+        self.remote
+            .sh("nft list chain inet count in")
+            .lines()
+            .filter_map(|l| l.split("packets ").nth(1))
+            .filter_map(|p| p.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// Run the helper client inside `cgroup_dir` and the local namespace.
+    pub fn client(&self, cgroup_dir: &Path, proto: &str, addr: &str, port: u16, token: &str) -> String {
+        let cmd = format!(
+            "echo $$ > {}/cgroup.procs && exec {} {} client {proto} {addr} {port} {token} 1.5",
+            cgroup_dir.display(),
+            self.local.enter(),
+            helper()
+        );
+        let out = Command::new("sh").arg("-c").arg(&cmd).output().expect("client");
+        let mut text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        if !out.status.success() {
+            text.push_str(&format!(" (client failed: {})", String::from_utf8_lossy(&out.stderr)));
+        }
+        text
+    }
+}
+
+/// Start cgtproxy with `config_text` in `ns`; returns once it is ready.
+pub fn start_daemon(ns: &NetNs, config_text: &str) -> (Proc, PathBuf) {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    let path = std::env::temp_dir().join(format!("cgtproxy-test-{}-{n}.yaml", std::process::id()));
+    std::fs::write(&path, config_text).unwrap();
+    let daemon = Proc::spawn(&format!(
+        "{} {} -c {} --log-level debug",
+        ns.enter(),
+        env!("CARGO_BIN_EXE_cgtproxy"),
+        path.display()
+    ));
+    daemon.wait_for("ready", 20);
+    (daemon, path)
+}
+
+/// Nothing of cgtproxy is left in `ns`.
+pub fn assert_clean(ns: &NetNs) {
+    assert_eq!(ns.sh("nft list ruleset").trim(), "", "nftables not empty after stop");
+    for fam in ["-4", "-6"] {
+        let rules = ns.sh(&format!("ip {fam} rule show"));
+        assert!(!rules.contains("fwmark"), "rules left: {rules}");
+    }
+    assert_eq!(ns.sh("ip route show table all | grep -c 'table 300' || true").trim(), "0");
+    assert_eq!(ns.sh("ip -6 route show table all | grep -c 'table 300' || true").trim(), "0");
+}

@@ -1,0 +1,340 @@
+//! The running daemon: startup, the event loop, self-healing, reload and
+//! cleanup. All kernel and filesystem I/O of `cgtproxy` run lives here; the
+//! decisions are made by [`tracker::Tracker`] and [`crate::ruleset`].
+
+mod signals;
+pub mod tracker;
+pub mod watch;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use tracing::{debug, error, info, warn};
+
+use crate::cgroup::{self, CgroupError};
+use crate::config::{Config, ConfigError};
+use crate::nft::{Nft, NftError, encode};
+use crate::route::{RouteError, Routes};
+use crate::ruleset::CHAIN_OUTPUT;
+use signals::{Signal, Signals};
+use tracker::{Delta, Tracker};
+use watch::{Change, Watcher};
+
+/// How often the kernel state is checked for outside changes.
+const HEALTH_INTERVAL: Duration = Duration::from_millis(250);
+
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    #[error("watching cgroups below {root}: {source}")]
+    Watch {
+        root: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("signals: {0}")]
+    Signals(#[source] std::io::Error),
+    #[error(transparent)]
+    Nft(#[from] NftError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("cleanup failed: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Cleanup(Vec<DaemonError>),
+}
+
+/// Where the configuration comes from, for start and reload.
+#[derive(Debug, Clone)]
+pub struct ConfigSource {
+    pub path: PathBuf,
+    /// Given with -c: a missing file is an error, not the built-in default.
+    pub explicit: bool,
+}
+
+impl ConfigSource {
+    /// Load the config; a missing default file means the built-in default.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        match Config::load(&self.path) {
+            Err(ConfigError::Read { source, .. }) if !self.explicit && source.kind() == std::io::ErrorKind::NotFound => {
+                warn!(path = %self.path.display(), "config file not found; using the built-in default (everything direct)");
+                Ok(Config::builtin_default())
+            }
+            other => other,
+        }
+    }
+}
+
+struct Daemon {
+    source: ConfigSource,
+    root: PathBuf,
+    tracker: Tracker,
+    nft: Nft,
+    routes: Routes,
+    watcher: Watcher,
+    /// Rule handles of the `socket cgroupv2 level N` rules.
+    handles: BTreeMap<u32, u64>,
+    /// Ruleset generation after our last commit; another means someone else
+    /// changed the ruleset.
+    generation: u32,
+    /// Marks and table whose routing is installed.
+    routed: (Vec<u32>, u32),
+}
+
+/// Run until SIGTERM/SIGINT; everything added is removed before returning.
+pub fn run(source: ConfigSource) -> Result<(), DaemonError> {
+    // Signals first, so a SIGTERM during startup still leads to cleanup.
+    let signals = Signals::new().map_err(DaemonError::Signals)?;
+    let cfg = source.load()?;
+    let root = cgroup::resolve_root(&cfg.cgroup_root)?;
+    let started = Instant::now();
+    let mut watcher = Watcher::new(&root).map_err(|e| watch_error(&root, e))?;
+    let cgroups = watcher.rewatch_all().map_err(|e| watch_error(&root, e))?;
+    let tracker = Tracker::new(cfg, &cgroups);
+    let mut d = Daemon {
+        source,
+        root,
+        tracker,
+        nft: Nft::open()?,
+        routes: Routes::open()?,
+        watcher,
+        handles: BTreeMap::new(),
+        generation: 0,
+        routed: (Vec::new(), 0),
+    };
+    if let Err(e) = d.sync_all() {
+        let cleanup = d.cleanup();
+        if !cleanup.is_empty() {
+            error!("{}", DaemonError::Cleanup(cleanup));
+        }
+        return Err(e);
+    }
+    info!(
+        config = %d.tracker.cfg.origin,
+        cgroup_root = %d.root.display(),
+        cgroups = d.tracker.paths.len(),
+        elements = d.tracker.ruleset.elements.len(),
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "ready: all cgroups classified"
+    );
+    notify(&[sd_notify::NotifyState::Ready]);
+    let result = d.event_loop(&signals);
+    let errors = d.cleanup();
+    match (result, errors.is_empty()) {
+        (Err(e), _) => Err(e),
+        (Ok(()), true) => Ok(()),
+        (Ok(()), false) => Err(DaemonError::Cleanup(errors)),
+    }
+}
+
+fn watch_error(root: &Path, source: std::io::Error) -> DaemonError {
+    DaemonError::Watch { root: root.display().to_string(), source }
+}
+
+fn notify(state: &[sd_notify::NotifyState]) {
+    let _ = sd_notify::notify(state);
+}
+
+impl Daemon {
+    /// Routing, then the whole table in one batch (routes first: a mark
+    /// without its route would send packets out directly).
+    fn sync_all(&mut self) -> Result<(), DaemonError> {
+        let marks: Vec<u32> = self.tracker.ruleset.marks().collect();
+        let table = self.tracker.cfg.route_table;
+        self.routes.install(&marks, table)?;
+        self.nft.apply_full(&self.tracker.ruleset)?;
+        self.handles = self.nft.level_handles()?;
+        self.generation = self.nft.generation()?;
+        let (old_marks, old_table) = std::mem::replace(&mut self.routed, (marks.clone(), table));
+        let stale: Vec<u32> =
+            old_marks.into_iter().filter(|m| old_table != table || !marks.contains(m)).collect();
+        for e in self.routes.remove(&stale, old_table) {
+            warn!("removing routing of the previous config: {e}");
+        }
+        Ok(())
+    }
+
+    fn event_loop(&mut self, signals: &Signals) -> Result<(), DaemonError> {
+        let mut next_check = Instant::now() + HEALTH_INTERVAL;
+        loop {
+            let timeout = next_check.saturating_duration_since(Instant::now());
+            let mut fds = [
+                libc::pollfd { fd: signals.fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: self.watcher.fd(), events: libc::POLLIN, revents: 0 },
+            ];
+            // SAFETY: two valid pollfds.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout.as_millis() as i32) };
+            if rc < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return Err(DaemonError::Signals(std::io::Error::last_os_error()));
+            }
+            if fds[0].revents != 0 {
+                for s in signals.read() {
+                    match s {
+                        Signal::Terminate(n) => {
+                            info!(signal = n, "stopping: removing table, rules and routes");
+                            notify(&[sd_notify::NotifyState::Stopping]);
+                            return Ok(());
+                        }
+                        Signal::Reload => self.reload(),
+                    }
+                }
+            }
+            if fds[1].revents != 0 {
+                self.on_cgroup_events()?;
+            }
+            if Instant::now() >= next_check {
+                self.health_check();
+                next_check = Instant::now() + HEALTH_INTERVAL;
+            }
+        }
+    }
+
+    fn on_cgroup_events(&mut self) -> Result<(), DaemonError> {
+        let changes = self.watcher.read().map_err(|e| watch_error(&self.root, e))?;
+        let mut delta = Delta::default();
+        let mut rescan = false;
+        for c in changes {
+            match c {
+                Change::Appeared(cgs) => delta.merge(self.tracker.appeared(&cgs)),
+                Change::Vanished(path) => delta.merge(self.tracker.vanished(&path)),
+                Change::Rescan => rescan = true,
+            }
+        }
+        if rescan {
+            warn!("inotify queue overflowed or a cgroup was renamed: rescanning the whole tree");
+            let all = self.watcher.rewatch_all().map_err(|e| watch_error(&self.root, e))?;
+            delta.merge(self.tracker.reconcile(&all));
+        }
+        if !delta.is_empty() {
+            self.commit(&delta);
+        }
+        Ok(())
+    }
+
+    /// Send a delta as one batch; on any failure resynchronise everything.
+    fn commit(&mut self, delta: &Delta) {
+        let started = Instant::now();
+        match self.try_commit(delta) {
+            Ok(()) => debug!(
+                added = delta.add.len(),
+                deleted = delta.del.len(),
+                levels = ?delta.new_levels,
+                elapsed_us = started.elapsed().as_micros() as u64,
+                "applied"
+            ),
+            Err(e) => {
+                warn!("incremental update failed ({e}); rebuilding the whole table");
+                self.resync();
+            }
+        }
+    }
+
+    fn try_commit(&mut self, delta: &Delta) -> Result<(), DaemonError> {
+        let ids = encode::SetIds::default();
+        let mut b = self.nft.batch();
+        let mut levels = delta.new_levels.clone();
+        levels.sort_unstable_by(|a, b| b.cmp(a));
+        for level in &levels {
+            // Deepest first: a new level goes right before the deepest
+            // existing level shallower than it, or at the end.
+            let before = self.handles.range(..*level).next_back().map(|(_, h)| *h);
+            let stmt = crate::ruleset::Stmt::CgroupVmap { level: *level };
+            encode::rule(&mut b, CHAIN_OUTPUT, &stmt, &ids, before);
+        }
+        encode::delete_cgroup_elements(&mut b, &delta.del);
+        encode::cgroup_elements(&mut b, delta.add.iter().map(|(id, e)| (id, e)), None);
+        self.nft.commit(b)?;
+        if !levels.is_empty() {
+            self.handles = self.nft.level_handles()?;
+        }
+        self.generation = self.nft.generation()?;
+        Ok(())
+    }
+
+    /// Rescan the tree and replace the whole table.
+    fn resync(&mut self) {
+        let result = self
+            .watcher
+            .rewatch_all()
+            .map_err(|e| watch_error(&self.root, e))
+            .and_then(|all| {
+                self.tracker = Tracker::new(self.tracker.cfg.clone(), &all);
+                self.sync_all()
+            });
+        if let Err(e) = result {
+            error!("cannot restore the ruleset: {e}");
+        }
+    }
+
+    /// Notice outside changes (`nft flush ruleset`, a firewall reload, a
+    /// deleted ip rule) and restore everything.
+    fn health_check(&mut self) {
+        let generation = match self.nft.generation() {
+            Ok(g) => g,
+            Err(e) => {
+                warn!("cannot read the nftables generation: {e}");
+                return;
+            }
+        };
+        let marks: Vec<u32> = self.tracker.ruleset.marks().collect();
+        let routes_ok = self.routes.present(&marks, self.tracker.cfg.route_table).unwrap_or(false);
+        if generation == self.generation && routes_ok {
+            return;
+        }
+        let table_ok = self.nft.table_exists().unwrap_or(false);
+        if generation != self.generation {
+            warn!(table_present = table_ok, "the nftables ruleset was changed by another program; restoring table inet cgtproxy");
+        }
+        if !routes_ok {
+            warn!("policy routing rules or routes were removed; restoring them");
+        }
+        self.resync();
+    }
+
+    fn reload(&mut self) {
+        notify(&[sd_notify::NotifyState::Reloading]);
+        let started = Instant::now();
+        match self.source.load() {
+            Err(e) => error!("reload refused, keeping the running config: {e}"),
+            Ok(cfg) => match cgroup::resolve_root(&cfg.cgroup_root) {
+                Err(e) => error!("reload refused, keeping the running config: {e}"),
+                Ok(root) if root != self.root => {
+                    error!(old = %self.root.display(), new = %root.display(), "reload refused: cgroup-root cannot change while running; restart instead")
+                }
+                Ok(_) => {
+                    let old = std::mem::replace(&mut self.tracker.cfg, cfg);
+                    match self.watcher.rewatch_all().map_err(|e| watch_error(&self.root, e)).and_then(|all| {
+                        self.tracker = Tracker::new(self.tracker.cfg.clone(), &all);
+                        self.sync_all()
+                    }) {
+                        Ok(()) => info!(
+                            config = %self.tracker.cfg.origin,
+                            elements = self.tracker.ruleset.elements.len(),
+                            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                            "reloaded"
+                        ),
+                        Err(e) => {
+                            error!("reload failed, restoring the previous config: {e}");
+                            self.tracker.cfg = old;
+                            self.resync();
+                        }
+                    }
+                }
+            },
+        }
+        notify(&[sd_notify::NotifyState::Ready]);
+    }
+
+    /// Remove table, rules and routes; every error is collected.
+    fn cleanup(&mut self) -> Vec<DaemonError> {
+        let mut errors = Vec::new();
+        if let Err(e) = self.nft.delete_table() {
+            errors.push(e.into());
+        }
+        let (marks, table) = std::mem::take(&mut self.routed);
+        errors.extend(self.routes.remove(&marks, table).into_iter().map(DaemonError::from));
+        errors
+    }
+}

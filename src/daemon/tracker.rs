@@ -1,0 +1,184 @@
+//! What the kernel should hold, kept in step with cgroup events. Pure: it
+//! turns "these cgroups appeared / this path vanished" into a [`Delta`] that
+//! the daemon sends as one batch.
+
+use std::collections::{BTreeSet, HashMap};
+
+use crate::cgroup::Cgroup;
+use crate::config::Config;
+use crate::ruleset::{Element, Ruleset};
+
+/// Changes to send to the kernel in one batch.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Delta {
+    /// Levels that need a new `socket cgroupv2 level N` rule.
+    pub new_levels: Vec<u32>,
+    pub add: Vec<(u64, Element)>,
+    pub del: Vec<u64>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.new_levels.is_empty() && self.add.is_empty() && self.del.is_empty()
+    }
+
+    /// Fold a later `other` into this delta. An element added here and
+    /// deleted there never reaches the kernel, so neither is sent (deleting
+    /// a missing element would fail the whole batch).
+    pub fn merge(&mut self, other: Delta) {
+        self.new_levels.extend(other.new_levels);
+        self.new_levels.sort_unstable();
+        self.new_levels.dedup();
+        for id in other.del {
+            let before = self.add.len();
+            self.add.retain(|(a, _)| *a != id);
+            if self.add.len() == before {
+                self.del.push(id);
+            }
+        }
+        self.add.extend(other.add);
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Tracker {
+    pub cfg: Config,
+    /// The ruleset as the kernel holds it after the last commit.
+    pub ruleset: Ruleset,
+    /// Every known cgroup path (matched or not) and its id.
+    pub paths: HashMap<String, u64>,
+}
+
+impl Tracker {
+    /// A tracker for `cfg` that knows `cgroups`.
+    pub fn new(cfg: Config, cgroups: &[Cgroup]) -> Self {
+        let ruleset = Ruleset::build(&cfg, cgroups);
+        let paths = cgroups.iter().map(|c| (c.path.clone(), c.id)).collect();
+        Tracker { cfg, ruleset, paths }
+    }
+
+    /// Cgroups that appeared (a new directory and what was found inside).
+    pub fn appeared(&mut self, cgroups: &[Cgroup]) -> Delta {
+        let mut delta = Delta::default();
+        let levels_before: BTreeSet<u32> = self.ruleset.levels.clone();
+        for cg in cgroups {
+            if let Some(old) = self.paths.insert(cg.path.clone(), cg.id) {
+                if old == cg.id {
+                    continue;
+                }
+                // Same path, new cgroup: the old one went away unseen.
+                if self.ruleset.elements.remove(&old).is_some() {
+                    delta.del.push(old);
+                }
+            }
+            if let Some(e) = self.ruleset.classify(&self.cfg, cg) {
+                delta.add.push((cg.id, e.clone()));
+            }
+        }
+        delta.new_levels = self.ruleset.levels.difference(&levels_before).copied().collect();
+        delta
+    }
+
+    /// The cgroup at `path` and everything below it vanished.
+    pub fn vanished(&mut self, path: &str) -> Delta {
+        let mut delta = Delta::default();
+        let prefix = format!("{path}/");
+        let gone: Vec<String> =
+            self.paths.keys().filter(|p| *p == path || p.starts_with(&prefix)).cloned().collect();
+        for p in gone {
+            if let Some(id) = self.paths.remove(&p)
+                && self.ruleset.elements.remove(&id).is_some()
+            {
+                delta.del.push(id);
+            }
+        }
+        delta
+    }
+
+    /// Bring the tracker to exactly `cgroups` (a full rescan): removes what
+    /// is gone, adds what is new.
+    pub fn reconcile(&mut self, cgroups: &[Cgroup]) -> Delta {
+        let now: HashMap<&str, u64> = cgroups.iter().map(|c| (c.path.as_str(), c.id)).collect();
+        let mut delta = Delta::default();
+        let gone: Vec<String> =
+            self.paths.iter().filter(|(p, id)| now.get(p.as_str()) != Some(id)).map(|(p, _)| p.clone()).collect();
+        for p in gone {
+            if let Some(id) = self.paths.remove(&p)
+                && self.ruleset.elements.remove(&id).is_some()
+            {
+                delta.del.push(id);
+            }
+        }
+        let fresh: Vec<Cgroup> = cgroups.iter().filter(|c| !self.paths.contains_key(&c.path)).cloned().collect();
+        delta.merge(self.appeared(&fresh));
+        delta
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cg(path: &str, id: u64) -> Cgroup {
+        Cgroup { path: path.into(), id, level: crate::cgroup::level_of(path) }
+    }
+
+    fn cfg() -> Config {
+        Config::parse(
+            "version: 1\ntproxies: {p: {mark: 1, port: 2}}\nrules:\n  - {match: '^/a/b', drop: true}\n  - {match: '^/a', tproxy: p}\n",
+            "t.yaml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn new_levels_and_elements() {
+        let mut t = Tracker::new(cfg(), &[cg("/a", 1), cg("/z", 2)]);
+        assert_eq!(t.ruleset.levels.iter().copied().collect::<Vec<_>>(), [1]);
+        let d = t.appeared(&[cg("/a/b", 3), cg("/a/b/c", 4), cg("/y", 5)]);
+        assert_eq!(d.new_levels, [2, 3]);
+        assert_eq!(d.add.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [3, 4]);
+        assert!(t.appeared(&[cg("/a/b", 3)]).is_empty(), "known cgroups are no change");
+        let d = t.vanished("/a/b");
+        let mut del = d.del.clone();
+        del.sort();
+        assert_eq!(del, [3, 4]);
+        assert!(!t.paths.contains_key("/a/b/c"));
+        assert!(t.vanished("/y").is_empty(), "unmatched cgroups have no element");
+        assert!(!t.paths.contains_key("/y"));
+    }
+
+    #[test]
+    fn same_path_new_id_replaces() {
+        let mut t = Tracker::new(cfg(), &[cg("/a", 1)]);
+        let d = t.appeared(&[cg("/a", 9)]);
+        assert_eq!(d.del, [1]);
+        assert_eq!(d.add[0].0, 9);
+    }
+
+    #[test]
+    fn reconcile_to_exact_set() {
+        let mut t = Tracker::new(cfg(), &[cg("/a", 1), cg("/a/b", 2), cg("/a/x", 3)]);
+        let d = t.reconcile(&[cg("/a", 1), cg("/a/x", 3), cg("/a/b", 7), cg("/a/q/r/s", 8)]);
+        assert_eq!(d.del, [2]);
+        let mut add: Vec<u64> = d.add.iter().map(|(id, _)| *id).collect();
+        add.sort();
+        assert_eq!(add, [7, 8]);
+        assert_eq!(d.new_levels, [3]);
+        let want: Vec<u64> = vec![1, 3, 7, 8];
+        assert_eq!(t.ruleset.elements.keys().copied().collect::<Vec<_>>(), want);
+    }
+
+    #[test]
+    fn merge_cancels() {
+        let mut t = Tracker::new(cfg(), &[]);
+        let mut d = t.appeared(&[cg("/a", 1)]);
+        d.merge(t.vanished("/a"));
+        assert!(d.add.is_empty() && d.del.is_empty(), "{d:?}");
+        let mut t = Tracker::new(cfg(), &[cg("/a", 1)]);
+        let mut d = t.appeared(&[cg("/a/b", 2)]);
+        d.merge(t.vanished("/a"));
+        assert_eq!(d.del, [1]);
+        assert!(d.add.is_empty());
+    }
+}

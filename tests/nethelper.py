@@ -1,0 +1,149 @@
+#!/usr/bin/env python3
+"""Test hosts for cgtproxy's data-plane tests (run inside test namespaces).
+
+  serve NAME PORT...      TCP and UDP on 0.0.0.0 and :: ; answers "NAME <token>",
+                          logs "HIT NAME <proto> <token>"
+  tproxy PORT...          IP_TRANSPARENT TCP and UDP listeners on 0.0.0.0 and :: ;
+                          answers "TPROXY <port> <original destination>"
+  dns ADDR PORT           DNS stand-in, UDP and TCP; answers "DNS <token>"
+  client PROTO ADDR PORT TOKEN [TIMEOUT]
+                          sends TOKEN, prints the answer, or TIMEOUT / ERROR <reason>
+
+Servers print READY once listening. Every answer is one line of text.
+"""
+import selectors
+import socket
+import struct
+import sys
+
+IP_TRANSPARENT = 19
+IP_RECVORIGDSTADDR = 20
+IPV6_RECVORIGDSTADDR = 74
+IPV6_TRANSPARENT = 75
+
+
+def log(*args):
+    print(*args, flush=True)
+
+
+def listeners(ports, transparent=False, addrs=(("0.0.0.0", socket.AF_INET), ("::", socket.AF_INET6))):
+    socks = []
+    for port in ports:
+        for addr, fam in addrs:
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                s = socket.socket(fam, kind)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if fam == socket.AF_INET6:
+                    s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+                if transparent:
+                    if fam == socket.AF_INET:
+                        s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+                        if kind == socket.SOCK_DGRAM:
+                            s.setsockopt(socket.SOL_IP, IP_RECVORIGDSTADDR, 1)
+                    else:
+                        s.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+                        if kind == socket.SOCK_DGRAM:
+                            s.setsockopt(socket.IPPROTO_IPV6, IPV6_RECVORIGDSTADDR, 1)
+                s.bind((addr, port))
+                if kind == socket.SOCK_STREAM:
+                    s.listen(64)
+                socks.append((s, port))
+    return socks
+
+
+def fmt(addr):
+    host, port = addr[0], addr[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def orig_dst(ancdata, fam):
+    for level, ctype, data in ancdata:
+        if level == socket.SOL_IP and ctype == IP_RECVORIGDSTADDR:
+            port = struct.unpack("!H", data[2:4])[0]
+            return (socket.inet_ntop(socket.AF_INET, data[4:8]), port)
+        if level == socket.IPPROTO_IPV6 and ctype == IPV6_RECVORIGDSTADDR:
+            port = struct.unpack("!H", data[2:4])[0]
+            return (socket.inet_ntop(socket.AF_INET6, data[8:24]), port)
+    return None
+
+
+def serve(name, socks, transparent=False):
+    sel = selectors.DefaultSelector()
+    for s, port in socks:
+        sel.register(s, selectors.EVENT_READ, port)
+    log("READY")
+    while True:
+        for key, _ in sel.select():
+            s, port = key.fileobj, key.data
+            if s.type == socket.SOCK_STREAM:
+                conn, peer = s.accept()
+                conn.settimeout(2)
+                try:
+                    token = conn.recv(256).decode(errors="replace").strip()
+                    where = fmt(conn.getsockname())
+                    answer = f"TPROXY {port} {where}" if transparent else f"{name} {token}"
+                    log("HIT", name, "tcp", where, token)
+                    conn.sendall((answer + "\n").encode())
+                except OSError as e:
+                    log("ERR", e)
+                finally:
+                    conn.close()
+            else:
+                data, anc, _, peer = s.recvmsg(256, 256)
+                token = data.decode(errors="replace").strip()
+                if transparent:
+                    dst = orig_dst(anc, s.family)
+                    where = fmt(dst) if dst else "?"
+                    log("HIT", name, "udp", where, token)
+                    # Answer from the original destination, as a proxy does.
+                    r = socket.socket(s.family, socket.SOCK_DGRAM)
+                    if s.family == socket.AF_INET:
+                        r.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+                    else:
+                        r.setsockopt(socket.IPPROTO_IPV6, IPV6_TRANSPARENT, 1)
+                    r.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    r.bind(dst)
+                    r.sendto(f"TPROXY {port} {where}\n".encode(), peer)
+                    r.close()
+                else:
+                    log("HIT", name, "udp", fmt(s.getsockname()), token)
+                    s.sendto(f"{name} {token}\n".encode(), peer)
+
+
+def client(proto, addr, port, token, timeout=2.0):
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    try:
+        if proto == "tcp":
+            s = socket.create_connection((addr, port), timeout=timeout)
+            s.sendall((token + "\n").encode())
+            print(s.recv(256).decode().strip() or "EMPTY")
+        else:
+            s = socket.socket(fam, socket.SOCK_DGRAM)
+            s.settimeout(timeout)
+            s.sendto((token + "\n").encode(), (addr, port))
+            print(s.recv(256).decode().strip())
+    except socket.timeout:
+        print("TIMEOUT")
+    except OSError as e:
+        print("ERROR", e.strerror or e)
+
+
+def main(argv):
+    mode = argv[1]
+    if mode == "serve":
+        serve(argv[2], listeners([int(p) for p in argv[3:]]))
+    elif mode == "tproxy":
+        serve("TPROXY", listeners([int(p) for p in argv[2:]], transparent=True), transparent=True)
+    elif mode == "dns":
+        addr, port = argv[2], int(argv[3])
+        fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+        serve("DNS", listeners([port], addrs=((addr, fam),)))
+    elif mode == "client":
+        timeout = float(argv[6]) if len(argv) > 6 else 2.0
+        client(argv[2], argv[3], int(argv[4]), argv[5], timeout)
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
