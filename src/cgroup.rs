@@ -80,6 +80,7 @@ fn is_cgroup2(path: &Path) -> io::Result<bool> {
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     // SAFETY: statfs writes into a zeroed struct we own; c is NUL-terminated.
     let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: c is a valid C string and st a valid out-pointer.
     if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
         return Err(io::Error::last_os_error());
     }
@@ -101,7 +102,10 @@ pub fn resolve_root(root: &CgroupRoot) -> Result<PathBuf, CgroupError> {
     match is_cgroup2(&path) {
         Ok(true) => Ok(path),
         Ok(false) => Err(CgroupError::NotCgroup2 { path: shown }),
-        Err(source) => Err(CgroupError::Root { path: shown, source }),
+        Err(source) => Err(CgroupError::Root {
+            path: shown,
+            source,
+        }),
     }
 }
 
@@ -188,12 +192,19 @@ mod tests {
         let hybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
             40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n\
             41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
-        assert_eq!(find_cgroup2_mount(hybrid), Some("/sys/fs/cgroup/unified".into()));
-        let unified = "35 24 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(
+            find_cgroup2_mount(hybrid),
+            Some("/sys/fs/cgroup/unified".into())
+        );
+        let unified =
+            "35 24 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
         assert_eq!(find_cgroup2_mount(unified), Some("/sys/fs/cgroup".into()));
         let spaced = "35 24 0:30 / /mnt/my\\040cg rw shared:9 - cgroup2 none rw\n";
         assert_eq!(find_cgroup2_mount(spaced), Some("/mnt/my cg".into()));
-        assert_eq!(find_cgroup2_mount("1 2 0:1 / / rw - ext4 /dev/vda rw\n"), None);
+        assert_eq!(
+            find_cgroup2_mount("1 2 0:1 / / rw - ext4 /dev/vda rw\n"),
+            None
+        );
     }
 
     #[test]
@@ -220,6 +231,9 @@ mod tests {
         assert_eq!(paths, [("/a", 1), ("/a/b", 2), ("/a/b/c", 3), ("/d", 1)]);
         assert_eq!(found[0].id, id_of(&tmp.join("a")).unwrap());
         std::fs::remove_dir_all(&tmp).unwrap();
-        assert!(scan(&tmp).unwrap().is_empty(), "a vanished root scans as empty");
+        assert!(
+            scan(&tmp).unwrap().is_empty(),
+            "a vanished root scans as empty"
+        );
     }
 }

@@ -12,7 +12,9 @@ const CAP_NET_ADMIN: u32 = 12;
 
 /// Does this process have CAP_NET_ADMIN in its effective set?
 pub fn has_net_admin() -> bool {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else { return false };
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
     status
         .lines()
         .find_map(|l| l.strip_prefix("CapEff:"))
@@ -24,7 +26,13 @@ pub fn has_net_admin() -> bool {
 pub fn describe(cfg: &Config) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "config {} is valid:", cfg.origin);
-    let _ = writeln!(s, "  route table {}, {} bypass entries, strict {}", cfg.route_table, cfg.bypass.len(), cfg.strict);
+    let _ = writeln!(
+        s,
+        "  route table {}, {} bypass entries, strict {}",
+        cfg.route_table,
+        cfg.bypass.len(),
+        cfg.strict
+    );
     for t in cfg.tproxies.values() {
         let _ = writeln!(
             s,
@@ -34,11 +42,23 @@ pub fn describe(cfg: &Config) -> String {
             t.port,
             if t.no_udp { ", no-udp" } else { "" },
             if t.no_ipv6 { ", no-ipv6" } else { "" },
-            t.dns_hijack.as_ref().map(|d| format!(", dns-hijack {}:{}{}", d.ip, d.port, if d.tcp { " (+tcp)" } else { "" })).unwrap_or_default()
+            t.dns_hijack
+                .as_ref()
+                .map(|d| format!(
+                    ", dns-hijack {}:{}{}",
+                    d.ip,
+                    d.port,
+                    if d.tcp { " (+tcp)" } else { "" }
+                ))
+                .unwrap_or_default()
         );
     }
     for r in &cfg.rules {
-        let _ = writeln!(s, "  rule {} (line {}): {} -> {}", r.index, r.line, r.pattern, r.target);
+        let _ = writeln!(
+            s,
+            "  rule {} (line {}): {} -> {}",
+            r.index, r.line, r.pattern, r.target
+        );
     }
     s
 }
@@ -49,7 +69,9 @@ pub enum CheckError {
     NoNetAdmin,
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
-    #[error("the kernel cannot hold cgtproxy's rules: {0} (needs nf_tables with socket, tproxy, nat, ct and interval sets)")]
+    #[error(
+        "the kernel cannot hold cgtproxy's rules: {0} (needs nf_tables with socket, tproxy, nat, ct and interval sets)"
+    )]
     Kernel(#[source] crate::nft::NftError),
 }
 
@@ -81,7 +103,12 @@ fn probe_kernel() -> Result<(), crate::nft::NftError> {
     rs.levels.insert(1);
     rs.elements.insert(
         1,
-        crate::ruleset::Element { path: "/probe".into(), level: 1, verdict: crate::ruleset::Verdict::Goto("p-MARK".into()), rule: 0 },
+        crate::ruleset::Element {
+            path: "/probe".into(),
+            level: 1,
+            verdict: crate::ruleset::Verdict::Goto("p-MARK".into()),
+            rule: 0,
+        },
     );
     let mut nft = Nft::open()?;
     let mut b = nft.batch();

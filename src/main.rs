@@ -45,10 +45,16 @@ enum CheckWhat {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| {
-        eprintln!("cgtproxy: invalid --log-level {:?}; using info", cli.log_level);
+        eprintln!(
+            "cgtproxy: invalid --log-level {:?}; using info",
+            cli.log_level
+        );
         tracing_subscriber::EnvFilter::new("info")
     });
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
 
     let source = ConfigSource {
         explicit: cli.config.is_some(),
@@ -89,6 +95,7 @@ fn run(command: Option<Command>, source: &ConfigSource) -> anyhow::Result<()> {
 
 fn render_now(cfg: &Config) -> anyhow::Result<String> {
     let root = cgroup::resolve_root(&cfg.cgroup_root)?;
-    let cgroups = cgroup::scan(&root).map_err(|e| anyhow::anyhow!("scanning cgroups below {}: {e}", root.display()))?;
+    let cgroups = cgroup::scan(&root)
+        .map_err(|e| anyhow::anyhow!("scanning cgroups below {}: {e}", root.display()))?;
     Ok(Ruleset::build(cfg, &cgroups).render())
 }

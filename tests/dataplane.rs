@@ -25,7 +25,15 @@ pub fn dataplane_config(rel: &str) -> String {
 
 /// One expectation: from cgroup `sub`, `proto` to `addr:port` answers with
 /// a line starting with `want`.
-pub fn expect(bed: &Testbed, cg: &TestCgroups, sub: &str, proto: &str, addr: &str, port: u16, want: &str) {
+pub fn expect(
+    bed: &Testbed,
+    cg: &TestCgroups,
+    sub: &str,
+    proto: &str,
+    addr: &str,
+    port: u16,
+    want: &str,
+) {
     let token = format!("{sub}-{proto}-{port}").replace('/', "_");
     let got = bed.client(&cg.dir.join(sub), proto, addr, port, &token);
     // `A|B`: either. A locally dropped UDP datagram fails sendto with EPERM.
@@ -39,9 +47,17 @@ pub fn expect(bed: &Testbed, cg: &TestCgroups, sub: &str, proto: &str, addr: &st
 pub const DROPPED: &str = "TIMEOUT|ERROR Operation not permitted";
 
 fn listen_side_services(bed: &Testbed) -> (Proc, Proc) {
-    let tproxy = Proc::spawn(&format!("{} {} tproxy 7893 7894 7895", bed.local.enter(), helper()));
+    let tproxy = Proc::spawn(&format!(
+        "{} {} tproxy 7893 7894 7895",
+        bed.local.enter(),
+        helper()
+    ));
     tproxy.wait_for("READY", 10);
-    let dns = Proc::spawn(&format!("{} {} dns 127.0.0.1 5353", bed.local.enter(), helper()));
+    let dns = Proc::spawn(&format!(
+        "{} {} dns 127.0.0.1 5353",
+        bed.local.enter(),
+        helper()
+    ));
     dns.wait_for("READY", 10);
     (tproxy, dns)
 }
@@ -54,7 +70,14 @@ fn cgroups_present_at_start() {
     let bed = Testbed::new("dp");
     let (tproxy, _dns) = listen_side_services(&bed);
     let cg = TestCgroups::new("dp");
-    for sub in ["proxy/child-direct", "direct", "drop", "noudp", "noip6", "other"] {
+    for sub in [
+        "proxy/child-direct",
+        "direct",
+        "drop",
+        "noudp",
+        "noip6",
+        "other",
+    ] {
         cg.mkdir(sub);
     }
     let (mut daemon, _cfg) = start_daemon(&bed.local, &dataplane_config(&cg.rel));
@@ -66,7 +89,15 @@ fn cgroups_present_at_start() {
         expect(&bed, &cg, "proxy", proto, REMOTE4, 8080, &t4);
         expect(&bed, &cg, "proxy", proto, REMOTE6, 8080, &t6);
         // a nested child with its own rule
-        expect(&bed, &cg, "proxy/child-direct", proto, REMOTE4, 8080, "REMOTE");
+        expect(
+            &bed,
+            &cg,
+            "proxy/child-direct",
+            proto,
+            REMOTE4,
+            8080,
+            "REMOTE",
+        );
         // direct, and unmatched cgroups go direct
         expect(&bed, &cg, "direct", proto, REMOTE4, 8080, "REMOTE");
         expect(&bed, &cg, "direct", proto, REMOTE6, 8080, "REMOTE");
@@ -84,18 +115,58 @@ fn cgroups_present_at_start() {
     // no-udp: UDP goes direct, TCP to its proxy
     expect(&bed, &cg, "noudp", "udp", REMOTE4, 8080, "REMOTE");
     expect(&bed, &cg, "noudp", "udp", REMOTE6, 8080, "REMOTE");
-    expect(&bed, &cg, "noudp", "tcp", REMOTE4, 8080, &format!("TPROXY 7894 {REMOTE4}:8080"));
+    expect(
+        &bed,
+        &cg,
+        "noudp",
+        "tcp",
+        REMOTE4,
+        8080,
+        &format!("TPROXY 7894 {REMOTE4}:8080"),
+    );
     // no-ipv6: IPv6 goes direct, IPv4 to its proxy
     expect(&bed, &cg, "noip6", "tcp", REMOTE6, 8080, "REMOTE");
     expect(&bed, &cg, "noip6", "udp", REMOTE6, 8080, "REMOTE");
-    expect(&bed, &cg, "noip6", "udp", REMOTE4, 8080, &format!("TPROXY 7895 {REMOTE4}:8080"));
-    expect(&bed, &cg, "noip6", "tcp", REMOTE4, 8080, &format!("TPROXY 7895 {REMOTE4}:8080"));
+    expect(
+        &bed,
+        &cg,
+        "noip6",
+        "udp",
+        REMOTE4,
+        8080,
+        &format!("TPROXY 7895 {REMOTE4}:8080"),
+    );
+    expect(
+        &bed,
+        &cg,
+        "noip6",
+        "tcp",
+        REMOTE4,
+        8080,
+        &format!("TPROXY 7895 {REMOTE4}:8080"),
+    );
 
-    assert_eq!(bed.packets_at_9999(), 0, "a dropped packet reached the remote host");
-    assert!(!bed.server.output().contains("drop-"), "remote saw drop traffic:\n{}", bed.server.output());
-    assert!(tproxy.output().contains("HIT TPROXY udp"), "{}", tproxy.output());
+    assert_eq!(
+        bed.packets_at_9999(),
+        0,
+        "a dropped packet reached the remote host"
+    );
+    assert!(
+        !bed.server.output().contains("drop-"),
+        "remote saw drop traffic:\n{}",
+        bed.server.output()
+    );
+    assert!(
+        tproxy.output().contains("HIT TPROXY udp"),
+        "{}",
+        tproxy.output()
+    );
 
     let status = daemon.stop();
-    assert!(status.success(), "daemon exit {status}:\n{}", daemon.output());
+    assert!(
+        status.success(),
+        "daemon exit {status}:\n{}",
+        daemon.output()
+    );
     assert_clean(&bed.local);
 }

@@ -13,7 +13,8 @@ use cgtproxy::route::Routes;
 use cgtproxy::ruleset::Ruleset;
 
 fn example() -> Config {
-    Config::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("misc/config/example.yaml")).unwrap()
+    Config::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("misc/config/example.yaml"))
+        .unwrap()
 }
 
 /// Put every `elements = { ... }` list one item per line, sorted, with
@@ -44,10 +45,15 @@ fn normalize(text: &str, ids: &HashMap<u64, String>) -> String {
                 Some((k, v)) => {
                     // A number, or a path nft found below /sys/fs/cgroup
                     // (`unified/...` on hybrid systems).
-                    let path = k.parse::<u64>().ok().and_then(|id| ids.get(&id)).or_else(|| {
-                        let k = k.trim_matches('"');
-                        ids.values().find(|p| k == p.trim_start_matches('/') || k.ends_with(p.as_str()))
-                    });
+                    let path = k
+                        .parse::<u64>()
+                        .ok()
+                        .and_then(|id| ids.get(&id))
+                        .or_else(|| {
+                            let k = k.trim_matches('"');
+                            ids.values()
+                                .find(|p| k == p.trim_start_matches('/') || k.ends_with(p.as_str()))
+                        });
                     match path {
                         Some(path) => format!("{:?} : {v}", path.trim_start_matches('/')),
                         None => item.to_owned(),
@@ -105,8 +111,15 @@ fn kernel_listing_equals_rendered_ruleset() {
 
     Nft::open().unwrap().apply_full(&rs).unwrap();
     let kernel = normalize(&list_table(), &ids);
-    assert_eq!(kernel, normalize(&rs.render(), &ids), "kernel listing differs from the rendered ruleset");
-    golden("kernel-listing.nft", &kernel.replace(rel.trim_start_matches('/'), "TEST"));
+    assert_eq!(
+        kernel,
+        normalize(&rs.render(), &ids),
+        "kernel listing differs from the rendered ruleset"
+    );
+    golden(
+        "kernel-listing.nft",
+        &kernel.replace(rel.trim_start_matches('/'), "TEST"),
+    );
 }
 
 #[test]
@@ -116,9 +129,18 @@ fn stale_table_is_replaced_atomically() {
     }
     private_netns();
     // A table from a killed instance, with content we must not keep.
-    sh("nft 'add table inet cgtproxy; add chain inet cgtproxy junk; add set inet cgtproxy bypass { type ipv4_addr; }'");
+    sh(
+        "nft 'add table inet cgtproxy; add chain inet cgtproxy junk; add set inet cgtproxy bypass { type ipv4_addr; }'",
+    );
     let cfg = example();
-    let rs = Ruleset::build(&cfg, &[Cgroup { path: "/user.slice/a".into(), id: 4242, level: 2 }]);
+    let rs = Ruleset::build(
+        &cfg,
+        &[Cgroup {
+            path: "/user.slice/a".into(),
+            id: 4242,
+            level: 2,
+        }],
+    );
     let mut nft = Nft::open().unwrap();
     nft.apply_full(&rs).unwrap();
     nft.apply_full(&rs).unwrap(); // and again: no "file exists"
@@ -128,7 +150,10 @@ fn stale_table_is_replaced_atomically() {
     assert!(nft.table_exists().unwrap());
     assert!(nft.delete_table().unwrap());
     assert!(!nft.table_exists().unwrap());
-    assert!(!nft.delete_table().unwrap(), "deleting twice is not an error");
+    assert!(
+        !nft.delete_table().unwrap(),
+        "deleting twice is not an error"
+    );
     assert_eq!(sh("nft list ruleset").trim(), "");
 }
 
@@ -139,7 +164,14 @@ fn rejected_batch_changes_nothing() {
     }
     private_netns();
     let cfg = example();
-    let mut rs = Ruleset::build(&cfg, &[Cgroup { path: "/user.slice/a".into(), id: 7, level: 2 }]);
+    let mut rs = Ruleset::build(
+        &cfg,
+        &[Cgroup {
+            path: "/user.slice/a".into(),
+            id: 7,
+            level: 2,
+        }],
+    );
     let mut nft = Nft::open().unwrap();
     nft.apply_full(&rs).unwrap();
     let before = list_table();
@@ -147,8 +179,15 @@ fn rejected_batch_changes_nothing() {
     // refuses the element, and with it the whole batch.
     rs.elements.get_mut(&7).unwrap().verdict = cgtproxy::ruleset::Verdict::Goto("nope".into());
     let err = nft.apply_full(&rs).unwrap_err().to_string();
-    assert!(err.contains("cgroup-vmap") && err.contains("No such file"), "{err}");
-    assert_eq!(list_table(), before, "a failed batch must leave the old table intact");
+    assert!(
+        err.contains("cgroup-vmap") && err.contains("No such file"),
+        "{err}"
+    );
+    assert_eq!(
+        list_table(),
+        before,
+        "a failed batch must leave the old table intact"
+    );
 }
 
 #[test]
@@ -158,8 +197,13 @@ fn many_elements_span_several_messages() {
     }
     private_netns();
     let cfg = example();
-    let cgroups: Vec<Cgroup> =
-        (0..20_000u64).map(|i| Cgroup { path: format!("/user.slice/a{i}"), id: 1_000_000 + i, level: 2 }).collect();
+    let cgroups: Vec<Cgroup> = (0..20_000u64)
+        .map(|i| Cgroup {
+            path: format!("/user.slice/a{i}"),
+            id: 1_000_000 + i,
+            level: 2,
+        })
+        .collect();
     let rs = Ruleset::build(&cfg, &cgroups);
     Nft::open().unwrap().apply_full(&rs).unwrap();
     let listing = sh("nft list map inet cgtproxy cgroup-vmap");
@@ -179,13 +223,24 @@ fn policy_routes_install_and_remove() {
     assert!(routes.present(&[3000, 3001], 300).unwrap());
     for fam in ["-4", "-6"] {
         let rules = sh(&format!("ip {fam} rule show"));
-        assert_eq!(rules.matches("fwmark 0xbb8 lookup 300").count(), 1, "{rules}");
-        assert_eq!(rules.matches("fwmark 0xbb9 lookup 300").count(), 1, "{rules}");
+        assert_eq!(
+            rules.matches("fwmark 0xbb8 lookup 300").count(),
+            1,
+            "{rules}"
+        );
+        assert_eq!(
+            rules.matches("fwmark 0xbb9 lookup 300").count(),
+            1,
+            "{rules}"
+        );
         let table = sh(&format!("ip {fam} route show table 300"));
         assert!(table.contains("local default dev lo"), "{table}");
     }
     assert!(routes.remove(&[3000, 3001], 300).is_empty());
-    assert!(routes.remove(&[3000, 3001], 300).is_empty(), "removing twice is fine");
+    assert!(
+        routes.remove(&[3000, 3001], 300).is_empty(),
+        "removing twice is fine"
+    );
     for fam in ["-4", "-6"] {
         assert!(!sh(&format!("ip {fam} rule show")).contains("lookup 300"));
         assert_eq!(sh(&format!("ip {fam} route show table 300")).trim(), "");

@@ -27,7 +27,11 @@ impl Cidr {
             None => max,
             Some(p) => match p.trim().parse::<u8>() {
                 Ok(p) if p <= max => p,
-                _ => return Err(format!("{text:?} has an invalid prefix length (0 to {max})")),
+                _ => {
+                    return Err(format!(
+                        "{text:?} has an invalid prefix length (0 to {max})"
+                    ));
+                }
             },
         };
         Ok(Cidr { addr, prefix }.masked())
@@ -36,11 +40,15 @@ impl Cidr {
     fn masked(self) -> Self {
         let addr = match self.addr {
             IpAddr::V4(a) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
             }
             IpAddr::V6(a) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
             }
         };
@@ -83,7 +91,10 @@ mod tests {
     fn parses_and_masks() {
         assert_eq!(Cidr::parse("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(Cidr::parse("::1").unwrap().to_string(), "::1");
-        assert_eq!(Cidr::parse("2001:db8::1/32").unwrap().to_string(), "2001:db8::/32");
+        assert_eq!(
+            Cidr::parse("2001:db8::1/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
         assert_eq!(Cidr::parse("0.0.0.0/0").unwrap().range(), (0, 0xffff_ffff));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("example.com").is_err());

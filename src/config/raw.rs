@@ -144,13 +144,18 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
                 ),
             ));
         }
-        Some(t) => u32::try_from(t.value)
-            .map_err(|_| ctx.at(t, format!("route-table {} is not in 1..=4294967295", t.value)))?,
+        Some(t) => u32::try_from(t.value).map_err(|_| {
+            ctx.at(
+                t,
+                format!("route-table {} is not in 1..=4294967295", t.value),
+            )
+        })?,
     };
 
     let mut bypass = Vec::with_capacity(raw.bypass.len());
     for (i, entry) in raw.bypass.iter().enumerate() {
-        let cidr = Cidr::parse(&entry.value).map_err(|m| ctx.at(entry, format!("bypass[{i}]: {m}")))?;
+        let cidr =
+            Cidr::parse(&entry.value).map_err(|m| ctx.at(entry, format!("bypass[{i}]: {m}")))?;
         bypass.push(cidr);
     }
 
@@ -178,7 +183,10 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
 fn parse_port(ctx: &Ctx, what: &str, value: &Spanned<i64>) -> Result<u16, ConfigError> {
     match u16::try_from(value.value) {
         Ok(p) if p != 0 => Ok(p),
-        _ => Err(ctx.at(value, format!("{what} {} is not a port in 1..=65535", value.value))),
+        _ => Err(ctx.at(
+            value,
+            format!("{what} {} is not a port in 1..=65535", value.value),
+        )),
     }
 }
 
@@ -302,7 +310,11 @@ fn parse_rules(
                     format!(
                         "rules[{index}]: tproxy {:?} is not defined in `tproxies` (defined: {})",
                         name.value,
-                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                        if known.is_empty() {
+                            "none".into()
+                        } else {
+                            known.join(", ")
+                        }
                     ),
                 ));
             }

@@ -58,7 +58,9 @@ impl ConfigSource {
     /// Load the config; a missing default file means the built-in default.
     pub fn load(&self) -> Result<Config, ConfigError> {
         match Config::load(&self.path) {
-            Err(ConfigError::Read { source, .. }) if !self.explicit && source.kind() == std::io::ErrorKind::NotFound => {
+            Err(ConfigError::Read { source, .. })
+                if !self.explicit && source.kind() == std::io::ErrorKind::NotFound =>
+            {
                 warn!(path = %self.path.display(), "config file not found; using the built-in default (everything direct)");
                 Ok(Config::builtin_default())
             }
@@ -130,7 +132,10 @@ pub fn run(source: ConfigSource) -> Result<(), DaemonError> {
 }
 
 fn watch_error(root: &Path, source: std::io::Error) -> DaemonError {
-    DaemonError::Watch { root: root.display().to_string(), source }
+    DaemonError::Watch {
+        root: root.display().to_string(),
+        source,
+    }
 }
 
 fn notify(state: &[sd_notify::NotifyState]) {
@@ -148,8 +153,10 @@ impl Daemon {
         self.handles = self.nft.level_handles()?;
         self.generation = self.nft.generation()?;
         let (old_marks, old_table) = std::mem::replace(&mut self.routed, (marks.clone(), table));
-        let stale: Vec<u32> =
-            old_marks.into_iter().filter(|m| old_table != table || !marks.contains(m)).collect();
+        let stale: Vec<u32> = old_marks
+            .into_iter()
+            .filter(|m| old_table != table || !marks.contains(m))
+            .collect();
         for e in self.routes.remove(&stale, old_table) {
             warn!("removing routing of the previous config: {e}");
         }
@@ -161,8 +168,16 @@ impl Daemon {
         loop {
             let timeout = next_check.saturating_duration_since(Instant::now());
             let mut fds = [
-                libc::pollfd { fd: signals.fd(), events: libc::POLLIN, revents: 0 },
-                libc::pollfd { fd: self.watcher.fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd {
+                    fd: signals.fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: self.watcher.fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
             ];
             // SAFETY: two valid pollfds.
             let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout.as_millis() as i32) };
@@ -192,7 +207,10 @@ impl Daemon {
     }
 
     fn on_cgroup_events(&mut self) -> Result<(), DaemonError> {
-        let changes = self.watcher.read().map_err(|e| watch_error(&self.root, e))?;
+        let changes = self
+            .watcher
+            .read()
+            .map_err(|e| watch_error(&self.root, e))?;
         let mut delta = Delta::default();
         let mut rescan = false;
         for c in changes {
@@ -204,7 +222,10 @@ impl Daemon {
         }
         if rescan {
             warn!("inotify queue overflowed or a cgroup was renamed: rescanning the whole tree");
-            let all = self.watcher.rewatch_all().map_err(|e| watch_error(&self.root, e))?;
+            let all = self
+                .watcher
+                .rewatch_all()
+                .map_err(|e| watch_error(&self.root, e))?;
             delta.merge(self.tracker.reconcile(&all));
         }
         if !delta.is_empty() {
@@ -279,13 +300,19 @@ impl Daemon {
             }
         };
         let marks: Vec<u32> = self.tracker.ruleset.marks().collect();
-        let routes_ok = self.routes.present(&marks, self.tracker.cfg.route_table).unwrap_or(false);
+        let routes_ok = self
+            .routes
+            .present(&marks, self.tracker.cfg.route_table)
+            .unwrap_or(false);
         if generation == self.generation && routes_ok {
             return;
         }
         let table_ok = self.nft.table_exists().unwrap_or(false);
         if generation != self.generation {
-            warn!(table_present = table_ok, "the nftables ruleset was changed by another program; restoring table inet cgtproxy");
+            warn!(
+                table_present = table_ok,
+                "the nftables ruleset was changed by another program; restoring table inet cgtproxy"
+            );
         }
         if !routes_ok {
             warn!("policy routing rules or routes were removed; restoring them");
@@ -305,10 +332,14 @@ impl Daemon {
                 }
                 Ok(_) => {
                     let old = std::mem::replace(&mut self.tracker.cfg, cfg);
-                    match self.watcher.rewatch_all().map_err(|e| watch_error(&self.root, e)).and_then(|all| {
-                        self.tracker = Tracker::new(self.tracker.cfg.clone(), &all);
-                        self.sync_all()
-                    }) {
+                    match self
+                        .watcher
+                        .rewatch_all()
+                        .map_err(|e| watch_error(&self.root, e))
+                        .and_then(|all| {
+                            self.tracker = Tracker::new(self.tracker.cfg.clone(), &all);
+                            self.sync_all()
+                        }) {
                         Ok(()) => info!(
                             config = %self.tracker.cfg.origin,
                             elements = self.tracker.ruleset.elements.len(),
@@ -334,7 +365,12 @@ impl Daemon {
             errors.push(e.into());
         }
         let (marks, table) = std::mem::take(&mut self.routed);
-        errors.extend(self.routes.remove(&marks, table).into_iter().map(DaemonError::from));
+        errors.extend(
+            self.routes
+                .remove(&marks, table)
+                .into_iter()
+                .map(DaemonError::from),
+        );
         errors
     }
 }

@@ -54,7 +54,11 @@ impl Tracker {
     pub fn new(cfg: Config, cgroups: &[Cgroup]) -> Self {
         let ruleset = Ruleset::build(&cfg, cgroups);
         let paths = cgroups.iter().map(|c| (c.path.clone(), c.id)).collect();
-        Tracker { cfg, ruleset, paths }
+        Tracker {
+            cfg,
+            ruleset,
+            paths,
+        }
     }
 
     /// Cgroups that appeared (a new directory and what was found inside).
@@ -75,7 +79,12 @@ impl Tracker {
                 delta.add.push((cg.id, e.clone()));
             }
         }
-        delta.new_levels = self.ruleset.levels.difference(&levels_before).copied().collect();
+        delta.new_levels = self
+            .ruleset
+            .levels
+            .difference(&levels_before)
+            .copied()
+            .collect();
         delta
     }
 
@@ -83,8 +92,12 @@ impl Tracker {
     pub fn vanished(&mut self, path: &str) -> Delta {
         let mut delta = Delta::default();
         let prefix = format!("{path}/");
-        let gone: Vec<String> =
-            self.paths.keys().filter(|p| *p == path || p.starts_with(&prefix)).cloned().collect();
+        let gone: Vec<String> = self
+            .paths
+            .keys()
+            .filter(|p| *p == path || p.starts_with(&prefix))
+            .cloned()
+            .collect();
         for p in gone {
             if let Some(id) = self.paths.remove(&p)
                 && self.ruleset.elements.remove(&id).is_some()
@@ -100,8 +113,12 @@ impl Tracker {
     pub fn reconcile(&mut self, cgroups: &[Cgroup]) -> Delta {
         let now: HashMap<&str, u64> = cgroups.iter().map(|c| (c.path.as_str(), c.id)).collect();
         let mut delta = Delta::default();
-        let gone: Vec<String> =
-            self.paths.iter().filter(|(p, id)| now.get(p.as_str()) != Some(id)).map(|(p, _)| p.clone()).collect();
+        let gone: Vec<String> = self
+            .paths
+            .iter()
+            .filter(|(p, id)| now.get(p.as_str()) != Some(id))
+            .map(|(p, _)| p.clone())
+            .collect();
         for p in gone {
             if let Some(id) = self.paths.remove(&p)
                 && self.ruleset.elements.remove(&id).is_some()
@@ -109,7 +126,11 @@ impl Tracker {
                 delta.del.push(id);
             }
         }
-        let fresh: Vec<Cgroup> = cgroups.iter().filter(|c| !self.paths.contains_key(&c.path)).cloned().collect();
+        let fresh: Vec<Cgroup> = cgroups
+            .iter()
+            .filter(|c| !self.paths.contains_key(&c.path))
+            .cloned()
+            .collect();
         delta.merge(self.appeared(&fresh));
         delta
     }
@@ -120,7 +141,11 @@ mod tests {
     use super::*;
 
     fn cg(path: &str, id: u64) -> Cgroup {
-        Cgroup { path: path.into(), id, level: crate::cgroup::level_of(path) }
+        Cgroup {
+            path: path.into(),
+            id,
+            level: crate::cgroup::level_of(path),
+        }
     }
 
     fn cfg() -> Config {
@@ -138,13 +163,19 @@ mod tests {
         let d = t.appeared(&[cg("/a/b", 3), cg("/a/b/c", 4), cg("/y", 5)]);
         assert_eq!(d.new_levels, [2, 3]);
         assert_eq!(d.add.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [3, 4]);
-        assert!(t.appeared(&[cg("/a/b", 3)]).is_empty(), "known cgroups are no change");
+        assert!(
+            t.appeared(&[cg("/a/b", 3)]).is_empty(),
+            "known cgroups are no change"
+        );
         let d = t.vanished("/a/b");
         let mut del = d.del.clone();
         del.sort();
         assert_eq!(del, [3, 4]);
         assert!(!t.paths.contains_key("/a/b/c"));
-        assert!(t.vanished("/y").is_empty(), "unmatched cgroups have no element");
+        assert!(
+            t.vanished("/y").is_empty(),
+            "unmatched cgroups have no element"
+        );
         assert!(!t.paths.contains_key("/y"));
     }
 
@@ -164,7 +195,7 @@ mod tests {
         let mut add: Vec<u64> = d.add.iter().map(|(id, _)| *id).collect();
         add.sort();
         assert_eq!(add, [7, 8]);
-        assert_eq!(d.new_levels, [3]);
+        assert_eq!(d.new_levels, [4]);
         let want: Vec<u64> = vec![1, 3, 7, 8];
         assert_eq!(t.ruleset.elements.keys().copied().collect::<Vec<_>>(), want);
     }

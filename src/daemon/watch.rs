@@ -33,12 +33,21 @@ pub struct Watcher {
 }
 
 fn mask() -> WatchMask {
-    WatchMask::CREATE | WatchMask::DELETE | WatchMask::MOVED_FROM | WatchMask::MOVED_TO | WatchMask::ONLYDIR
+    WatchMask::CREATE
+        | WatchMask::DELETE
+        | WatchMask::MOVED_FROM
+        | WatchMask::MOVED_TO
+        | WatchMask::ONLYDIR
 }
 
 impl Watcher {
     pub fn new(root: &Path) -> io::Result<Self> {
-        Ok(Watcher { inotify: Inotify::init()?, root: root.to_path_buf(), dirs: HashMap::new(), buf: vec![0; 64 * 1024] })
+        Ok(Watcher {
+            inotify: Inotify::init()?,
+            root: root.to_path_buf(),
+            dirs: HashMap::new(),
+            buf: vec![0; 64 * 1024],
+        })
     }
 
     pub fn fd(&self) -> RawFd {
@@ -61,15 +70,26 @@ impl Watcher {
                 Ok(wd) => {
                     self.dirs.insert(wd, d.clone());
                 }
-                Err(e) if cgroup::vanished(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => continue,
+                Err(e) if cgroup::vanished(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => {
+                    continue;
+                }
                 Err(e) => {
-                    return Err(io::Error::new(e.kind(), format!("inotify watch on {}: {e}", d.display())));
+                    return Err(io::Error::new(
+                        e.kind(),
+                        format!("inotify watch on {}: {e}", d.display()),
+                    ));
                 }
             }
             if d != self.root {
-                let Some(path) = cgroup::relative_path(&self.root, &d) else { continue };
+                let Some(path) = cgroup::relative_path(&self.root, &d) else {
+                    continue;
+                };
                 match cgroup::id_of(&d) {
-                    Ok(id) => found.push(Cgroup { level: cgroup::level_of(&path), path, id }),
+                    Ok(id) => found.push(Cgroup {
+                        level: cgroup::level_of(&path),
+                        path,
+                        id,
+                    }),
                     Err(e) if cgroup::vanished(&e) => continue,
                     Err(e) => return Err(e),
                 }
@@ -117,7 +137,9 @@ impl Watcher {
             if !mask.contains(EventMask::ISDIR) {
                 continue;
             }
-            let (Some(parent), Some(name)) = (self.dirs.get(&wd), name) else { continue };
+            let (Some(parent), Some(name)) = (self.dirs.get(&wd), name) else {
+                continue;
+            };
             let path = parent.join(name);
             if mask.intersects(EventMask::MOVED_FROM | EventMask::MOVED_TO) {
                 // Watches below a renamed directory keep old paths.

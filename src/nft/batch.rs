@@ -19,7 +19,13 @@ pub struct Batch {
 impl Batch {
     /// Start a batch whose messages get sequence numbers after `seq`.
     pub fn new(seq: u32) -> Self {
-        let mut b = Batch { table: crate::ruleset::TABLE.to_owned(), w: MsgWriter::new(), acks: Vec::new(), seq, next_set_id: 0 };
+        let mut b = Batch {
+            table: crate::ruleset::TABLE.to_owned(),
+            w: MsgWriter::new(),
+            acks: Vec::new(),
+            seq,
+            next_set_id: 0,
+        };
         b.control(NFNL_MSG_BATCH_BEGIN);
         b
     }
@@ -37,7 +43,11 @@ impl Batch {
     /// command it equals, used in error messages.
     pub fn begin(&mut self, msg: u16, flags: u16, what: impl Into<String>) -> usize {
         self.seq = self.seq.wrapping_add(1);
-        let start = self.w.begin((NFNL_SUBSYS_NFTABLES << 8) | msg, NLM_F_REQUEST | NLM_F_ACK | flags, self.seq);
+        let start = self.w.begin(
+            (NFNL_SUBSYS_NFTABLES << 8) | msg,
+            NLM_F_REQUEST | NLM_F_ACK | flags,
+            self.seq,
+        );
         self.w.raw(&[NFPROTO_INET, 0, 0, 0]);
         self.acks.push((self.seq, what.into()));
         start

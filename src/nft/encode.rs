@@ -2,8 +2,8 @@
 
 use crate::netlink::{MsgWriter, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
 use crate::ruleset::{
-    Chain, Element, Interval, MAP_CGROUP, MAP_MARK, MAP_MARK_DNS, Ruleset, SET_BYPASS4, SET_BYPASS6,
-    Stmt, TABLE, Verdict,
+    Chain, Element, Interval, MAP_CGROUP, MAP_MARK, MAP_MARK_DNS, Ruleset, SET_BYPASS4,
+    SET_BYPASS6, Stmt, TABLE, Verdict,
 };
 
 use super::batch::Batch;
@@ -44,14 +44,27 @@ pub fn full(b: &mut Batch, rs: &Ruleset) {
     // the first add makes the delete valid whether or not a table exists.
     table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE, "add table inet cgtproxy");
     table(b, NFT_MSG_DELTABLE, 0, "delete table inet cgtproxy");
-    table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, "add table inet cgtproxy");
+    table(
+        b,
+        NFT_MSG_NEWTABLE,
+        NLM_F_CREATE | NLM_F_EXCL,
+        "add table inet cgtproxy",
+    );
 
-    let mut ids = SetIds::default();
-    ids.bypass4 = Some(set(b, SET_BYPASS4, NFT_SET_INTERVAL, TYPE_IPADDR, 4, false));
-    ids.bypass6 = Some(set(b, SET_BYPASS6, NFT_SET_INTERVAL, TYPE_IP6ADDR, 16, false));
-    ids.cgroup = Some(set(b, MAP_CGROUP, NFT_SET_MAP, TYPE_CGROUPV2, 8, true));
-    ids.mark = Some(set(b, MAP_MARK, NFT_SET_MAP, TYPE_MARK, 4, true));
-    ids.mark_dns = Some(set(b, MAP_MARK_DNS, NFT_SET_MAP, TYPE_MARK, 4, true));
+    let ids = SetIds {
+        bypass4: Some(set(b, SET_BYPASS4, NFT_SET_INTERVAL, TYPE_IPADDR, 4, false)),
+        bypass6: Some(set(
+            b,
+            SET_BYPASS6,
+            NFT_SET_INTERVAL,
+            TYPE_IP6ADDR,
+            16,
+            false,
+        )),
+        cgroup: Some(set(b, MAP_CGROUP, NFT_SET_MAP, TYPE_CGROUPV2, 8, true)),
+        mark: Some(set(b, MAP_MARK, NFT_SET_MAP, TYPE_MARK, 4, true)),
+        mark_dns: Some(set(b, MAP_MARK_DNS, NFT_SET_MAP, TYPE_MARK, 4, true)),
+    };
     interval_elements(b, SET_BYPASS4, ids.bypass4, &rs.bypass4, 4);
     interval_elements(b, SET_BYPASS6, ids.bypass6, &rs.bypass6, 16);
 
@@ -65,19 +78,27 @@ pub fn full(b: &mut Batch, rs: &Ruleset) {
             rule(b, &c.name, s, &ids, None);
         }
     }
-    let marks: Vec<_> = rs
+    let marks: Vec<Elem> = rs
         .tproxies
         .iter()
-        .map(|t| (t.mark.to_ne_bytes().to_vec(), Verdict::Goto(t.name.clone())))
+        .map(|t| {
+            Elem::Mapping(
+                t.mark.to_ne_bytes().to_vec(),
+                verdict_data(&Verdict::Goto(t.name.clone())),
+            )
+        })
         .collect();
-    map_elements(b, MAP_MARK, ids.mark, &marks);
+    elements(b, MAP_MARK, ids.mark, true, &marks);
     let dns: Vec<_> = rs
         .tproxies
         .iter()
         .filter(|t| t.dns_hijack.is_some())
-        .map(|t| (t.mark.to_ne_bytes().to_vec(), Verdict::Goto(crate::ruleset::dns_chain(&t.name))))
+        .map(|t| {
+            let goto = Verdict::Goto(crate::ruleset::dns_chain(&t.name));
+            Elem::Mapping(t.mark.to_ne_bytes().to_vec(), verdict_data(&goto))
+        })
         .collect();
-    map_elements(b, MAP_MARK_DNS, ids.mark_dns, &dns);
+    elements(b, MAP_MARK_DNS, ids.mark_dns, true, &dns);
     cgroup_elements(b, rs.elements.iter(), ids.cgroup);
 }
 
@@ -91,9 +112,19 @@ pub fn table(b: &mut Batch, msg: u16, flags: u16, what: &str) {
 
 /// `add set|map inet cgtproxy NAME { type KEY [: verdict]; flags ...; }`
 /// Returns the set id.
-fn set(b: &mut Batch, name: &str, flags: u32, key_type: u32, key_len: u32, verdict_map: bool) -> u32 {
+fn set(
+    b: &mut Batch,
+    name: &str,
+    flags: u32,
+    key_type: u32,
+    key_len: u32,
+    verdict_map: bool,
+) -> u32 {
     let id = b.set_id();
-    let what = format!("add {} inet {TABLE} {name}", if verdict_map { "map" } else { "set" });
+    let what = format!(
+        "add {} inet {TABLE} {name}",
+        if verdict_map { "map" } else { "set" }
+    );
     let m = b.begin(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_EXCL, what);
     let t = b.table.clone();
     b.w.str(NFTA_SET_TABLE, &t);
@@ -123,13 +154,21 @@ fn set(b: &mut Batch, name: &str, flags: u32, key_type: u32, key_len: u32, verdi
 
 /// `add chain inet cgtproxy NAME [{ type T hook H priority P; policy accept; }]`
 fn chain(b: &mut Batch, c: &Chain) {
-    let m = b.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL, format!("add chain inet {TABLE} {}", c.name));
+    let m = b.begin(
+        NFT_MSG_NEWCHAIN,
+        NLM_F_CREATE | NLM_F_EXCL,
+        format!("add chain inet {TABLE} {}", c.name),
+    );
     let t = b.table.clone();
     b.w.str(NFTA_CHAIN_TABLE, &t);
     b.w.str(NFTA_CHAIN_NAME, &c.name);
     if let Some(h) = c.hook {
         let n = b.w.nest(NFTA_CHAIN_HOOK);
-        let hooknum = if h.hook == "prerouting" { NF_INET_PRE_ROUTING } else { NF_INET_LOCAL_OUT };
+        let hooknum = if h.hook == "prerouting" {
+            NF_INET_PRE_ROUTING
+        } else {
+            NF_INET_LOCAL_OUT
+        };
         b.w.u32be(NFTA_HOOK_HOOKNUM, hooknum);
         b.w.u32be(NFTA_HOOK_PRIORITY, h.priority as u32);
         b.w.nest_end(n);
@@ -144,7 +183,11 @@ fn chain(b: &mut Batch, c: &Chain) {
 fn tcp_udp_lookup(b: &mut Batch, invert: bool) -> Expr {
     let id = b.set_id();
     let name = "__set%d";
-    let m = b.begin(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_EXCL, "add set { tcp, udp }");
+    let m = b.begin(
+        NFT_MSG_NEWSET,
+        NLM_F_CREATE | NLM_F_EXCL,
+        "add set { tcp, udp }",
+    );
     let t = b.table.clone();
     b.w.str(NFTA_SET_TABLE, &t);
     b.w.str(NFTA_SET_NAME, name);
@@ -160,17 +203,27 @@ fn tcp_udp_lookup(b: &mut Batch, invert: bool) -> Expr {
     b.w.u32be(NFTA_SET_ELEM_LIST_SET_ID, id);
     let list = b.w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
     for proto in [libc::IPPROTO_TCP as u8, libc::IPPROTO_UDP as u8] {
-        let e = b.w.nest(NFTA_LIST_ELEM);
-        encode_data(&mut b.w, NFTA_SET_ELEM_KEY, &Data::Value(vec![proto]));
-        b.w.nest_end(e);
+        Elem::Key(vec![proto]).encode(&mut b.w);
     }
     b.w.nest_end(list);
     b.end(m);
-    Expr::Lookup { set: name.into(), set_id: Some(id), sreg: NFT_REG_1, dreg: None, invert }
+    Expr::Lookup {
+        set: name.into(),
+        set_id: Some(id),
+        sreg: NFT_REG_1,
+        dreg: None,
+        invert,
+    }
 }
 
 fn lookup(set: &str, ids: &SetIds, dreg: Option<u32>) -> Expr {
-    Expr::Lookup { set: set.into(), set_id: ids.of(set), sreg: NFT_REG_1, dreg, invert: false }
+    Expr::Lookup {
+        set: set.into(),
+        set_id: ids.of(set),
+        sreg: NFT_REG_1,
+        dreg,
+        invert: false,
+    }
 }
 
 /// The expressions of one statement. Statements that use an anonymous set
@@ -180,33 +233,62 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
     let ipv4 = [NFPROTO_IPV4];
     match s {
         Stmt::CtReplyReturn => {
-            e.push(Expr::Ct { key: NFT_CT_DIRECTION, dreg: NFT_REG_1 });
-            e.push(Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: vec![IP_CT_DIR_REPLY] });
+            e.push(Expr::Ct {
+                key: NFT_CT_DIRECTION,
+                dreg: NFT_REG_1,
+            });
+            e.push(Expr::Cmp {
+                op: NFT_CMP_EQ,
+                sreg: NFT_REG_1,
+                data: vec![IP_CT_DIR_REPLY],
+            });
             e.push(verdict(NFT_RETURN, None));
         }
         Stmt::BypassReturn { v6 } => {
-            let (proto, offset, len, set) =
-                if *v6 { (NFPROTO_IPV6, 24, 16, SET_BYPASS6) } else { (NFPROTO_IPV4, 16, 4, SET_BYPASS4) };
+            let (proto, offset, len, set) = if *v6 {
+                (NFPROTO_IPV6, 24, 16, SET_BYPASS6)
+            } else {
+                (NFPROTO_IPV4, 16, 4, SET_BYPASS4)
+            };
             e.extend(meta_eq(NFT_META_NFPROTO, &[proto]));
-            e.push(Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len, dreg: NFT_REG_1 });
+            e.push(Expr::Payload {
+                base: NFT_PAYLOAD_NETWORK_HEADER,
+                offset,
+                len,
+                dreg: NFT_REG_1,
+            });
             e.push(lookup(set, ids, None));
             e.push(verdict(NFT_RETURN, None));
         }
         Stmt::NotTcpUdpReturn => {
             let l = tcp_udp_lookup(b, true);
-            e.push(Expr::MetaLoad { key: NFT_META_L4PROTO, dreg: NFT_REG_1 });
+            e.push(Expr::MetaLoad {
+                key: NFT_META_L4PROTO,
+                dreg: NFT_REG_1,
+            });
             e.push(l);
             e.push(verdict(NFT_RETURN, None));
         }
         Stmt::CgroupVmap { level } => {
-            e.push(Expr::SocketCgroup { level: *level, dreg: NFT_REG_1 });
+            e.push(Expr::SocketCgroup {
+                level: *level,
+                dreg: NFT_REG_1,
+            });
             e.push(lookup(MAP_CGROUP, ids, Some(NFT_REG_VERDICT)));
         }
         Stmt::MarkVmap { map } => {
-            e.push(Expr::MetaLoad { key: NFT_META_MARK, dreg: NFT_REG_1 });
+            e.push(Expr::MetaLoad {
+                key: NFT_META_MARK,
+                dreg: NFT_REG_1,
+            });
             e.push(lookup(map, ids, Some(NFT_REG_VERDICT)));
         }
-        Stmt::SetMark { mark, ipv4_only, tcp_only, udp_dns } => {
+        Stmt::SetMark {
+            mark,
+            ipv4_only,
+            tcp_only,
+            udp_dns,
+        } => {
             if *ipv4_only {
                 e.extend(meta_eq(NFT_META_NFPROTO, &ipv4));
             }
@@ -215,21 +297,38 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             } else if *tcp_only {
                 e.extend(meta_eq(NFT_META_L4PROTO, &[libc::IPPROTO_TCP as u8]));
             }
-            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(mark.to_ne_bytes().to_vec()) });
-            e.push(Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 });
+            e.push(Expr::Immediate {
+                dreg: NFT_REG_1,
+                data: Data::Value(mark.to_ne_bytes().to_vec()),
+            });
+            e.push(Expr::MetaSet {
+                key: NFT_META_MARK,
+                sreg: NFT_REG_1,
+            });
         }
         Stmt::CtDnatReturn => {
-            e.push(Expr::Ct { key: NFT_CT_STATUS, dreg: NFT_REG_1 });
+            e.push(Expr::Ct {
+                key: NFT_CT_STATUS,
+                dreg: NFT_REG_1,
+            });
             e.push(Expr::Bitwise {
                 sreg: NFT_REG_1,
                 dreg: NFT_REG_1,
                 mask: IPS_DST_NAT.to_ne_bytes().to_vec(),
                 xor: vec![0; 4],
             });
-            e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: vec![0; 4] });
+            e.push(Expr::Cmp {
+                op: NFT_CMP_NEQ,
+                sreg: NFT_REG_1,
+                data: vec![0; 4],
+            });
             e.push(verdict(NFT_RETURN, None));
         }
-        Stmt::Tproxy { port, ipv4_only, tcp_only } => {
+        Stmt::Tproxy {
+            port,
+            ipv4_only,
+            tcp_only,
+        } => {
             if *ipv4_only {
                 e.extend(meta_eq(NFT_META_NFPROTO, &ipv4));
             }
@@ -237,19 +336,42 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
                 e.extend(meta_eq(NFT_META_L4PROTO, &[libc::IPPROTO_TCP as u8]));
             } else {
                 let l = tcp_udp_lookup(b, false);
-                e.push(Expr::MetaLoad { key: NFT_META_L4PROTO, dreg: NFT_REG_1 });
+                e.push(Expr::MetaLoad {
+                    key: NFT_META_L4PROTO,
+                    dreg: NFT_REG_1,
+                });
                 e.push(l);
             }
-            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(port.to_be_bytes().to_vec()) });
-            let family = if *ipv4_only { NFPROTO_IPV4 } else { NFPROTO_UNSPEC };
-            e.push(Expr::Tproxy { family, reg_port: NFT_REG_1 });
+            e.push(Expr::Immediate {
+                dreg: NFT_REG_1,
+                data: Data::Value(port.to_be_bytes().to_vec()),
+            });
+            let family = if *ipv4_only {
+                NFPROTO_IPV4
+            } else {
+                NFPROTO_UNSPEC
+            };
+            e.push(Expr::Tproxy {
+                family,
+                reg_port: NFT_REG_1,
+            });
         }
         Stmt::DnsDnat { l4, ip, port } => {
             e.extend(meta_eq(NFT_META_NFPROTO, &ipv4));
             e.extend(dport_53(l4.proto()));
-            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(ip.octets().to_vec()) });
-            e.push(Expr::Immediate { dreg: NFT_REG_2, data: Data::Value(port.to_be_bytes().to_vec()) });
-            e.push(Expr::Dnat { family: NFPROTO_IPV4, reg_addr: NFT_REG_1, reg_proto: NFT_REG_2 });
+            e.push(Expr::Immediate {
+                dreg: NFT_REG_1,
+                data: Data::Value(ip.octets().to_vec()),
+            });
+            e.push(Expr::Immediate {
+                dreg: NFT_REG_2,
+                data: Data::Value(port.to_be_bytes().to_vec()),
+            });
+            e.push(Expr::Dnat {
+                family: NFPROTO_IPV4,
+                reg_addr: NFT_REG_1,
+                reg_proto: NFT_REG_2,
+            });
         }
     }
     e
@@ -258,8 +380,17 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
 /// `meta l4proto P th dport 53`
 fn dport_53(proto: u8) -> Vec<Expr> {
     let mut e = meta_eq(NFT_META_L4PROTO, &[proto]).to_vec();
-    e.push(Expr::Payload { base: NFT_PAYLOAD_TRANSPORT_HEADER, offset: 2, len: 2, dreg: NFT_REG_1 });
-    e.push(Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: 53u16.to_be_bytes().to_vec() });
+    e.push(Expr::Payload {
+        base: NFT_PAYLOAD_TRANSPORT_HEADER,
+        offset: 2,
+        len: 2,
+        dreg: NFT_REG_1,
+    });
+    e.push(Expr::Cmp {
+        op: NFT_CMP_EQ,
+        sreg: NFT_REG_1,
+        data: 53u16.to_be_bytes().to_vec(),
+    });
     e
 }
 
@@ -271,7 +402,11 @@ pub fn rule(b: &mut Batch, chain: &str, s: &Stmt, ids: &SetIds, before: Option<u
         None => (NLM_F_CREATE | NLM_F_APPEND, "add"),
         Some(_) => (NLM_F_CREATE, "insert"),
     };
-    let m = b.begin(NFT_MSG_NEWRULE, flags, format!("{verb} rule inet {TABLE} {chain} {s}"));
+    let m = b.begin(
+        NFT_MSG_NEWRULE,
+        flags,
+        format!("{verb} rule inet {TABLE} {chain} {s}"),
+    );
     let t = b.table.clone();
     b.w.str(NFTA_RULE_TABLE, &t);
     b.w.str(NFTA_RULE_CHAIN, chain);
@@ -286,18 +421,45 @@ pub fn rule(b: &mut Batch, chain: &str, s: &Stmt, ids: &SetIds, before: Option<u
     b.end(m);
 }
 
-/// Elements of a set, in as many messages as their size needs.
-fn elements<'a>(
-    b: &mut Batch,
-    set: &str,
-    set_id: Option<u32>,
-    msg: u16,
-    what: &str,
-    items: impl Iterator<Item = Box<dyn Fn(&mut MsgWriter) + 'a>>,
-) {
+/// One set element as sent to the kernel.
+#[derive(Debug, Clone)]
+pub enum Elem {
+    /// A key alone (set element, or a key to delete).
+    Key(Vec<u8>),
+    /// The first address after an interval (NFT_SET_ELEM_INTERVAL_END).
+    IntervalEnd(Vec<u8>),
+    /// A map element.
+    Mapping(Vec<u8>, Data),
+}
+
+impl Elem {
+    fn encode(&self, w: &mut MsgWriter) {
+        let e = w.nest(NFTA_LIST_ELEM);
+        match self {
+            Elem::Key(k) => encode_data(w, NFTA_SET_ELEM_KEY, &Data::Value(k.clone())),
+            Elem::IntervalEnd(k) => {
+                encode_data(w, NFTA_SET_ELEM_KEY, &Data::Value(k.clone()));
+                w.u32be(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
+            }
+            Elem::Mapping(k, d) => {
+                encode_data(w, NFTA_SET_ELEM_KEY, &Data::Value(k.clone()));
+                encode_data(w, NFTA_SET_ELEM_DATA, d);
+            }
+        }
+        w.nest_end(e);
+    }
+}
+
+/// `add|delete element inet cgtproxy SET { ... }`, in as many messages as
+/// their size needs.
+pub fn elements(b: &mut Batch, set: &str, set_id: Option<u32>, add: bool, items: &[Elem]) {
+    let (msg, flags, verb) = if add {
+        (NFT_MSG_NEWSETELEM, NLM_F_CREATE, "add")
+    } else {
+        (NFT_MSG_DELSETELEM, 0, "delete")
+    };
     let mut open: Option<(usize, usize)> = None;
-    let mut count = 0usize;
-    for item in items {
+    for (count, item) in items.iter().enumerate() {
         if let Some((m, list)) = open
             && b.w.len() - list > ELEMENTS_BYTES
         {
@@ -305,21 +467,21 @@ fn elements<'a>(
             b.end(m);
             open = None;
         }
-        let (_, _) = *open.get_or_insert_with(|| {
-            let flags = if msg == NFT_MSG_NEWSETELEM { NLM_F_CREATE } else { 0 };
-            let m = b.begin(msg, flags, format!("{what} element inet {TABLE} {set} (from #{count})"));
-            let t = b.table.clone();
-    b.w.str(NFTA_SET_ELEM_LIST_TABLE, &t);
+        if open.is_none() {
+            let table = b.table.clone();
+            let m = b.begin(
+                msg,
+                flags,
+                format!("{verb} element inet {table} {set} (from #{count})"),
+            );
+            b.w.str(NFTA_SET_ELEM_LIST_TABLE, &table);
             b.w.str(NFTA_SET_ELEM_LIST_SET, set);
             if let Some(id) = set_id {
                 b.w.u32be(NFTA_SET_ELEM_LIST_SET_ID, id);
             }
-            (m, b.w.nest(NFTA_SET_ELEM_LIST_ELEMENTS))
-        });
-        let e = b.w.nest(NFTA_LIST_ELEM);
-        item(&mut b.w);
-        b.w.nest_end(e);
-        count += 1;
+            open = Some((m, b.w.nest(NFTA_SET_ELEM_LIST_ELEMENTS)));
+        }
+        item.encode(&mut b.w);
     }
     if let Some((m, list)) = open {
         b.w.nest_end(list);
@@ -330,23 +492,26 @@ fn elements<'a>(
 /// Interval set elements: each range is a start element and an end element
 /// (the address after the range, flagged INTERVAL_END), as `nft` sends them.
 fn interval_elements(b: &mut Batch, set: &str, id: Option<u32>, ranges: &[Interval], len: usize) {
-    let key = move |x: u128| -> Vec<u8> {
-        if len == 4 { (x as u32).to_be_bytes().to_vec() } else { x.to_be_bytes().to_vec() }
+    let key = |x: u128| -> Vec<u8> {
+        if len == 4 {
+            (x as u32).to_be_bytes().to_vec()
+        } else {
+            x.to_be_bytes().to_vec()
+        }
     };
-    let max = if len == 4 { u128::from(u32::MAX) } else { u128::MAX };
-    let mut items: Vec<Box<dyn Fn(&mut MsgWriter)>> = Vec::new();
+    let max = if len == 4 {
+        u128::from(u32::MAX)
+    } else {
+        u128::MAX
+    };
+    let mut items = Vec::new();
     for &(start, end) in ranges {
-        let k = key(start);
-        items.push(Box::new(move |w| encode_data(w, NFTA_SET_ELEM_KEY, &Data::Value(k.clone()))));
+        items.push(Elem::Key(key(start)));
         if end < max {
-            let k = key(end + 1);
-            items.push(Box::new(move |w| {
-                encode_data(w, NFTA_SET_ELEM_KEY, &Data::Value(k.clone()));
-                w.u32be(NFTA_SET_ELEM_FLAGS, NFT_SET_ELEM_INTERVAL_END);
-            }));
+            items.push(Elem::IntervalEnd(key(end + 1)));
         }
     }
-    elements(b, set, id, NFT_MSG_NEWSETELEM, "add", items.into_iter());
+    elements(b, set, id, true, &items);
 }
 
 fn verdict_data(v: &Verdict) -> Data {
@@ -357,28 +522,23 @@ fn verdict_data(v: &Verdict) -> Data {
     }
 }
 
-/// `add element inet cgtproxy MAP { KEY : VERDICT, ... }`
-fn map_elements(b: &mut Batch, map: &str, id: Option<u32>, items: &[(Vec<u8>, Verdict)]) {
-    let boxed = items.iter().map(|(k, v)| -> Box<dyn Fn(&mut MsgWriter)> {
-        Box::new(move |w| {
-            encode_data(w, NFTA_SET_ELEM_KEY, &Data::Value(k.clone()));
-            encode_data(w, NFTA_SET_ELEM_DATA, &verdict_data(v));
-        })
-    });
-    elements(b, map, id, NFT_MSG_NEWSETELEM, "add", boxed);
-}
-
 /// `add element inet cgtproxy cgroup-vmap { ID : VERDICT, ... }`
-pub fn cgroup_elements<'a>(b: &mut Batch, items: impl Iterator<Item = (&'a u64, &'a Element)>, id: Option<u32>) {
-    let list: Vec<(Vec<u8>, Verdict)> = items.map(|(cg, e)| (cg.to_ne_bytes().to_vec(), e.verdict.clone())).collect();
-    map_elements(b, MAP_CGROUP, id, &list);
+pub fn cgroup_elements<'a>(
+    b: &mut Batch,
+    items: impl Iterator<Item = (&'a u64, &'a Element)>,
+    id: Option<u32>,
+) {
+    let list: Vec<Elem> = items
+        .map(|(cg, e)| Elem::Mapping(cg.to_ne_bytes().to_vec(), verdict_data(&e.verdict)))
+        .collect();
+    elements(b, MAP_CGROUP, id, true, &list);
 }
 
 /// `delete element inet cgtproxy cgroup-vmap { ID, ... }`
 pub fn delete_cgroup_elements(b: &mut Batch, ids: &[u64]) {
-    let boxed = ids.iter().map(|cg| -> Box<dyn Fn(&mut MsgWriter)> {
-        let key = cg.to_ne_bytes().to_vec();
-        Box::new(move |w| encode_data(w, NFTA_SET_ELEM_KEY, &Data::Value(key.clone())))
-    });
-    elements(b, MAP_CGROUP, None, NFT_MSG_DELSETELEM, "delete", boxed);
+    let list: Vec<Elem> = ids
+        .iter()
+        .map(|cg| Elem::Key(cg.to_ne_bytes().to_vec()))
+        .collect();
+    elements(b, MAP_CGROUP, None, false, &list);
 }

@@ -29,7 +29,9 @@ pub struct Nft {
 
 impl Nft {
     pub fn open() -> Result<Self, NftError> {
-        Ok(Nft { sock: NlSocket::open(NETLINK_NETFILTER).map_err(NftError::Open)? })
+        Ok(Nft {
+            sock: NlSocket::open(NETLINK_NETFILTER).map_err(NftError::Open)?,
+        })
     }
 
     /// A new batch numbered after this socket's last request.
@@ -68,9 +70,14 @@ impl Nft {
 
     /// Does `table inet cgtproxy` exist?
     pub fn table_exists(&mut self) -> Result<bool, NftError> {
-        let req = self.get(NFT_MSG_GETTABLE, NFPROTO_INET, 0, |w| w.str(NFTA_TABLE_NAME, TABLE));
+        let req = self.get(NFT_MSG_GETTABLE, NFPROTO_INET, 0, |w| {
+            w.str(NFTA_TABLE_NAME, TABLE)
+        });
         let mut found = false;
-        match self.sock.dump(&req, "list table inet cgtproxy", |_, _| found = true) {
+        match self
+            .sock
+            .dump(&req, "list table inet cgtproxy", |_, _| found = true)
+        {
             Ok(()) => Ok(found),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
             Err(e) => Err(e.into()),
@@ -79,10 +86,20 @@ impl Nft {
 }
 
 impl Nft {
-    fn get(&mut self, msg: u16, family: u8, flags: u16, body: impl FnOnce(&mut crate::netlink::MsgWriter)) -> Vec<u8> {
+    fn get(
+        &mut self,
+        msg: u16,
+        family: u8,
+        flags: u16,
+        body: impl FnOnce(&mut crate::netlink::MsgWriter),
+    ) -> Vec<u8> {
         let seq = self.sock.next_seq();
         let mut w = crate::netlink::MsgWriter::new();
-        let m = w.begin((NFNL_SUBSYS_NFTABLES << 8) | msg, NLM_F_REQUEST | flags, seq);
+        let m = w.begin(
+            (NFNL_SUBSYS_NFTABLES << 8) | msg,
+            NLM_F_REQUEST | flags,
+            seq,
+        );
         w.raw(&[family, 0, 0, 0]);
         body(&mut w);
         w.end(m);
@@ -106,40 +123,56 @@ impl Nft {
     /// Handles of the `socket cgroupv2 level N` rules in output-mangle, by N.
     pub fn level_handles(&mut self) -> Result<std::collections::BTreeMap<u32, u64>, NftError> {
         use crate::netlink::attrs;
-        let req = self.get(NFT_MSG_GETRULE, NFPROTO_INET, crate::netlink::NLM_F_DUMP, |w| {
-            w.str(NFTA_RULE_TABLE, TABLE);
-            w.str(NFTA_RULE_CHAIN, crate::ruleset::CHAIN_OUTPUT);
-        });
+        let req = self.get(
+            NFT_MSG_GETRULE,
+            NFPROTO_INET,
+            crate::netlink::NLM_F_DUMP,
+            |w| {
+                w.str(NFTA_RULE_TABLE, TABLE);
+                w.str(NFTA_RULE_CHAIN, crate::ruleset::CHAIN_OUTPUT);
+            },
+        );
         let mut out = std::collections::BTreeMap::new();
-        self.sock.dump(&req, "list chain inet cgtproxy output-mangle", |_, payload| {
-            let (mut handle, mut level, mut chain_ok) = (None, None, false);
-            for (ty, v) in attrs(payload.get(4..).unwrap_or_default()) {
-                match ty {
-                    NFTA_RULE_CHAIN => chain_ok = v.strip_suffix(b"\0") == Some(crate::ruleset::CHAIN_OUTPUT.as_bytes()),
-                    NFTA_RULE_HANDLE => handle = <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes),
-                    NFTA_RULE_EXPRESSIONS => {
-                        for (_, elem) in attrs(v) {
-                            let mut is_socket = false;
-                            for (ety, ev) in attrs(elem) {
-                                if ety == NFTA_EXPR_NAME {
-                                    is_socket = ev == b"socket\0";
-                                } else if ety == NFTA_EXPR_DATA && is_socket {
-                                    for (sty, sv) in attrs(ev) {
-                                        if sty == NFTA_SOCKET_LEVEL {
-                                            level = <[u8; 4]>::try_from(sv).ok().map(u32::from_be_bytes);
+        self.sock.dump(
+            &req,
+            "list chain inet cgtproxy output-mangle",
+            |_, payload| {
+                let (mut handle, mut level, mut chain_ok) = (None, None, false);
+                for (ty, v) in attrs(payload.get(4..).unwrap_or_default()) {
+                    match ty {
+                        NFTA_RULE_CHAIN => {
+                            chain_ok = v.strip_suffix(b"\0")
+                                == Some(crate::ruleset::CHAIN_OUTPUT.as_bytes())
+                        }
+                        NFTA_RULE_HANDLE => {
+                            handle = <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes)
+                        }
+                        NFTA_RULE_EXPRESSIONS => {
+                            for (_, elem) in attrs(v) {
+                                let mut is_socket = false;
+                                for (ety, ev) in attrs(elem) {
+                                    if ety == NFTA_EXPR_NAME {
+                                        is_socket = ev == b"socket\0";
+                                    } else if ety == NFTA_EXPR_DATA && is_socket {
+                                        for (sty, sv) in attrs(ev) {
+                                            if sty == NFTA_SOCKET_LEVEL {
+                                                level = <[u8; 4]>::try_from(sv)
+                                                    .ok()
+                                                    .map(u32::from_be_bytes);
+                                            }
                                         }
                                     }
                                 }
                             }
                         }
+                        _ => {}
                     }
-                    _ => {}
                 }
-            }
-            if let (true, Some(h), Some(l)) = (chain_ok, handle, level) {
-                out.insert(l, h);
-            }
-        })?;
+                if let (true, Some(h), Some(l)) = (chain_ok, handle, level) {
+                    out.insert(l, h);
+                }
+            },
+        )?;
         Ok(out)
     }
 }

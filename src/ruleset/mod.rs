@@ -142,7 +142,12 @@ impl Ruleset {
             Stmt::BypassReturn { v6: true },
             Stmt::NotTcpUdpReturn,
         ];
-        output.extend(self.levels.iter().rev().map(|&level| Stmt::CgroupVmap { level }));
+        output.extend(
+            self.levels
+                .iter()
+                .rev()
+                .map(|&level| Stmt::CgroupVmap { level }),
+        );
         let mut chains = vec![
             Chain {
                 name: CHAIN_OUTPUT.into(),
@@ -182,14 +187,34 @@ impl Ruleset {
             },
         ];
         for t in &self.tproxies {
-            chains.push(Chain { name: mark_chain(&t.name), hook: None, rules: mark_rules(t) });
-            chains.push(Chain { name: tproxy_chain(&t.name), hook: None, rules: tproxy_rules(t) });
+            chains.push(Chain {
+                name: mark_chain(&t.name),
+                hook: None,
+                rules: mark_rules(t),
+            });
+            chains.push(Chain {
+                name: tproxy_chain(&t.name),
+                hook: None,
+                rules: tproxy_rules(t),
+            });
             if let Some(d) = &t.dns_hijack {
-                let mut rules = vec![Stmt::DnsDnat { l4: L4::Udp, ip: d.ip, port: d.port }];
+                let mut rules = vec![Stmt::DnsDnat {
+                    l4: L4::Udp,
+                    ip: d.ip,
+                    port: d.port,
+                }];
                 if d.tcp {
-                    rules.push(Stmt::DnsDnat { l4: L4::Tcp, ip: d.ip, port: d.port });
+                    rules.push(Stmt::DnsDnat {
+                        l4: L4::Tcp,
+                        ip: d.ip,
+                        port: d.port,
+                    });
                 }
-                chains.push(Chain { name: dns_chain(&t.name), hook: None, rules });
+                chains.push(Chain {
+                    name: dns_chain(&t.name),
+                    hook: None,
+                    rules,
+                });
             }
         }
         chains
@@ -208,7 +233,12 @@ fn mark_rules(t: &Tproxy) -> Vec<Stmt> {
     let mut rules = Vec::new();
     if t.dns_hijack.is_some() && t.no_udp {
         // DNS over UDP still needs the mark that selects the DNS chain.
-        rules.push(Stmt::SetMark { mark: t.mark, ipv4_only: true, tcp_only: false, udp_dns: true });
+        rules.push(Stmt::SetMark {
+            mark: t.mark,
+            ipv4_only: true,
+            tcp_only: false,
+            udp_dns: true,
+        });
     }
     rules.push(Stmt::SetMark {
         mark: t.mark,
@@ -227,7 +257,11 @@ fn tproxy_rules(t: &Tproxy) -> Vec<Stmt> {
         // reach that server, not the TPROXY port.
         rules.push(Stmt::CtDnatReturn);
     }
-    rules.push(Stmt::Tproxy { port: t.port, ipv4_only: t.no_ipv6, tcp_only: t.no_udp });
+    rules.push(Stmt::Tproxy {
+        port: t.port,
+        ipv4_only: t.no_ipv6,
+        tcp_only: t.no_udp,
+    });
     rules
 }
 

@@ -15,7 +15,13 @@ pub(super) fn render(rs: &Ruleset) -> String {
     let cgroups: Vec<String> = rs
         .elements
         .values()
-        .map(|e| format!("{:?} : {}", e.path.trim_start_matches('/'), verdict(&e.verdict)))
+        .map(|e| {
+            format!(
+                "{:?} : {}",
+                e.path.trim_start_matches('/'),
+                verdict(&e.verdict)
+            )
+        })
         .collect();
     map(w, MAP_CGROUP, "cgroupsv2", &cgroups);
     let marks: Vec<String> = rs
@@ -33,7 +39,12 @@ pub(super) fn render(rs: &Ruleset) -> String {
     map(w, MAP_MARK_DNS, "mark", &dns);
 
     for c in rs.chains() {
-        let base = c.hook.map(|h| format!("type {} hook {} priority {}", h.kind, h.hook, h.priority_name));
+        let base = c.hook.map(|h| {
+            format!(
+                "type {} hook {} priority {}",
+                h.kind, h.hook, h.priority_name
+            )
+        });
         let rules: Vec<String> = c.rules.iter().map(ToString::to_string).collect();
         chain(w, &c.name, base.as_deref(), &rules);
     }
@@ -67,11 +78,17 @@ fn intervals(list: &[Interval], v6: bool) -> Vec<String> {
             };
             let bits = if v6 { 128 } else { 32 };
             let size = end - start;
-            let aligned = size.checked_add(1).is_none_or(|n| n.is_power_of_two() && start % n == 0);
+            let aligned = size
+                .checked_add(1)
+                .is_none_or(|n| n.is_power_of_two() && start % n == 0);
             if start == end {
                 addr(start)
             } else if aligned {
-                let host_bits = if size == u128::MAX { 128 } else { (size + 1).trailing_zeros() };
+                let host_bits = if size == u128::MAX {
+                    128
+                } else {
+                    (size + 1).trailing_zeros()
+                };
                 format!("{}/{}", addr(start), bits - host_bits)
             } else {
                 format!("{}-{}", addr(start), addr(end))

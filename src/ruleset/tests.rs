@@ -4,18 +4,29 @@ use std::path::Path;
 
 /// Compare `actual` with the checked-in file; `UPDATE_GOLDEN=1` rewrites it.
 pub fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
     }
     let expected = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
-    assert_eq!(actual, expected, "{} differs (UPDATE_GOLDEN=1 rewrites it)", path.display());
+    assert_eq!(
+        actual,
+        expected,
+        "{} differs (UPDATE_GOLDEN=1 rewrites it)",
+        path.display()
+    );
 }
 
 fn cg(path: &str, id: u64) -> Cgroup {
-    Cgroup { path: path.into(), id, level: crate::cgroup::level_of(path) }
+    Cgroup {
+        path: path.into(),
+        id,
+        level: crate::cgroup::level_of(path),
+    }
 }
 
 fn example() -> Config {
@@ -30,9 +41,18 @@ fn desktop() -> Vec<Cgroup> {
         cg("/user.slice", 20),
         cg("/user.slice/user-1000.slice", 21),
         cg("/user.slice/user-1000.slice/user@1000.service", 22),
-        cg("/user.slice/user-1000.slice/user@1000.service/app.slice", 23),
-        cg("/user.slice/user-1000.slice/user@1000.service/app.slice/app-gnome-com.parsecgaming.parsec@2.service", 24),
-        cg("/user.slice/user-1000.slice/user@1000.service/cgtproxy.slice/cgtproxy-drop.slice/run-u7.service", 25),
+        cg(
+            "/user.slice/user-1000.slice/user@1000.service/app.slice",
+            23,
+        ),
+        cg(
+            "/user.slice/user-1000.slice/user@1000.service/app.slice/app-gnome-com.parsecgaming.parsec@2.service",
+            24,
+        ),
+        cg(
+            "/user.slice/user-1000.slice/user@1000.service/cgtproxy.slice/cgtproxy-drop.slice/run-u7.service",
+            25,
+        ),
     ]
 }
 
@@ -66,7 +86,16 @@ fn tproxy_options_golden() {
         "opts.yaml",
     )
     .unwrap();
-    let rs = Ruleset::build(&cfg, &[cg("/a", 1), cg("/b/x/y", 2), cg("/c/z", 3), cg("/d", 4), cg("/e", 5)]);
+    let rs = Ruleset::build(
+        &cfg,
+        &[
+            cg("/a", 1),
+            cg("/b/x/y", 2),
+            cg("/c/z", 3),
+            cg("/d", 4),
+            cg("/e", 5),
+        ],
+    );
     assert_eq!(rs.levels.iter().copied().collect::<Vec<_>>(), [1, 2, 3]);
     golden("tproxy-options.nft", &rs.render());
 }
@@ -77,13 +106,19 @@ fn unmatched_cgroups_are_not_in_the_map() {
     assert!(!rs.elements.contains_key(&12), "sshd matches no rule");
     assert_eq!(rs.elements[&11].verdict, Verdict::Return);
     assert_eq!(rs.elements[&25].verdict, Verdict::Drop);
-    assert_eq!(rs.elements[&22].verdict, Verdict::Goto("mihomo-MARK".into()));
+    assert_eq!(
+        rs.elements[&22].verdict,
+        Verdict::Goto("mihomo-MARK".into())
+    );
     assert_eq!(rs.elements[&24].verdict, Verdict::Return);
     assert_eq!(rs.elements[&24].rule, 4);
 }
 
 #[test]
 fn merges_bypass_ranges() {
-    assert_eq!(merge(vec![(5, 9), (0, 3), (4, 4), (20, 30), (25, 26)]), [(0, 9), (20, 30)]);
+    assert_eq!(
+        merge(vec![(5, 9), (0, 3), (4, 4), (20, 30), (25, 26)]),
+        [(0, 9), (20, 30)]
+    );
     assert_eq!(merge(vec![(0, u128::MAX), (1, 2)]), [(0, u128::MAX)]);
 }
