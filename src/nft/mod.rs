@@ -176,3 +176,79 @@ impl Nft {
         Ok(out)
     }
 }
+
+impl Nft {
+    /// The elements of `cgroup-vmap` as the kernel holds them.
+    pub fn cgroup_map(
+        &mut self,
+    ) -> Result<std::collections::BTreeMap<u64, crate::ruleset::Verdict>, NftError> {
+        use crate::netlink::attrs;
+        use crate::ruleset::Verdict;
+        let req = self.get(
+            NFT_MSG_GETSETELEM,
+            NFPROTO_INET,
+            crate::netlink::NLM_F_DUMP,
+            |w| {
+                w.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+                w.str(NFTA_SET_ELEM_LIST_SET, crate::ruleset::MAP_CGROUP);
+            },
+        );
+        let mut out = std::collections::BTreeMap::new();
+        self.sock
+            .dump(&req, "list map inet cgtproxy cgroup-vmap", |_, payload| {
+                for (ty, list) in attrs(payload.get(4..).unwrap_or_default()) {
+                    if ty != NFTA_SET_ELEM_LIST_ELEMENTS {
+                        continue;
+                    }
+                    for (_, elem) in attrs(list) {
+                        let (mut key, mut verdict) = (None, None);
+                        for (ety, ev) in attrs(elem) {
+                            match ety {
+                                NFTA_SET_ELEM_KEY => {
+                                    key = attrs(ev)
+                                        .find(|(t, _)| *t == NFTA_DATA_VALUE)
+                                        .and_then(|(_, v)| <[u8; 8]>::try_from(v).ok())
+                                        .map(u64::from_ne_bytes);
+                                }
+                                NFTA_SET_ELEM_DATA => {
+                                    for (_, vd) in
+                                        attrs(ev).filter(|(t, _)| *t == NFTA_DATA_VERDICT)
+                                    {
+                                        let (mut code, mut chain) = (None, None);
+                                        for (vt, vv) in attrs(vd) {
+                                            match vt {
+                                                NFTA_VERDICT_CODE => {
+                                                    code = <[u8; 4]>::try_from(vv)
+                                                        .ok()
+                                                        .map(|b| i32::from_be_bytes(b))
+                                                }
+                                                NFTA_VERDICT_CHAIN => {
+                                                    chain = Some(
+                                                        String::from_utf8_lossy(vv)
+                                                            .trim_end_matches('\0')
+                                                            .to_owned(),
+                                                    )
+                                                }
+                                                _ => {}
+                                            }
+                                        }
+                                        verdict = match (code, chain) {
+                                            (Some(NFT_RETURN), _) => Some(Verdict::Return),
+                                            (Some(NF_DROP), _) => Some(Verdict::Drop),
+                                            (Some(NFT_GOTO), Some(c)) => Some(Verdict::Goto(c)),
+                                            _ => None,
+                                        };
+                                    }
+                                }
+                                _ => {}
+                            }
+                        }
+                        if let (Some(k), Some(v)) = (key, verdict) {
+                            out.insert(k, v);
+                        }
+                    }
+                }
+            })?;
+        Ok(out)
+    }
+}

@@ -400,3 +400,45 @@ pub fn assert_clean(ns: &NetNs) {
         "0"
     );
 }
+
+/// Move the calling thread into `ns` (setns is per thread); children
+/// spawned from it afterwards start there too.
+pub fn enter_netns(ns: &NetNs) {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(format!("/run/netns/{}", ns.name)).unwrap();
+    // SAFETY: a valid namespace fd; affects only this thread.
+    let rc = unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+}
+
+/// Ids of every cgroup below `dir` (not `dir` itself).
+pub fn ids_below(root: &Path, dir: &Path) -> std::collections::BTreeSet<u64> {
+    let mut found = Vec::new();
+    cgtproxy::cgroup::scan_into(root, dir, &mut found).unwrap();
+    found
+        .into_iter()
+        .filter(|c| c.path != cgtproxy::cgroup::relative_path(root, dir).unwrap())
+        .map(|c| c.id)
+        .collect()
+}
+
+/// Poll the kernel map (from a thread already in the daemon's namespace)
+/// until its keys within `universe` equal `want`; returns the last keys seen.
+pub fn wait_map(
+    nft: &mut cgtproxy::nft::Nft,
+    want: &std::collections::BTreeSet<u64>,
+    secs: u64,
+) -> std::collections::BTreeSet<u64> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        // The table may be missing for a moment (while it is restored).
+        let have: std::collections::BTreeSet<u64> = nft
+            .cgroup_map()
+            .map(|m| m.into_keys().collect())
+            .unwrap_or_default();
+        if &have == want || std::time::Instant::now() > deadline {
+            return have;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
