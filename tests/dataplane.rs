@@ -170,3 +170,40 @@ fn cgroups_present_at_start() {
     );
     assert_clean(&bed.local);
 }
+
+#[test]
+fn cgroups_created_after_start() {
+    if !root("cgroups_created_after_start") {
+        return;
+    }
+    let bed = Testbed::new("late");
+    let (_tproxy, _dns) = listen_side_services(&bed);
+    let cg = TestCgroups::new("late");
+    let (mut daemon, _cfg) = start_daemon(&bed.local, &dataplane_config(&cg.rel));
+    // Created while the daemon runs, nested, with `mkdir -p`.
+    for sub in ["proxy/child-direct/grandchild", "drop/deep/er", "direct"] {
+        cg.mkdir(sub);
+    }
+    enter_netns(&bed.local);
+    let mut nft = cgtproxy::nft::Nft::open().unwrap();
+    let want = ids_below(&cg.root, &cg.dir);
+    let have = wait_map(&mut nft, &want, 5);
+    assert_eq!(have, want, "{}", daemon.output());
+
+    let t4 = format!("TPROXY 7893 {REMOTE4}:8080");
+    let t6 = format!("TPROXY 7893 [{REMOTE6}]:8080");
+    for proto in ["tcp", "udp"] {
+        expect(&bed, &cg, "proxy", proto, REMOTE4, 8080, &t4);
+        expect(&bed, &cg, "proxy", proto, REMOTE6, 8080, &t6);
+        // The child's rule differs from its parent's, and its own child
+        // inherits it.
+        expect(&bed, &cg, "proxy/child-direct", proto, REMOTE4, 8080, "REMOTE");
+        expect(&bed, &cg, "proxy/child-direct/grandchild", proto, REMOTE6, 8080, "REMOTE");
+        expect(&bed, &cg, "drop/deep/er", proto, REMOTE4, 9999, DROPPED);
+        expect(&bed, &cg, "direct", proto, REMOTE4, 8080, "REMOTE");
+    }
+    assert_eq!(bed.packets_at_9999(), 0, "a dropped packet reached the remote host");
+    let status = daemon.stop();
+    assert!(status.success(), "{}", daemon.output());
+    assert_clean(&bed.local);
+}

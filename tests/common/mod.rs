@@ -295,7 +295,9 @@ impl Testbed {
         let local = NetNs::new(&format!("{tag}l"));
         let remote = NetNs::new(&format!("{tag}r"));
         sh(&format!(
-            "ip link add vl type veth peer name vr && ip link set vl netns {} && ip link set vr netns {}",
+            // Both ends are born in their namespaces: nothing appears in the
+            // machine's own namespace, and parallel tests cannot collide.
+            "ip link add vl netns {} type veth peer name vr netns {}",
             local.name, remote.name
         ));
         local.sh(
