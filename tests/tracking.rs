@@ -19,7 +19,7 @@ struct Setup {
     ns: NetNs,
     cg: TestCgroups,
     daemon: Proc,
-    config: std::path::PathBuf,
+    config: TempFile,
     nft: Nft,
 }
 
@@ -225,7 +225,7 @@ fn reload_valid_and_invalid() {
             .all(|v| *v == Verdict::Return)
     );
 
-    std::fs::write(&s.config, config(&s.cg.rel, "drop: true")).unwrap();
+    std::fs::write(&*s.config, config(&s.cg.rel, "drop: true")).unwrap();
     s.daemon.signal(libc::SIGHUP);
     s.daemon.wait_for("reloaded", 10);
     let map = s.nft.cgroup_map().unwrap();
@@ -233,7 +233,7 @@ fn reload_valid_and_invalid() {
     assert!(map.values().all(|v| *v == Verdict::Drop), "{map:?}");
 
     std::fs::write(
-        &s.config,
+        &*s.config,
         "version: 1\nrules:\n  - {match: '(', direct: true}\n",
     )
     .unwrap();
@@ -265,8 +265,9 @@ fn restart_after_sigkill_replaces_state() {
         "a killed instance leaves its table"
     );
     s.cg.mkdir("b");
-    let (daemon, _) = start_daemon(&s.ns, &config(&s.cg.rel, "tproxy: px"));
+    let (daemon, config) = start_daemon(&s.ns, &config(&s.cg.rel, "tproxy: px"));
     s.daemon = daemon;
+    s.config = config;
     s.assert_in_step(5, "after restart");
     let rules = s.ns.sh("ip rule show");
     assert_eq!(

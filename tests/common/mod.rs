@@ -365,8 +365,24 @@ impl Testbed {
     }
 }
 
+/// A file removed on drop.
+pub struct TempFile(pub PathBuf);
+
+impl std::ops::Deref for TempFile {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Start cgtproxy with `config_text` in `ns`; returns once it is ready.
-pub fn start_daemon(ns: &NetNs, config_text: &str) -> (Proc, PathBuf) {
+pub fn start_daemon(ns: &NetNs, config_text: &str) -> (Proc, TempFile) {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let path = std::env::temp_dir().join(format!("cgtproxy-test-{}-{n}.yaml", std::process::id()));
     std::fs::write(&path, config_text).unwrap();
@@ -377,7 +393,7 @@ pub fn start_daemon(ns: &NetNs, config_text: &str) -> (Proc, PathBuf) {
         path.display()
     ));
     daemon.wait_for("ready", 20);
-    (daemon, path)
+    (daemon, TempFile(path))
 }
 
 /// Nothing of cgtproxy is left in `ns`.
