@@ -197,12 +197,32 @@ fn cgroups_created_after_start() {
         expect(&bed, &cg, "proxy", proto, REMOTE6, 8080, &t6);
         // The child's rule differs from its parent's, and its own child
         // inherits it.
-        expect(&bed, &cg, "proxy/child-direct", proto, REMOTE4, 8080, "REMOTE");
-        expect(&bed, &cg, "proxy/child-direct/grandchild", proto, REMOTE6, 8080, "REMOTE");
+        expect(
+            &bed,
+            &cg,
+            "proxy/child-direct",
+            proto,
+            REMOTE4,
+            8080,
+            "REMOTE",
+        );
+        expect(
+            &bed,
+            &cg,
+            "proxy/child-direct/grandchild",
+            proto,
+            REMOTE6,
+            8080,
+            "REMOTE",
+        );
         expect(&bed, &cg, "drop/deep/er", proto, REMOTE4, 9999, DROPPED);
         expect(&bed, &cg, "direct", proto, REMOTE4, 8080, "REMOTE");
     }
-    assert_eq!(bed.packets_at_9999(), 0, "a dropped packet reached the remote host");
+    assert_eq!(
+        bed.packets_at_9999(),
+        0,
+        "a dropped packet reached the remote host"
+    );
     let status = daemon.stop();
     assert!(status.success(), "{}", daemon.output());
     assert_clean(&bed.local);
