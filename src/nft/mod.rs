@@ -220,7 +220,7 @@ impl Nft {
                                                 NFTA_VERDICT_CODE => {
                                                     code = <[u8; 4]>::try_from(vv)
                                                         .ok()
-                                                        .map(|b| i32::from_be_bytes(b))
+                                                        .map(i32::from_be_bytes)
                                                 }
                                                 NFTA_VERDICT_CHAIN => {
                                                     chain = Some(
