@@ -88,7 +88,7 @@ fn print_is_nft_input_equal_to_what_the_daemon_applies() {
     cg.mkdir("off");
     // In a private mount namespace cgroup2 is bound at /sys/fs/cgroup, where
     // `nft` resolves cgroupsv2 paths (as on most desktops).
-    let rel = format!("{}", cg.rel);
+    let rel = cg.rel.clone();
     let cfg = format!(
         "version: 1\ncgroup-root: /sys/fs/cgroup\nbypass: [127.0.0.0/8]\ntproxies:\n  px: {{mark: 7, port: 7893, dns-hijack: {{}}}}\n\
          rules:\n  - {{match: '^{rel}/app', tproxy: px}}\n  - {{match: '^{rel}/off', drop: true}}\n"
