@@ -107,7 +107,7 @@ fn probe_kernel() -> Result<(), crate::nft::NftError> {
             path: "/probe".into(),
             level: 1,
             verdict: crate::ruleset::Verdict::Goto("p-MARK".into()),
-            rule: 0,
+            rule: Some(0),
         },
     );
     let mut nft = Nft::open()?;

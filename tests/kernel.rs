@@ -250,3 +250,44 @@ fn policy_routes_install_and_remove() {
     assert!(sh("ip rule show").contains("fwmark 0x1 lookup 100"));
     assert!(routes.remove(&[1], 100).is_empty());
 }
+
+#[test]
+fn strict_mode_listing_equals_rendered_ruleset() {
+    if !root("strict_mode_listing_equals_rendered_ruleset") {
+        return;
+    }
+    private_netns();
+    let cgroups = TestCgroups::new("strict");
+    cgroups.mkdir("a/b/c");
+    cgroups.mkdir("d");
+    let rel = &cgroups.rel;
+    let cfg = Config::parse(
+        &format!(
+            "version: 1\nstrict: true\nstrict-depth: 4\ntproxies: {{p: {{mark: 1, port: 2}}}}\n\
+             rules:\n  - {{match: '^{rel}/a/b$', tproxy: p}}\n  - {{match: '^{rel}/d', drop: true}}\n"
+        ),
+        "strict.yaml",
+    )
+    .unwrap();
+    let mut found = Vec::new();
+    cgroup::scan_into(&cgroups.root, &cgroups.dir, &mut found).unwrap();
+    let rs = Ruleset::build(&cfg, &found);
+    assert_eq!(rs.elements.len(), 5, "every cgroup is known in strict mode");
+    let ids: HashMap<u64, String> = found.iter().map(|c| (c.id, c.path.clone())).collect();
+    let mut nft = Nft::open().unwrap();
+    nft.apply_full(&rs).unwrap();
+    assert_eq!(
+        normalize(&list_table(), &ids),
+        normalize(&rs.render(), &ids)
+    );
+    let map = nft.cgroup_map().unwrap();
+    assert_eq!(
+        map.values()
+            .filter(|v| **v == cgtproxy::ruleset::Verdict::Continue)
+            .count(),
+        3
+    );
+    // Both rules of a level are found, the first one's handle kept.
+    let handles = nft.level_handles().unwrap();
+    assert_eq!(handles.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4]);
+}

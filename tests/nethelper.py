@@ -6,6 +6,10 @@
   tproxy PORT...          IP_TRANSPARENT TCP and UDP listeners on 0.0.0.0 and :: ;
                           answers "TPROXY <port> <original destination>"
   dns ADDR PORT           DNS stand-in, UDP and TCP; answers "DNS <token>"
+  race PARENT COUNT ADDR PORT
+                          COUNT times: make cgroup PARENT/leak-I, fork a child into
+                          it that at once sends one UDP datagram to ADDR:PORT (what a
+                          service manager starting an app does); prints "RACED COUNT"
   client PROTO ADDR PORT TOKEN [TIMEOUT]
                           sends TOKEN, prints the answer, or TIMEOUT / ERROR <reason>
 
@@ -128,6 +132,36 @@ def client(proto, addr, port, token, timeout=2.0):
         print("ERROR", e.strerror or e)
 
 
+def race(parent, count, addr, port):
+    import os
+    import time
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    dirs = []
+    for i in range(count):
+        d = os.path.join(parent, f"leak-{i}")
+        os.mkdir(d)
+        dirs.append(d)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                with open(os.path.join(d, "cgroup.procs"), "w") as f:
+                    f.write(str(os.getpid()))
+                s = socket.socket(fam, socket.SOCK_DGRAM)
+                s.sendto(f"leak {i}".encode(), (addr, port))
+            except OSError:
+                pass
+            os._exit(0)
+        os.waitpid(pid, 0)
+    for d in dirs:
+        for _ in range(200):
+            try:
+                os.rmdir(d)
+                break
+            except OSError:
+                time.sleep(0.01)
+    print("RACED", count, flush=True)
+
+
 def main(argv):
     mode = argv[1]
     if mode == "serve":
@@ -138,6 +172,8 @@ def main(argv):
         addr, port = argv[2], int(argv[3])
         fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
         serve("DNS", listeners([port], addrs=((addr, fam),)))
+    elif mode == "race":
+        race(argv[2], int(argv[3]), argv[4], int(argv[5]))
     elif mode == "client":
         timeout = float(argv[6]) if len(argv) > 6 else 2.0
         client(argv[2], argv[3], int(argv[4]), argv[5], timeout)

@@ -261,8 +261,9 @@ impl Daemon {
             // Deepest first: a new level goes right before the deepest
             // existing level shallower than it, or at the end.
             let before = self.handles.range(..*level).next_back().map(|(_, h)| *h);
-            let stmt = crate::ruleset::Stmt::CgroupVmap { level: *level };
-            encode::rule(&mut b, CHAIN_OUTPUT, &stmt, &ids, before);
+            for stmt in self.tracker.ruleset.level_rules(*level) {
+                encode::rule(&mut b, CHAIN_OUTPUT, &stmt, &ids, before);
+            }
         }
         encode::delete_cgroup_elements(&mut b, &delta.del);
         encode::cgroup_elements(&mut b, delta.add.iter().map(|(id, e)| (id, e)), None);

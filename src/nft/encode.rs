@@ -276,6 +276,20 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             });
             e.push(lookup(MAP_CGROUP, ids, Some(NFT_REG_VERDICT)));
         }
+        Stmt::UnknownCgroupDrop { level } => {
+            e.push(Expr::SocketCgroup {
+                level: *level,
+                dreg: NFT_REG_1,
+            });
+            e.push(Expr::Lookup {
+                set: MAP_CGROUP.into(),
+                set_id: ids.of(MAP_CGROUP),
+                sreg: NFT_REG_1,
+                dreg: None,
+                invert: true,
+            });
+            e.push(verdict(NF_DROP, None));
+        }
         Stmt::MarkVmap { map } => {
             e.push(Expr::MetaLoad {
                 key: NFT_META_MARK,
@@ -518,6 +532,7 @@ fn verdict_data(v: &Verdict) -> Data {
     match v {
         Verdict::Return => Data::Verdict(NFT_RETURN, None),
         Verdict::Drop => Data::Verdict(NF_DROP, None),
+        Verdict::Continue => Data::Verdict(NFT_CONTINUE, None),
         Verdict::Goto(chain) => Data::Verdict(NFT_GOTO, Some(chain.clone())),
     }
 }

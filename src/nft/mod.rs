@@ -168,8 +168,10 @@ impl Nft {
                         _ => {}
                     }
                 }
+                // A level may have two rules (strict mode); new levels go
+                // before the first.
                 if let (true, Some(h), Some(l)) = (chain_ok, handle, level) {
-                    out.insert(l, h);
+                    out.entry(l).or_insert(h);
                 }
             },
         )?;
@@ -235,6 +237,7 @@ impl Nft {
                                         verdict = match (code, chain) {
                                             (Some(NFT_RETURN), _) => Some(Verdict::Return),
                                             (Some(NF_DROP), _) => Some(Verdict::Drop),
+                                            (Some(NFT_CONTINUE), _) => Some(Verdict::Continue),
                                             (Some(NFT_GOTO), Some(c)) => Some(Verdict::Goto(c)),
                                             _ => None,
                                         };

@@ -31,6 +31,9 @@ pub enum Verdict {
     Drop,
     /// Go to a tproxy's `NAME-MARK` chain.
     Goto(String),
+    /// Strict mode, a cgroup no rule matches: known, so not held, and
+    /// decided by the next shallower level.
+    Continue,
 }
 
 impl Verdict {
@@ -64,8 +67,9 @@ pub struct Element {
     pub path: String,
     pub level: u32,
     pub verdict: Verdict,
-    /// Index of the config rule that chose it.
-    pub rule: usize,
+    /// Index of the config rule that chose it (None: strict mode's
+    /// `continue` for an unmatched cgroup).
+    pub rule: Option<usize>,
 }
 
 /// An inclusive address range of a bypass set (IPv4 in the low 32 bits).
@@ -82,6 +86,9 @@ pub struct Ruleset {
     pub levels: BTreeSet<u32>,
     /// `cgroup-vmap`, by cgroup id.
     pub elements: BTreeMap<u64, Element>,
+    /// Zero-leak mode: hold packets of cgroups not classified yet, at
+    /// levels 1..=strict_depth.
+    pub strict: Option<u32>,
 }
 
 impl Ruleset {
@@ -93,8 +100,13 @@ impl Ruleset {
             bypass6: merge(v6.iter().map(Cidr::range).collect()),
             tproxies: cfg.tproxies.values().cloned().collect(),
             route_table: cfg.route_table,
-            levels: BTreeSet::new(),
+            levels: if cfg.strict {
+                (1..=cfg.strict_depth).collect()
+            } else {
+                BTreeSet::new()
+            },
             elements: BTreeMap::new(),
+            strict: cfg.strict.then_some(cfg.strict_depth),
         }
     }
 
@@ -107,21 +119,32 @@ impl Ruleset {
         rs
     }
 
-    /// Add the map element `cg` needs under `cfg`, if any.
-    /// Returns the element when the cgroup is matched by a rule.
+    /// Add the map element `cg` needs under `cfg`, if any: one for every
+    /// matched cgroup, and in strict mode one for every cgroup.
     pub fn classify(&mut self, cfg: &Config, cg: &Cgroup) -> Option<&Element> {
-        let rule = cfg.classify(&cg.path)?;
+        let (verdict, rule) = match cfg.classify(&cg.path) {
+            Some(rule) => (Verdict::for_target(&rule.target), Some(rule.index)),
+            None if self.strict.is_some() => (Verdict::Continue, None),
+            None => return None,
+        };
         self.levels.insert(cg.level);
-        self.elements.insert(
-            cg.id,
-            Element {
-                path: cg.path.clone(),
-                level: cg.level,
-                verdict: Verdict::for_target(&rule.target),
-                rule: rule.index,
-            },
-        );
+        let element = Element {
+            path: cg.path.clone(),
+            level: cg.level,
+            verdict,
+            rule,
+        };
+        self.elements.insert(cg.id, element);
         self.elements.get(&cg.id)
+    }
+
+    /// The rules for one `socket cgroupv2` level, in chain order.
+    pub fn level_rules(&self, level: u32) -> Vec<Stmt> {
+        let vmap = Stmt::CgroupVmap { level };
+        match self.strict {
+            Some(depth) if level <= depth => vec![Stmt::UnknownCgroupDrop { level }, vmap],
+            _ => vec![vmap],
+        }
     }
 
     /// Marks of all tproxies, in order.
@@ -146,7 +169,7 @@ impl Ruleset {
             self.levels
                 .iter()
                 .rev()
-                .map(|&level| Stmt::CgroupVmap { level }),
+                .flat_map(|&level| self.level_rules(level)),
         );
         let mut chains = vec![
             Chain {

@@ -62,6 +62,7 @@ pub fn verdict(v: &Verdict) -> String {
     match v {
         Verdict::Return => "return".into(),
         Verdict::Drop => "drop".into(),
+        Verdict::Continue => "continue".into(),
         Verdict::Goto(chain) => format!("goto {chain}"),
     }
 }

@@ -43,6 +43,9 @@ pub enum Stmt {
     NotTcpUdpReturn,
     /// `socket cgroupv2 level N vmap @cgroup-vmap`
     CgroupVmap { level: u32 },
+    /// `socket cgroupv2 level N != @cgroup-vmap drop`: strict mode holds
+    /// packets of a cgroup the daemon has not classified yet.
+    UnknownCgroupDrop { level: u32 },
     /// `meta mark vmap @MAP`
     MarkVmap { map: &'static str },
     /// `[meta nfproto ipv4] [meta l4proto tcp | udp dport 53] meta mark set M`
@@ -73,6 +76,9 @@ impl fmt::Display for Stmt {
             Stmt::NotTcpUdpReturn => f.write_str("meta l4proto != { tcp, udp } return"),
             Stmt::CgroupVmap { level } => {
                 write!(f, "socket cgroupv2 level {level} vmap @{MAP_CGROUP}")
+            }
+            Stmt::UnknownCgroupDrop { level } => {
+                write!(f, "socket cgroupv2 level {level} != @{MAP_CGROUP} drop")
             }
             Stmt::MarkVmap { map } => write!(f, "meta mark vmap @{map}"),
             Stmt::SetMark {

@@ -111,7 +111,7 @@ fn unmatched_cgroups_are_not_in_the_map() {
         Verdict::Goto("mihomo-MARK".into())
     );
     assert_eq!(rs.elements[&24].verdict, Verdict::Return);
-    assert_eq!(rs.elements[&24].rule, 4);
+    assert_eq!(rs.elements[&24].rule, Some(4));
 }
 
 #[test]
@@ -121,4 +121,31 @@ fn merges_bypass_ranges() {
         [(0, 9), (20, 30)]
     );
     assert_eq!(merge(vec![(0, u128::MAX), (1, 2)]), [(0, u128::MAX)]);
+}
+
+#[test]
+fn strict_ruleset_golden() {
+    let cfg = Config::parse(
+        "version: 1\nstrict: true\nstrict-depth: 3\ntproxies: {p: {mark: 1, port: 2}}\n\
+         rules:\n  - {match: '^/a/b$', tproxy: p}\n  - {match: '^/d', drop: true}\n",
+        "strict.yaml",
+    )
+    .unwrap();
+    let rs = Ruleset::build(
+        &cfg,
+        &[
+            cg("/a", 1),
+            cg("/a/b", 2),
+            cg("/a/b/c", 3),
+            cg("/d/e/f/g/h", 4),
+        ],
+    );
+    // Every known cgroup is in the map; unmatched ones continue.
+    assert_eq!(rs.elements[&1].verdict, Verdict::Continue);
+    assert_eq!(rs.elements[&3].verdict, Verdict::Continue);
+    assert_eq!(rs.elements[&4].verdict, Verdict::Drop);
+    // Levels 1..=3 always, plus deeper known ones (not held there).
+    assert_eq!(rs.levels.iter().copied().collect::<Vec<_>>(), [1, 2, 3, 5]);
+    assert_eq!(rs.level_rules(5), [Stmt::CgroupVmap { level: 5 }]);
+    golden("strict.nft", &rs.render());
 }
