@@ -174,22 +174,44 @@ impl Routes {
     }
 
     /// Add the rules and routes for `marks`, IPv4 and IPv6. Entries that
-    /// exist already (from a killed instance) are kept, not duplicated: the
-    /// kernel's NLM_F_EXCL check for rules compares priorities, and ours
-    /// have none, so we look first.
+    /// exist already (from a killed instance, or the running config) are
+    /// kept, not duplicated: the kernel's NLM_F_EXCL check for rules
+    /// compares priorities, and ours have none, so we look first. On error,
+    /// what this call added is removed again: nothing is left half-applied.
     pub fn install(&mut self, marks: &[u32], table: u32) -> Result<(), RouteError> {
         if marks.is_empty() {
             return Ok(());
         }
+        let mut added: Vec<(Family, Option<u32>)> = Vec::new();
+        let result = self.install_into(marks, table, &mut added);
+        if result.is_err() {
+            for (family, what) in added.into_iter().rev() {
+                let _ = match what {
+                    Some(mark) => self
+                        .rule(false, family, mark, table)
+                        .map_err(RouteError::from),
+                    None => self.local_route(false, family, table),
+                };
+            }
+        }
+        result
+    }
+
+    fn install_into(
+        &mut self,
+        marks: &[u32],
+        table: u32,
+        added: &mut Vec<(Family, Option<u32>)>,
+    ) -> Result<(), RouteError> {
         for family in Family::BOTH {
-            ok_if(self.local_route(true, family, table), libc::EEXIST)?;
+            if !self.has_local_route(family, table)? {
+                self.local_route(true, family, table)?;
+                added.push((family, None));
+            }
             let existing = self.rule_marks(family, table)?;
             for &mark in marks.iter().filter(|m| !existing.contains(m)) {
-                ok_if(
-                    self.rule(true, family, mark, table)
-                        .map_err(RouteError::from),
-                    libc::EEXIST,
-                )?;
+                self.rule(true, family, mark, table)?;
+                added.push((family, Some(mark)));
             }
         }
         Ok(())
@@ -197,10 +219,17 @@ impl Routes {
 
     /// Remove what [`Routes::install`] adds; collects every error.
     pub fn remove(&mut self, marks: &[u32], table: u32) -> Vec<RouteError> {
-        let mut errors = Vec::new();
         if marks.is_empty() {
-            return errors;
+            return Vec::new();
         }
+        let mut errors = self.remove_rules(marks, table);
+        errors.extend(self.remove_local_routes(table));
+        errors
+    }
+
+    /// `ip rule del fwmark MARK lookup TABLE` for each mark, both families.
+    pub fn remove_rules(&mut self, marks: &[u32], table: u32) -> Vec<RouteError> {
+        let mut errors = Vec::new();
         for family in Family::BOTH {
             for &mark in marks {
                 // Repeat: an older instance may have added duplicates.
@@ -215,11 +244,20 @@ impl Routes {
                     }
                 }
             }
-            if let Err(e) = ok_if(self.local_route(false, family, table), libc::ESRCH) {
-                // ENOENT or ESRCH: it was not there.
-                if !matches!(&e, RouteError::Netlink(n) if n.errno() == Some(libc::ENOENT)) {
-                    errors.push(e);
-                }
+        }
+        errors
+    }
+
+    /// `ip route del local default dev lo table TABLE`, both families.
+    pub fn remove_local_routes(&mut self, table: u32) -> Vec<RouteError> {
+        let mut errors = Vec::new();
+        for family in Family::BOTH {
+            match self.local_route(false, family, table) {
+                Ok(()) => {}
+                // ESRCH or ENOENT: it was not there.
+                Err(RouteError::Netlink(e))
+                    if matches!(e.errno(), Some(libc::ESRCH | libc::ENOENT)) => {}
+                Err(e) => errors.push(e),
             }
         }
         errors
@@ -291,13 +329,6 @@ impl Routes {
         w.raw(&[family.af(), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         w.end(m);
         self.sock.dump(&w.buf, "dump routing", |_, p| each(p))
-    }
-}
-
-fn ok_if(r: Result<(), RouteError>, errno: i32) -> Result<(), RouteError> {
-    match r {
-        Err(RouteError::Netlink(e)) if e.errno() == Some(errno) => Ok(()),
-        other => other,
     }
 }
 

@@ -121,3 +121,31 @@ fn print_is_nft_input_equal_to_what_the_daemon_applies() {
         "{out}"
     );
 }
+
+#[test]
+fn failed_start_leaves_nothing() {
+    if !root("failed_start_leaves_nothing") {
+        return;
+    }
+    // `lo` is down: the IPv6 local route cannot be added after the IPv4
+    // one was. What was added must be removed again.
+    let ns = NetNs::new("lodown");
+    ns.sh("ip link set lo down");
+    let example = format!("{}/misc/config/example.yaml", env!("CARGO_MANIFEST_DIR"));
+    let (ok, out) = ns.try_sh(&format!("{} -c {example}", bin()));
+    assert!(!ok, "{out}");
+    assert!(
+        out.contains("local default dev lo table 300") && out.contains("Network is down"),
+        "{out}"
+    );
+    assert_eq!(ns.sh("nft list ruleset").trim(), "");
+    assert!(
+        !ns.sh("ip rule show").contains("fwmark"),
+        "rules left behind"
+    );
+    assert_eq!(
+        ns.sh("ip route show table all | grep -c 'table 300' || true")
+            .trim(),
+        "0"
+    );
+}

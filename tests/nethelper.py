@@ -10,6 +10,7 @@
                           COUNT times: make cgroup PARENT/leak-I, fork a child into
                           it that at once sends one UDP datagram to ADDR:PORT (what a
                           service manager starting an app does); prints "RACED COUNT"
+  cps ADDR PORT SECONDS   TCP connections per second (connect, send, answer, close)
   client PROTO ADDR PORT TOKEN [TIMEOUT]
                           sends TOKEN, prints the answer, or TIMEOUT / ERROR <reason>
 
@@ -162,6 +163,19 @@ def race(parent, count, addr, port):
     print("RACED", count, flush=True)
 
 
+def cps(addr, port, seconds):
+    import time
+    n = 0
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        s = socket.create_connection((addr, port), timeout=2)
+        s.sendall(b"cps\n")
+        s.recv(256)
+        s.close()
+        n += 1
+    print(f"CPS {n / seconds:.0f}", flush=True)
+
+
 def main(argv):
     mode = argv[1]
     if mode == "serve":
@@ -172,6 +186,8 @@ def main(argv):
         addr, port = argv[2], int(argv[3])
         fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
         serve("DNS", listeners([port], addrs=((addr, fam),)))
+    elif mode == "cps":
+        cps(argv[2], int(argv[3]), float(argv[4]))
     elif mode == "race":
         race(argv[2], int(argv[3]), argv[4], int(argv[5]))
     elif mode == "client":

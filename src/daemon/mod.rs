@@ -149,15 +149,38 @@ impl Daemon {
         let marks: Vec<u32> = self.tracker.ruleset.marks().collect();
         let table = self.tracker.cfg.route_table;
         self.routes.install(&marks, table)?;
-        self.nft.apply_full(&self.tracker.ruleset)?;
+        if let Err(e) = self.nft.apply_full(&self.tracker.ruleset) {
+            // The old table is still in force (the batch changed nothing):
+            // drop the routing only the new config would have used.
+            let (old_marks, old_table) = &self.routed;
+            let new: Vec<u32> = marks
+                .iter()
+                .copied()
+                .filter(|m| *old_table != table || !old_marks.contains(m))
+                .collect();
+            let mut errors = self.routes.remove_rules(&new, table);
+            if !new.is_empty() && (*old_table != table || old_marks.is_empty()) {
+                errors.extend(self.routes.remove_local_routes(table));
+            }
+            for e in errors {
+                warn!("undoing routing after a failed apply: {e}");
+            }
+            return Err(e.into());
+        }
         self.handles = self.nft.level_handles()?;
         self.generation = self.nft.generation()?;
+        // Routing the previous config needed and this one does not.
         let (old_marks, old_table) = std::mem::replace(&mut self.routed, (marks.clone(), table));
         let stale: Vec<u32> = old_marks
-            .into_iter()
+            .iter()
+            .copied()
             .filter(|m| old_table != table || !marks.contains(m))
             .collect();
-        for e in self.routes.remove(&stale, old_table) {
+        let mut errors = self.routes.remove_rules(&stale, old_table);
+        if !old_marks.is_empty() && (old_table != table || marks.is_empty()) {
+            errors.extend(self.routes.remove_local_routes(old_table));
+        }
+        for e in errors {
             warn!("removing routing of the previous config: {e}");
         }
         Ok(())

@@ -447,7 +447,7 @@ pub enum Elem {
 }
 
 impl Elem {
-    fn encode(&self, w: &mut MsgWriter) {
+    pub fn encode(&self, w: &mut MsgWriter) {
         let e = w.nest(NFTA_LIST_ELEM);
         match self {
             Elem::Key(k) => encode_data(w, NFTA_SET_ELEM_KEY, &Data::Value(k.clone())),

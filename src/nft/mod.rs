@@ -255,3 +255,27 @@ impl Nft {
         Ok(out)
     }
 }
+
+impl Nft {
+    /// Is `id` in `cgroup-vmap` (`nft get element ...`)? One small request,
+    /// cheap enough to poll.
+    pub fn has_cgroup(&mut self, id: u64) -> Result<bool, NftError> {
+        let req = self.get(NFT_MSG_GETSETELEM, NFPROTO_INET, 0, |w| {
+            w.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+            w.str(NFTA_SET_ELEM_LIST_SET, crate::ruleset::MAP_CGROUP);
+            let list = w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
+            encode::Elem::Key(id.to_ne_bytes().to_vec()).encode(w);
+            w.nest_end(list);
+        });
+        let mut found = false;
+        match self
+            .sock
+            .dump(&req, "get element inet cgtproxy cgroup-vmap", |_, _| {
+                found = true
+            }) {
+            Ok(()) => Ok(found),
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
