@@ -7,6 +7,7 @@
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::config::CgroupRoot;
 
@@ -32,8 +33,9 @@ pub enum CgroupError {
 /// One cgroup directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cgroup {
-    /// Path relative to the cgroup2 root, starting with `/`.
-    pub path: String,
+    /// Path relative to the cgroup2 root, starting with `/`; shared by the
+    /// tracker, the map element and the watcher (one allocation each).
+    pub path: Arc<str>,
     /// The cgroup id: the directory's inode number.
     pub id: u64,
     /// Depth below the root: `/a` is level 1.
@@ -92,8 +94,7 @@ fn is_cgroup2(path: &Path) -> io::Result<bool> {
 pub fn resolve_root(root: &CgroupRoot) -> Result<PathBuf, CgroupError> {
     let path = match root {
         CgroupRoot::Auto => {
-            let info =
-                std::fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::MountInfo)?;
+            let info = std::fs::read_to_string("/proc/self/mountinfo").map_err(CgroupError::MountInfo)?;
             find_cgroup2_mount(&info).ok_or(CgroupError::NoMount)?
         }
         CgroupRoot::Path(p) => p.clone(),
@@ -102,10 +103,7 @@ pub fn resolve_root(root: &CgroupRoot) -> Result<PathBuf, CgroupError> {
     match is_cgroup2(&path) {
         Ok(true) => Ok(path),
         Ok(false) => Err(CgroupError::NotCgroup2 { path: shown }),
-        Err(source) => Err(CgroupError::Root {
-            path: shown,
-            source,
-        }),
+        Err(source) => Err(CgroupError::Root { path: shown, source }),
     }
 }
 
@@ -148,11 +146,7 @@ pub fn scan_into(root: &Path, dir: &Path, out: &mut Vec<Cgroup>) -> io::Result<(
                 continue;
             };
             match id_of(&d) {
-                Ok(id) => out.push(Cgroup {
-                    level: level_of(&path),
-                    path,
-                    id,
-                }),
+                Ok(id) => out.push(Cgroup { level: level_of(&path), path: path.into(), id }),
                 Err(e) if vanished(&e) => continue,
                 Err(e) => return Err(e),
             }
@@ -192,19 +186,12 @@ mod tests {
         let hybrid = "31 23 0:28 / /sys/fs/cgroup rw,relatime - tmpfs tmpfs rw,mode=755\n\
             40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,name=systemd\n\
             41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw\n";
-        assert_eq!(
-            find_cgroup2_mount(hybrid),
-            Some("/sys/fs/cgroup/unified".into())
-        );
-        let unified =
-            "35 24 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
+        assert_eq!(find_cgroup2_mount(hybrid), Some("/sys/fs/cgroup/unified".into()));
+        let unified = "35 24 0:30 / /sys/fs/cgroup rw,nosuid shared:9 - cgroup2 cgroup2 rw,nsdelegate\n";
         assert_eq!(find_cgroup2_mount(unified), Some("/sys/fs/cgroup".into()));
         let spaced = "35 24 0:30 / /mnt/my\\040cg rw shared:9 - cgroup2 none rw\n";
         assert_eq!(find_cgroup2_mount(spaced), Some("/mnt/my cg".into()));
-        assert_eq!(
-            find_cgroup2_mount("1 2 0:1 / / rw - ext4 /dev/vda rw\n"),
-            None
-        );
+        assert_eq!(find_cgroup2_mount("1 2 0:1 / / rw - ext4 /dev/vda rw\n"), None);
     }
 
     #[test]
@@ -227,13 +214,10 @@ mod tests {
         std::fs::write(tmp.join("a/cgroup.procs"), "").unwrap();
         let mut found = scan(&tmp).unwrap();
         found.sort_by(|x, y| x.path.cmp(&y.path));
-        let paths: Vec<_> = found.iter().map(|c| (c.path.as_str(), c.level)).collect();
+        let paths: Vec<_> = found.iter().map(|c| (&*c.path, c.level)).collect();
         assert_eq!(paths, [("/a", 1), ("/a/b", 2), ("/a/b/c", 3), ("/d", 1)]);
         assert_eq!(found[0].id, id_of(&tmp.join("a")).unwrap());
         std::fs::remove_dir_all(&tmp).unwrap();
-        assert!(
-            scan(&tmp).unwrap().is_empty(),
-            "a vanished root scans as empty"
-        );
+        assert!(scan(&tmp).unwrap().is_empty(), "a vanished root scans as empty");
     }
 }

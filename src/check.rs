@@ -26,13 +26,8 @@ pub fn has_net_admin() -> bool {
 pub fn describe(cfg: &Config) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "config {} is valid:", cfg.origin);
-    let _ = writeln!(
-        s,
-        "  route table {}, {} bypass entries, strict {}",
-        cfg.route_table,
-        cfg.bypass.len(),
-        cfg.strict
-    );
+    let _ =
+        writeln!(s, "  route table {}, {} bypass entries, strict {}", cfg.route_table, cfg.bypass.len(), cfg.strict);
     for t in cfg.tproxies.values() {
         let _ = writeln!(
             s,
@@ -44,21 +39,12 @@ pub fn describe(cfg: &Config) -> String {
             if t.no_ipv6 { ", no-ipv6" } else { "" },
             t.dns_hijack
                 .as_ref()
-                .map(|d| format!(
-                    ", dns-hijack {}:{}{}",
-                    d.ip,
-                    d.port,
-                    if d.tcp { " (+tcp)" } else { "" }
-                ))
+                .map(|d| format!(", dns-hijack {}:{}{}", d.ip, d.port, if d.tcp { " (+tcp)" } else { "" }))
                 .unwrap_or_default()
         );
     }
     for r in &cfg.rules {
-        let _ = writeln!(
-            s,
-            "  rule {} (line {}): {} -> {}",
-            r.index, r.line, r.pattern, r.target
-        );
+        let _ = writeln!(s, "  rule {} (line {}): {} -> {}", r.index, r.line, r.pattern, r.target);
     }
     s
 }
@@ -87,7 +73,10 @@ pub fn permission(cfg: &Config) -> Result<Vec<String>, CheckError> {
     let root = cgroup::resolve_root(&cfg.cgroup_root)?;
     ok.push(format!("cgroup2: mounted at {}", root.display()));
     probe_kernel().map_err(CheckError::Kernel)?;
-    ok.push("kernel: accepted the full ruleset in a scratch table (socket cgroupv2, tproxy, dnat, ct, interval sets)".to_owned());
+    ok.push(
+        "kernel: accepted the full ruleset in a scratch table (socket cgroupv2, tproxy, dnat, ct, interval sets)"
+            .to_owned(),
+    );
     Ok(ok)
 }
 
@@ -106,7 +95,7 @@ fn probe_kernel() -> Result<(), crate::nft::NftError> {
         crate::ruleset::Element {
             path: "/probe".into(),
             level: 1,
-            verdict: crate::ruleset::Verdict::Goto("p-MARK".into()),
+            verdict: crate::ruleset::Verdict::Tproxy(1),
             rule: Some(0),
         },
     );

@@ -18,7 +18,7 @@ struct Cli {
     /// Config file [default: $CONFIGURATION_DIRECTORY/config.yaml or /etc/cgtproxy/config.yaml]
     #[arg(short = 'c', long = "config", global = true)]
     config: Option<PathBuf>,
-    /// Log level: error, warn, info, debug or trace (or a tracing filter).
+    /// Log level: error, warn, info, debug or trace.
     #[arg(long, global = true, default_value = "info", env = "CGTPROXY_LOG")]
     log_level: String,
     #[command(subcommand)]
@@ -44,22 +44,19 @@ enum CheckWhat {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log_level).unwrap_or_else(|_| {
-        eprintln!(
-            "cgtproxy: invalid --log-level {:?}; using info",
-            cli.log_level
-        );
-        tracing_subscriber::EnvFilter::new("info")
+    let level: tracing::Level = cli.log_level.parse().unwrap_or_else(|_| {
+        eprintln!("cgtproxy: invalid --log-level {:?}; using info", cli.log_level);
+        tracing::Level::INFO
     });
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
-        .with_env_filter(filter)
+        .with_max_level(level)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
 
-    let source = ConfigSource {
-        explicit: cli.config.is_some(),
-        path: cli.config.clone().unwrap_or_else(config::default_path),
-    };
+    let source =
+        ConfigSource { explicit: cli.config.is_some(), path: cli.config.clone().unwrap_or_else(config::default_path) };
     match run(cli.command, &source) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -95,7 +92,6 @@ fn run(command: Option<Command>, source: &ConfigSource) -> anyhow::Result<()> {
 
 fn render_now(cfg: &Config) -> anyhow::Result<String> {
     let root = cgroup::resolve_root(&cfg.cgroup_root)?;
-    let cgroups = cgroup::scan(&root)
-        .map_err(|e| anyhow::anyhow!("scanning cgroups below {}: {e}", root.display()))?;
+    let cgroups = cgroup::scan(&root).map_err(|e| anyhow::anyhow!("scanning cgroups below {}: {e}", root.display()))?;
     Ok(Ruleset::build(cfg, &cgroups).render())
 }

@@ -10,8 +10,7 @@
 //! idempotent (an existing entry is fine); removing a missing one is fine.
 
 use crate::netlink::{
-    MsgWriter, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkError,
-    NlSocket, attrs,
+    MsgWriter, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL, NLM_F_REQUEST, NetlinkError, NlSocket, attrs,
 };
 
 const RTM_NEWROUTE: u16 = 24;
@@ -77,18 +76,10 @@ pub struct Routes {
 
 impl Routes {
     pub fn open() -> Result<Self, RouteError> {
-        Ok(Routes {
-            sock: NlSocket::open(libc::NETLINK_ROUTE).map_err(RouteError::Open)?,
-        })
+        Ok(Routes { sock: NlSocket::open(libc::NETLINK_ROUTE).map_err(RouteError::Open)? })
     }
 
-    fn send(
-        &mut self,
-        ty: u16,
-        flags: u16,
-        what: &str,
-        body: impl FnOnce(&mut MsgWriter),
-    ) -> Result<(), NetlinkError> {
+    fn send(&mut self, ty: u16, flags: u16, what: &str, body: impl FnOnce(&mut MsgWriter)) -> Result<(), NetlinkError> {
         let seq = self.sock.next_seq();
         let mut w = MsgWriter::new();
         let m = w.begin(ty, NLM_F_REQUEST | NLM_F_ACK | flags, seq);
@@ -98,40 +89,14 @@ impl Routes {
     }
 
     /// `ip rule add|del fwmark MARK lookup TABLE`
-    fn rule(
-        &mut self,
-        add: bool,
-        family: Family,
-        mark: u32,
-        table: u32,
-    ) -> Result<(), NetlinkError> {
+    fn rule(&mut self, add: bool, family: Family, mark: u32, table: u32) -> Result<(), NetlinkError> {
         let verb = if add { "add" } else { "del" };
-        let what = format!(
-            "{} rule {verb} fwmark {mark:#x} lookup {table}",
-            family.ip()
-        );
-        let (ty, flags) = if add {
-            (RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL)
-        } else {
-            (RTM_DELRULE, 0)
-        };
+        let what = format!("{} rule {verb} fwmark {mark:#x} lookup {table}", family.ip());
+        let (ty, flags) = if add { (RTM_NEWRULE, NLM_F_CREATE | NLM_F_EXCL) } else { (RTM_DELRULE, 0) };
         self.send(ty, flags, &what, |w| {
             // struct fib_rule_hdr: family, dst_len, src_len, tos, table,
             // res1, res2, action; u32 flags.
-            w.raw(&[
-                family.af(),
-                0,
-                0,
-                0,
-                header_table(table),
-                0,
-                0,
-                FR_ACT_TO_TBL,
-                0,
-                0,
-                0,
-                0,
-            ]);
+            w.raw(&[family.af(), 0, 0, 0, header_table(table), 0, 0, FR_ACT_TO_TBL, 0, 0, 0, 0]);
             w.u32ne(FRA_FWMARK, mark);
             w.u32ne(FRA_TABLE, table);
         })
@@ -141,32 +106,12 @@ impl Routes {
     fn local_route(&mut self, add: bool, family: Family, table: u32) -> Result<(), RouteError> {
         let lo = lo_index()?;
         let verb = if add { "add" } else { "del" };
-        let what = format!(
-            "{} route {verb} local default dev lo table {table}",
-            family.ip()
-        );
-        let (ty, flags) = if add {
-            (RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL)
-        } else {
-            (RTM_DELROUTE, 0)
-        };
+        let what = format!("{} route {verb} local default dev lo table {table}", family.ip());
+        let (ty, flags) = if add { (RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL) } else { (RTM_DELROUTE, 0) };
         self.send(ty, flags, &what, |w| {
             // struct rtmsg: family, dst_len, src_len, tos, table, protocol,
             // scope, type; u32 flags.
-            w.raw(&[
-                family.af(),
-                0,
-                0,
-                0,
-                header_table(table),
-                RTPROT_STATIC,
-                RT_SCOPE_HOST,
-                RTN_LOCAL,
-                0,
-                0,
-                0,
-                0,
-            ]);
+            w.raw(&[family.af(), 0, 0, 0, header_table(table), RTPROT_STATIC, RT_SCOPE_HOST, RTN_LOCAL, 0, 0, 0, 0]);
             w.u32ne(RTA_TABLE, table);
             w.u32ne(RTA_OIF, lo);
         })?;
@@ -187,9 +132,7 @@ impl Routes {
         if result.is_err() {
             for (family, what) in added.into_iter().rev() {
                 let _ = match what {
-                    Some(mark) => self
-                        .rule(false, family, mark, table)
-                        .map_err(RouteError::from),
+                    Some(mark) => self.rule(false, family, mark, table).map_err(RouteError::from),
                     None => self.local_route(false, family, table),
                 };
             }
@@ -255,8 +198,7 @@ impl Routes {
             match self.local_route(false, family, table) {
                 Ok(()) => {}
                 // ESRCH or ENOENT: it was not there.
-                Err(RouteError::Netlink(e))
-                    if matches!(e.errno(), Some(libc::ESRCH | libc::ENOENT)) => {}
+                Err(RouteError::Netlink(e)) if matches!(e.errno(), Some(libc::ESRCH | libc::ENOENT)) => {}
                 Err(e) => errors.push(e),
             }
         }
@@ -295,8 +237,7 @@ impl Routes {
                 }
             }
             // dst_len 0 and type local: `local default`.
-            if t == Some(table) && payload.get(1) == Some(&0) && payload.get(7) == Some(&RTN_LOCAL)
-            {
+            if t == Some(table) && payload.get(1) == Some(&0) && payload.get(7) == Some(&RTN_LOCAL) {
                 found = true;
             }
         })?;
@@ -307,21 +248,14 @@ impl Routes {
     pub fn present(&mut self, marks: &[u32], table: u32) -> Result<bool, RouteError> {
         for family in Family::BOTH {
             let existing = self.rule_marks(family, table)?;
-            if !marks.iter().all(|m| existing.contains(m))
-                || !self.has_local_route(family, table)?
-            {
+            if !marks.iter().all(|m| existing.contains(m)) || !self.has_local_route(family, table)? {
                 return Ok(false);
             }
         }
         Ok(true)
     }
 
-    fn dump(
-        &mut self,
-        ty: u16,
-        family: Family,
-        each: impl FnMut(&[u8]),
-    ) -> Result<(), NetlinkError> {
+    fn dump(&mut self, ty: u16, family: Family, each: impl FnMut(&[u8])) -> Result<(), NetlinkError> {
         let mut each = each;
         let seq = self.sock.next_seq();
         let mut w = MsgWriter::new();
@@ -335,9 +269,5 @@ impl Routes {
 fn lo_index() -> Result<u32, RouteError> {
     // SAFETY: a NUL-terminated constant name.
     let idx = unsafe { libc::if_nametoindex(c"lo".as_ptr()) };
-    if idx == 0 {
-        Err(RouteError::NoLoopback)
-    } else {
-        Ok(idx)
-    }
+    if idx == 0 { Err(RouteError::NoLoopback) } else { Ok(idx) }
 }

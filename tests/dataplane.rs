@@ -25,39 +25,20 @@ pub fn dataplane_config(rel: &str) -> String {
 
 /// One expectation: from cgroup `sub`, `proto` to `addr:port` answers with
 /// a line starting with `want`.
-pub fn expect(
-    bed: &Testbed,
-    cg: &TestCgroups,
-    sub: &str,
-    proto: &str,
-    addr: &str,
-    port: u16,
-    want: &str,
-) {
+pub fn expect(bed: &Testbed, cg: &TestCgroups, sub: &str, proto: &str, addr: &str, port: u16, want: &str) {
     let token = format!("{sub}-{proto}-{port}").replace('/', "_");
     let got = bed.client(&cg.dir.join(sub), proto, addr, port, &token);
     // `A|B`: either. A locally dropped UDP datagram fails sendto with EPERM.
-    assert!(
-        want.split('|').any(|w| got.starts_with(w)),
-        "{sub} {proto} {addr}:{port}: want {want:?}, got {got:?}"
-    );
+    assert!(want.split('|').any(|w| got.starts_with(w)), "{sub} {proto} {addr}:{port}: want {want:?}, got {got:?}");
 }
 
 /// What a client in a drop cgroup sees.
 pub const DROPPED: &str = "TIMEOUT|ERROR Operation not permitted";
 
 fn listen_side_services(bed: &Testbed) -> (Proc, Proc) {
-    let tproxy = Proc::spawn(&format!(
-        "{} {} tproxy 7893 7894 7895",
-        bed.local.enter(),
-        helper()
-    ));
+    let tproxy = Proc::spawn(&format!("{} {} tproxy 7893 7894 7895", bed.local.enter(), helper()));
     tproxy.wait_for("READY", 10);
-    let dns = Proc::spawn(&format!(
-        "{} {} dns 127.0.0.1 5353",
-        bed.local.enter(),
-        helper()
-    ));
+    let dns = Proc::spawn(&format!("{} {} dns 127.0.0.1 5353", bed.local.enter(), helper()));
     dns.wait_for("READY", 10);
     (tproxy, dns)
 }
@@ -70,14 +51,7 @@ fn cgroups_present_at_start() {
     let bed = Testbed::new("dp");
     let (tproxy, _dns) = listen_side_services(&bed);
     let cg = TestCgroups::new("dp");
-    for sub in [
-        "proxy/child-direct",
-        "direct",
-        "drop",
-        "noudp",
-        "noip6",
-        "other",
-    ] {
+    for sub in ["proxy/child-direct", "direct", "drop", "noudp", "noip6", "other"] {
         cg.mkdir(sub);
     }
     let (mut daemon, _cfg) = start_daemon(&bed.local, &dataplane_config(&cg.rel));
@@ -89,15 +63,7 @@ fn cgroups_present_at_start() {
         expect(&bed, &cg, "proxy", proto, REMOTE4, 8080, &t4);
         expect(&bed, &cg, "proxy", proto, REMOTE6, 8080, &t6);
         // a nested child with its own rule
-        expect(
-            &bed,
-            &cg,
-            "proxy/child-direct",
-            proto,
-            REMOTE4,
-            8080,
-            "REMOTE",
-        );
+        expect(&bed, &cg, "proxy/child-direct", proto, REMOTE4, 8080, "REMOTE");
         // direct, and unmatched cgroups go direct
         expect(&bed, &cg, "direct", proto, REMOTE4, 8080, "REMOTE");
         expect(&bed, &cg, "direct", proto, REMOTE6, 8080, "REMOTE");
@@ -115,59 +81,19 @@ fn cgroups_present_at_start() {
     // no-udp: UDP goes direct, TCP to its proxy
     expect(&bed, &cg, "noudp", "udp", REMOTE4, 8080, "REMOTE");
     expect(&bed, &cg, "noudp", "udp", REMOTE6, 8080, "REMOTE");
-    expect(
-        &bed,
-        &cg,
-        "noudp",
-        "tcp",
-        REMOTE4,
-        8080,
-        &format!("TPROXY 7894 {REMOTE4}:8080"),
-    );
+    expect(&bed, &cg, "noudp", "tcp", REMOTE4, 8080, &format!("TPROXY 7894 {REMOTE4}:8080"));
     // no-ipv6: IPv6 goes direct, IPv4 to its proxy
     expect(&bed, &cg, "noip6", "tcp", REMOTE6, 8080, "REMOTE");
     expect(&bed, &cg, "noip6", "udp", REMOTE6, 8080, "REMOTE");
-    expect(
-        &bed,
-        &cg,
-        "noip6",
-        "udp",
-        REMOTE4,
-        8080,
-        &format!("TPROXY 7895 {REMOTE4}:8080"),
-    );
-    expect(
-        &bed,
-        &cg,
-        "noip6",
-        "tcp",
-        REMOTE4,
-        8080,
-        &format!("TPROXY 7895 {REMOTE4}:8080"),
-    );
+    expect(&bed, &cg, "noip6", "udp", REMOTE4, 8080, &format!("TPROXY 7895 {REMOTE4}:8080"));
+    expect(&bed, &cg, "noip6", "tcp", REMOTE4, 8080, &format!("TPROXY 7895 {REMOTE4}:8080"));
 
-    assert_eq!(
-        bed.packets_at_9999(),
-        0,
-        "a dropped packet reached the remote host"
-    );
-    assert!(
-        !bed.server.output().contains("drop-"),
-        "remote saw drop traffic:\n{}",
-        bed.server.output()
-    );
-    assert!(
-        tproxy.output().contains("HIT TPROXY udp"),
-        "{}",
-        tproxy.output()
-    );
+    assert_eq!(bed.packets_at_9999(), 0, "a dropped packet reached the remote host");
+    assert!(!bed.server.output().contains("drop-"), "remote saw drop traffic:\n{}", bed.server.output());
+    assert!(tproxy.output().contains("HIT TPROXY udp"), "{}", tproxy.output());
 
     let status = daemon.stop();
-    assert!(
-        status.success(),
-        "daemon exit {status}:\n{}",
-        daemon.output()
-    );
+    assert!(status.success(), "daemon exit {status}:\n{}", daemon.output());
     assert_clean(&bed.local);
 }
 
@@ -197,32 +123,12 @@ fn cgroups_created_after_start() {
         expect(&bed, &cg, "proxy", proto, REMOTE6, 8080, &t6);
         // The child's rule differs from its parent's, and its own child
         // inherits it.
-        expect(
-            &bed,
-            &cg,
-            "proxy/child-direct",
-            proto,
-            REMOTE4,
-            8080,
-            "REMOTE",
-        );
-        expect(
-            &bed,
-            &cg,
-            "proxy/child-direct/grandchild",
-            proto,
-            REMOTE6,
-            8080,
-            "REMOTE",
-        );
+        expect(&bed, &cg, "proxy/child-direct", proto, REMOTE4, 8080, "REMOTE");
+        expect(&bed, &cg, "proxy/child-direct/grandchild", proto, REMOTE6, 8080, "REMOTE");
         expect(&bed, &cg, "drop/deep/er", proto, REMOTE4, 9999, DROPPED);
         expect(&bed, &cg, "direct", proto, REMOTE4, 8080, "REMOTE");
     }
-    assert_eq!(
-        bed.packets_at_9999(),
-        0,
-        "a dropped packet reached the remote host"
-    );
+    assert_eq!(bed.packets_at_9999(), 0, "a dropped packet reached the remote host");
     let status = daemon.stop();
     assert!(status.success(), "{}", daemon.output());
     assert_clean(&bed.local);
@@ -233,17 +139,10 @@ fn cgroups_created_after_start() {
 fn race_leaks(bed: &Testbed, strict: bool, count: usize) -> u64 {
     let cg = TestCgroups::new(if strict { "strict" } else { "loose" });
     let apps = cg.mkdir("apps");
-    let config = format!(
-        "version: 1\nstrict: {strict}\nrules:\n  - {{match: '^{}/apps/leak-', drop: true}}\n",
-        cg.rel
-    );
+    let config = format!("version: 1\nstrict: {strict}\nrules:\n  - {{match: '^{}/apps/leak-', drop: true}}\n", cg.rel);
     let (mut daemon, _cfg) = start_daemon(&bed.local, &config);
     let before = bed.packets_at_9999();
-    let out = bed.local.sh(&format!(
-        "{} race {} {count} {REMOTE4} 9999",
-        helper(),
-        apps.display()
-    ));
+    let out = bed.local.sh(&format!("{} race {} {count} {REMOTE4} 9999", helper(), apps.display()));
     assert!(out.contains(&format!("RACED {count}")), "{out}");
     std::thread::sleep(std::time::Duration::from_millis(200));
     let leaked = bed.packets_at_9999() - before;
@@ -262,12 +161,7 @@ fn strict_mode_holds_first_packets() {
     // verdict (direct here) before the daemon reacts: reported, not asserted.
     let loose = race_leaks(&bed, false, 200);
     let strict = race_leaks(&bed, true, 200);
-    eprintln!(
-        "fresh-cgroup race, 200 tries: {loose} datagrams leaked without strict mode, {strict} with it"
-    );
-    assert_eq!(
-        strict, 0,
-        "strict mode let {strict} of 200 first datagrams of a drop cgroup out"
-    );
+    eprintln!("fresh-cgroup race, 200 tries: {loose} datagrams leaked without strict mode, {strict} with it");
+    assert_eq!(strict, 0, "strict mode let {strict} of 200 first datagrams of a drop cgroup out");
     assert_clean(&bed.local);
 }

@@ -13,8 +13,7 @@ use cgtproxy::route::Routes;
 use cgtproxy::ruleset::Ruleset;
 
 fn example() -> Config {
-    Config::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("misc/config/example.yaml"))
-        .unwrap()
+    Config::load(&std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("misc/config/example.yaml")).unwrap()
 }
 
 /// Put every `elements = { ... }` list one item per line, sorted, with
@@ -45,15 +44,10 @@ fn normalize(text: &str, ids: &HashMap<u64, String>) -> String {
                 Some((k, v)) => {
                     // A number, or a path nft found below /sys/fs/cgroup
                     // (`unified/...` on hybrid systems).
-                    let path = k
-                        .parse::<u64>()
-                        .ok()
-                        .and_then(|id| ids.get(&id))
-                        .or_else(|| {
-                            let k = k.trim_matches('"');
-                            ids.values()
-                                .find(|p| k == p.trim_start_matches('/') || k.ends_with(p.as_str()))
-                        });
+                    let path = k.parse::<u64>().ok().and_then(|id| ids.get(&id)).or_else(|| {
+                        let k = k.trim_matches('"');
+                        ids.values().find(|p| k == p.trim_start_matches('/') || k.ends_with(p.as_str()))
+                    });
                     match path {
                         Some(path) => format!("{:?} : {v}", path.trim_start_matches('/')),
                         None => item.to_owned(),
@@ -94,6 +88,7 @@ fn kernel_listing_equals_rendered_ruleset() {
              tproxies:\n\
              \x20 px: {{mark: 3000, port: 7893, dns-hijack: {{port: 1053, tcp: true}}}}\n\
              \x20 px4: {{mark: 3001, port: 7894, no-ipv6: true, no-udp: true}}\n\
+             \x20 pxd: {{mark: 3002, port: 7895, no-udp: true, dns-hijack: {{port: 1054}}}}\n\
              rules:\n\
              \x20 - {{match: '^{rel}/user\\.slice/app$', tproxy: px4}}\n\
              \x20 - {{match: '^{rel}/user\\.slice', tproxy: px}}\n\
@@ -107,19 +102,12 @@ fn kernel_listing_equals_rendered_ruleset() {
     cgroup::scan_into(&cgroups.root, &cgroups.dir, &mut found).unwrap();
     let rs = Ruleset::build(&cfg, &found);
     assert_eq!(rs.elements.len(), 6, "all but {rel}/other");
-    let ids: HashMap<u64, String> = found.iter().map(|c| (c.id, c.path.clone())).collect();
+    let ids: HashMap<u64, String> = found.iter().map(|c| (c.id, c.path.to_string())).collect();
 
     Nft::open().unwrap().apply_full(&rs).unwrap();
     let kernel = normalize(&list_table(), &ids);
-    assert_eq!(
-        kernel,
-        normalize(&rs.render(), &ids),
-        "kernel listing differs from the rendered ruleset"
-    );
-    golden(
-        "kernel-listing.nft",
-        &kernel.replace(rel.trim_start_matches('/'), "TEST"),
-    );
+    assert_eq!(kernel, normalize(&rs.render(), &ids), "kernel listing differs from the rendered ruleset");
+    golden("kernel-listing.nft", &kernel.replace(rel.trim_start_matches('/'), "TEST"));
 }
 
 #[test]
@@ -129,31 +117,19 @@ fn stale_table_is_replaced_atomically() {
     }
     private_netns();
     // A table from a killed instance, with content we must not keep.
-    sh(
-        "nft 'add table inet cgtproxy; add chain inet cgtproxy junk; add set inet cgtproxy bypass { type ipv4_addr; }'",
-    );
+    sh("nft 'add table inet cgtproxy; add chain inet cgtproxy junk; add set inet cgtproxy bypass { type ipv4_addr; }'");
     let cfg = example();
-    let rs = Ruleset::build(
-        &cfg,
-        &[Cgroup {
-            path: "/user.slice/a".into(),
-            id: 4242,
-            level: 2,
-        }],
-    );
+    let rs = Ruleset::build(&cfg, &[Cgroup { path: "/user.slice/a".into(), id: 4242, level: 2 }]);
     let mut nft = Nft::open().unwrap();
     nft.apply_full(&rs).unwrap();
     nft.apply_full(&rs).unwrap(); // and again: no "file exists"
     let listing = list_table();
     assert!(!listing.contains("junk"), "{listing}");
-    assert!(listing.contains("4242 : goto mihomo-MARK"), "{listing}");
+    assert!(listing.contains("4242 : 0x00000bb8"), "{listing}");
     assert!(nft.table_exists().unwrap());
     assert!(nft.delete_table().unwrap());
     assert!(!nft.table_exists().unwrap());
-    assert!(
-        !nft.delete_table().unwrap(),
-        "deleting twice is not an error"
-    );
+    assert!(!nft.delete_table().unwrap(), "deleting twice is not an error");
     assert_eq!(sh("nft list ruleset").trim(), "");
 }
 
@@ -164,30 +140,18 @@ fn rejected_batch_changes_nothing() {
     }
     private_netns();
     let cfg = example();
-    let mut rs = Ruleset::build(
-        &cfg,
-        &[Cgroup {
-            path: "/user.slice/a".into(),
-            id: 7,
-            level: 2,
-        }],
-    );
+    let mut rs = Ruleset::build(&cfg, &[Cgroup { path: "/user.slice/a".into(), id: 7, level: 2 }]);
     let mut nft = Nft::open().unwrap();
     nft.apply_full(&rs).unwrap();
     let before = list_table();
-    // A verdict that jumps to a chain that does not exist: the kernel
-    // refuses the element, and with it the whole batch.
-    rs.elements.get_mut(&7).unwrap().verdict = cgtproxy::ruleset::Verdict::Goto("nope".into());
+    // Two tproxies with one name: the kernel refuses the second chain (it
+    // exists), and with it the whole batch.
+    rs.elements.get_mut(&7).unwrap().verdict = cgtproxy::ruleset::Verdict::Drop;
+    let dup = rs.tproxies[0].clone();
+    rs.tproxies.push(dup);
     let err = nft.apply_full(&rs).unwrap_err().to_string();
-    assert!(
-        err.contains("cgroup-vmap") && err.contains("No such file"),
-        "{err}"
-    );
-    assert_eq!(
-        list_table(),
-        before,
-        "a failed batch must leave the old table intact"
-    );
+    assert!(err.contains("add chain inet cgtproxy mihomo") && err.contains("File exists"), "{err}");
+    assert_eq!(list_table(), before, "a failed batch must leave the old table intact");
 }
 
 #[test]
@@ -198,16 +162,12 @@ fn many_elements_span_several_messages() {
     private_netns();
     let cfg = example();
     let cgroups: Vec<Cgroup> = (0..20_000u64)
-        .map(|i| Cgroup {
-            path: format!("/user.slice/a{i}"),
-            id: 1_000_000 + i,
-            level: 2,
-        })
+        .map(|i| Cgroup { path: format!("/user.slice/a{i}").into(), id: 1_000_000 + i, level: 2 })
         .collect();
     let rs = Ruleset::build(&cfg, &cgroups);
     Nft::open().unwrap().apply_full(&rs).unwrap();
-    let listing = sh("nft list map inet cgtproxy cgroup-vmap");
-    assert_eq!(listing.matches("goto mihomo-MARK").count(), 20_000);
+    let listing = sh("nft list map inet cgtproxy cgroup-class");
+    assert_eq!(listing.matches(": 0x00000bb8").count(), 20_000);
 }
 
 #[test]
@@ -223,24 +183,13 @@ fn policy_routes_install_and_remove() {
     assert!(routes.present(&[3000, 3001], 300).unwrap());
     for fam in ["-4", "-6"] {
         let rules = sh(&format!("ip {fam} rule show"));
-        assert_eq!(
-            rules.matches("fwmark 0xbb8 lookup 300").count(),
-            1,
-            "{rules}"
-        );
-        assert_eq!(
-            rules.matches("fwmark 0xbb9 lookup 300").count(),
-            1,
-            "{rules}"
-        );
+        assert_eq!(rules.matches("fwmark 0xbb8 lookup 300").count(), 1, "{rules}");
+        assert_eq!(rules.matches("fwmark 0xbb9 lookup 300").count(), 1, "{rules}");
         let table = sh(&format!("ip {fam} route show table 300"));
         assert!(table.contains("local default dev lo"), "{table}");
     }
     assert!(routes.remove(&[3000, 3001], 300).is_empty());
-    assert!(
-        routes.remove(&[3000, 3001], 300).is_empty(),
-        "removing twice is fine"
-    );
+    assert!(routes.remove(&[3000, 3001], 300).is_empty(), "removing twice is fine");
     for fam in ["-4", "-6"] {
         assert!(!sh(&format!("ip {fam} rule show")).contains("lookup 300"));
         assert_eq!(sh(&format!("ip {fam} route show table 300")).trim(), "");
@@ -273,20 +222,13 @@ fn strict_mode_listing_equals_rendered_ruleset() {
     cgroup::scan_into(&cgroups.root, &cgroups.dir, &mut found).unwrap();
     let rs = Ruleset::build(&cfg, &found);
     assert_eq!(rs.elements.len(), 5, "every cgroup is known in strict mode");
-    let ids: HashMap<u64, String> = found.iter().map(|c| (c.id, c.path.clone())).collect();
+    let ids: HashMap<u64, String> = found.iter().map(|c| (c.id, c.path.to_string())).collect();
     let mut nft = Nft::open().unwrap();
     nft.apply_full(&rs).unwrap();
-    assert_eq!(
-        normalize(&list_table(), &ids),
-        normalize(&rs.render(), &ids)
-    );
+    assert_eq!(normalize(&list_table(), &ids), normalize(&rs.render(), &ids));
     let map = nft.cgroup_map().unwrap();
-    assert_eq!(
-        map.values()
-            .filter(|v| **v == cgtproxy::ruleset::Verdict::Continue)
-            .count(),
-        3
-    );
+    assert_eq!(map.values().filter(|v| **v == cgtproxy::ruleset::Verdict::Continue).count(), 3);
+    assert_eq!(map.values().filter(|v| **v == cgtproxy::ruleset::Verdict::Tproxy(1)).count(), 1);
     // Both rules of a level are found, the first one's handle kept.
     let handles = nft.level_handles().unwrap();
     assert_eq!(handles.keys().copied().collect::<Vec<_>>(), [1, 2, 3, 4]);

@@ -10,7 +10,8 @@
                           COUNT times: make cgroup PARENT/leak-I, fork a child into
                           it that at once sends one UDP datagram to ADDR:PORT (what a
                           service manager starting an app does); prints "RACED COUNT"
-  cps ADDR PORT SECONDS   TCP connections per second (connect, send, answer, close)
+  cps ADDR PORT COUNT     COUNT TCP connections (connect, send, answer, close);
+                          prints connections per second
   client PROTO ADDR PORT TOKEN [TIMEOUT]
                           sends TOKEN, prints the answer, or TIMEOUT / ERROR <reason>
 
@@ -163,17 +164,15 @@ def race(parent, count, addr, port):
     print("RACED", count, flush=True)
 
 
-def cps(addr, port, seconds):
+def cps(addr, port, count):
     import time
-    n = 0
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    start = time.monotonic()
+    for _ in range(count):
         s = socket.create_connection((addr, port), timeout=2)
         s.sendall(b"cps\n")
         s.recv(256)
         s.close()
-        n += 1
-    print(f"CPS {n / seconds:.0f}", flush=True)
+    print(f"CPS {count / (time.monotonic() - start):.0f}", flush=True)
 
 
 def main(argv):
@@ -187,7 +186,7 @@ def main(argv):
         fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
         serve("DNS", listeners([port], addrs=((addr, fam),)))
     elif mode == "cps":
-        cps(argv[2], int(argv[3]), float(argv[4]))
+        cps(argv[2], int(argv[3]), int(argv[4]))
     elif mode == "race":
         race(argv[2], int(argv[3]), argv[4], int(argv[5]))
     elif mode == "client":

@@ -32,13 +32,7 @@ fn setup(tag: &str, target: &str, pre: &[&str]) -> Setup {
     let (daemon, config) = start_daemon(&ns, &config(&cg.rel, target));
     enter_netns(&ns);
     let nft = Nft::open().unwrap();
-    Setup {
-        ns,
-        cg,
-        daemon,
-        config,
-        nft,
-    }
+    Setup { ns, cg, daemon, config, nft }
 }
 
 impl Setup {
@@ -61,11 +55,7 @@ impl Setup {
 
     fn stop(mut self) {
         let status = self.daemon.stop();
-        assert!(
-            status.success(),
-            "daemon exit {status}:\n{}",
-            tail(&self.daemon.output())
-        );
+        assert!(status.success(), "daemon exit {status}:\n{}", tail(&self.daemon.output()));
         assert_clean(&self.ns);
     }
 }
@@ -89,7 +79,7 @@ fn nested_mkdir_bursts() {
     s.assert_in_step(10, "after a nested burst");
     assert_eq!(s.expected().len(), 1000);
     let map = s.nft.cgroup_map().unwrap();
-    assert!(map.values().all(|v| *v == Verdict::Goto("px-MARK".into())));
+    assert!(map.values().all(|v| *v == Verdict::Tproxy(3000)));
     for i in 0..200 {
         remove_tree(&s.cg.dir.join(format!("d{i}")));
     }
@@ -142,9 +132,7 @@ fn inotify_overflow_is_recovered() {
         .unwrap_or(16384);
     // Parents first, so they are watched: every child is then one event.
     let per_dir = 1000;
-    let parents: Vec<_> = (0..(queue + 2000).div_ceil(per_dir))
-        .map(|i| s.cg.mkdir(&format!("p{i}")))
-        .collect();
+    let parents: Vec<_> = (0..(queue + 2000).div_ceil(per_dir)).map(|i| s.cg.mkdir(&format!("p{i}"))).collect();
     s.assert_in_step(5, "parents");
     s.daemon.signal(libc::SIGSTOP);
     for parent in parents {
@@ -154,11 +142,7 @@ fn inotify_overflow_is_recovered() {
     }
     s.daemon.signal(libc::SIGCONT);
     s.assert_in_step(60, "after an inotify queue overflow");
-    assert!(
-        s.daemon.output().contains("overflowed"),
-        "no overflow was reported:\n{}",
-        tail(&s.daemon.output())
-    );
+    assert!(s.daemon.output().contains("overflowed"), "no overflow was reported:\n{}", tail(&s.daemon.output()));
     s.stop();
 }
 
@@ -173,27 +157,18 @@ fn outside_flush_is_restored() {
     let started = std::time::Instant::now();
     s.assert_in_step(5, "after nft flush ruleset");
     let elapsed = started.elapsed();
-    assert!(
-        s.ns.sh("nft list chain inet cgtproxy output-mangle")
-            .contains("socket cgroupv2 level 2")
-    );
+    assert!(s.ns.sh("nft list chain inet cgtproxy classify").contains("socket cgroupv2 level 2"));
     assert!(s.daemon.output().contains("changed by another program"));
     eprintln!("restored after flush in {elapsed:?}");
     // Deleting the chain's rules only (firewalld-style partial change).
-    s.ns.sh("nft flush chain inet cgtproxy output-mangle");
+    s.ns.sh("nft flush chain inet cgtproxy classify");
     for _ in 0..100 {
-        if s.ns
-            .sh("nft list chain inet cgtproxy output-mangle")
-            .contains("socket cgroupv2 level 2")
-        {
+        if s.ns.sh("nft list chain inet cgtproxy classify").contains("socket cgroupv2 level 2") {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(
-        s.ns.sh("nft list chain inet cgtproxy output-mangle")
-            .contains("socket cgroupv2 level 2")
-    );
+    assert!(s.ns.sh("nft list chain inet cgtproxy classify").contains("socket cgroupv2 level 2"));
     // And the routing rule.
     s.ns.sh("ip rule del fwmark 3000 lookup 300");
     for _ in 0..100 {
@@ -202,11 +177,7 @@ fn outside_flush_is_restored() {
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
-    assert!(
-        s.ns.sh("ip rule show").contains("fwmark 0xbb8 lookup 300"),
-        "{}",
-        tail(&s.daemon.output())
-    );
+    assert!(s.ns.sh("ip rule show").contains("fwmark 0xbb8 lookup 300"), "{}", tail(&s.daemon.output()));
     s.stop();
 }
 
@@ -217,13 +188,7 @@ fn reload_valid_and_invalid() {
     }
     let mut s = setup("reload", "direct: true", &["x", "y/z"]);
     s.assert_in_step(5, "at start");
-    assert!(
-        s.nft
-            .cgroup_map()
-            .unwrap()
-            .values()
-            .all(|v| *v == Verdict::Return)
-    );
+    assert!(s.nft.cgroup_map().unwrap().values().all(|v| *v == Verdict::Direct));
 
     std::fs::write(&*s.config, config(&s.cg.rel, "drop: true")).unwrap();
     s.daemon.signal(libc::SIGHUP);
@@ -232,19 +197,12 @@ fn reload_valid_and_invalid() {
     assert_eq!(map.len(), 3);
     assert!(map.values().all(|v| *v == Verdict::Drop), "{map:?}");
 
-    std::fs::write(
-        &*s.config,
-        "version: 1\nrules:\n  - {match: '(', direct: true}\n",
-    )
-    .unwrap();
+    std::fs::write(&*s.config, "version: 1\nrules:\n  - {match: '(', direct: true}\n").unwrap();
     s.daemon.signal(libc::SIGHUP);
     let line = s.daemon.wait_for("reload refused", 10);
     assert!(line.contains("bad regex"), "{line}");
     let map = s.nft.cgroup_map().unwrap();
-    assert!(
-        map.len() == 3 && map.values().all(|v| *v == Verdict::Drop),
-        "the old config must stay in force"
-    );
+    assert!(map.len() == 3 && map.values().all(|v| *v == Verdict::Drop), "the old config must stay in force");
     // Still following the tree on the old config.
     s.cg.mkdir("w");
     s.assert_in_step(5, "after a refused reload");
@@ -260,20 +218,13 @@ fn restart_after_sigkill_replaces_state() {
     s.assert_in_step(5, "at start");
     s.daemon.signal(libc::SIGKILL);
     let _ = s.daemon.child.wait();
-    assert!(
-        s.ns.sh("nft list tables").contains("cgtproxy"),
-        "a killed instance leaves its table"
-    );
+    assert!(s.ns.sh("nft list tables").contains("cgtproxy"), "a killed instance leaves its table");
     s.cg.mkdir("b");
     let (daemon, config) = start_daemon(&s.ns, &config(&s.cg.rel, "tproxy: px"));
     s.daemon = daemon;
     s.config = config;
     s.assert_in_step(5, "after restart");
     let rules = s.ns.sh("ip rule show");
-    assert_eq!(
-        rules.matches("fwmark 0xbb8 lookup 300").count(),
-        1,
-        "{rules}"
-    );
+    assert_eq!(rules.matches("fwmark 0xbb8 lookup 300").count(), 1, "{rules}");
     s.stop();
 }

@@ -18,19 +18,14 @@ impl Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (text, None),
         };
-        let addr: IpAddr = addr
-            .trim()
-            .parse()
-            .map_err(|_| format!("{text:?} is not an IPv4/IPv6 address or CIDR"))?;
+        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("{text:?} is not an IPv4/IPv6 address or CIDR"))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
             Some(p) => match p.trim().parse::<u8>() {
                 Ok(p) if p <= max => p,
                 _ => {
-                    return Err(format!(
-                        "{text:?} has an invalid prefix length (0 to {max})"
-                    ));
+                    return Err(format!("{text:?} has an invalid prefix length (0 to {max})"));
                 }
             },
         };
@@ -40,15 +35,11 @@ impl Cidr {
     fn masked(self) -> Self {
         let addr = match self.addr {
             IpAddr::V4(a) => {
-                let mask = u32::MAX
-                    .checked_shl(32 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
                 IpAddr::V4(Ipv4Addr::from(u32::from(a) & mask))
             }
             IpAddr::V6(a) => {
-                let mask = u128::MAX
-                    .checked_shl(128 - u32::from(self.prefix))
-                    .unwrap_or(0);
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
                 IpAddr::V6(Ipv6Addr::from(u128::from(a) & mask))
             }
         };
@@ -75,11 +66,7 @@ impl Cidr {
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let max = if self.addr.is_ipv4() { 32 } else { 128 };
-        if self.prefix == max {
-            write!(f, "{}", self.addr)
-        } else {
-            write!(f, "{}/{}", self.addr, self.prefix)
-        }
+        if self.prefix == max { write!(f, "{}", self.addr) } else { write!(f, "{}/{}", self.addr, self.prefix) }
     }
 }
 
@@ -91,10 +78,7 @@ mod tests {
     fn parses_and_masks() {
         assert_eq!(Cidr::parse("10.1.2.3/8").unwrap().to_string(), "10.0.0.0/8");
         assert_eq!(Cidr::parse("::1").unwrap().to_string(), "::1");
-        assert_eq!(
-            Cidr::parse("2001:db8::1/32").unwrap().to_string(),
-            "2001:db8::/32"
-        );
+        assert_eq!(Cidr::parse("2001:db8::1/32").unwrap().to_string(), "2001:db8::/32");
         assert_eq!(Cidr::parse("0.0.0.0/0").unwrap().range(), (0, 0xffff_ffff));
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("example.com").is_err());

@@ -33,12 +33,7 @@ pub enum ConfigError {
     #[error("config file {file}: {message}")]
     Syntax { file: String, message: String },
     #[error("config file {file}, line {line} column {column}: {message}")]
-    Invalid {
-        file: String,
-        line: u64,
-        column: u64,
-        message: String,
-    },
+    Invalid { file: String, line: u64, column: u64, message: String },
 }
 
 /// Where `cgtproxy` finds the cgroup2 hierarchy.
@@ -136,10 +131,7 @@ impl Config {
     /// Read, parse and validate a config file.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            file: file.clone(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
         Self::parse(&text, &file)
     }
 

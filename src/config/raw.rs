@@ -8,8 +8,8 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use super::{
-    CgroupRoot, Cidr, Config, ConfigError, DEFAULT_ROUTE_TABLE, DEFAULT_STRICT_DEPTH, DnsHijack,
-    Rule, Target, Tproxy, regex_compat,
+    CgroupRoot, Cidr, Config, ConfigError, DEFAULT_ROUTE_TABLE, DEFAULT_STRICT_DEPTH, DnsHijack, Rule, Target, Tproxy,
+    regex_compat,
 };
 
 /// `version` was a string in the Go implementation; YAML authors write both
@@ -92,20 +92,13 @@ impl Ctx<'_> {
     }
 
     fn top(&self, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            file: self.file.to_owned(),
-            line: 1,
-            column: 1,
-            message: message.into(),
-        }
+        ConfigError::Invalid { file: self.file.to_owned(), line: 1, column: 1, message: message.into() }
     }
 }
 
 pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-    let raw: RawConfig = serde_saphyr::from_str(text).map_err(|e| ConfigError::Syntax {
-        file: file.to_owned(),
-        message: e.to_string(),
-    })?;
+    let raw: RawConfig = serde_saphyr::from_str(text)
+        .map_err(|e| ConfigError::Syntax { file: file.to_owned(), message: e.to_string() })?;
     let ctx = Ctx { file };
 
     match &raw.version {
@@ -126,10 +119,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         Some(s) if s.value == "AUTO" => CgroupRoot::Auto,
         Some(s) if s.value.starts_with('/') => CgroupRoot::Path(PathBuf::from(&s.value)),
         Some(s) => {
-            return Err(ctx.at(
-                s,
-                format!("cgroup-root {:?} must be AUTO or an absolute path", s.value),
-            ));
+            return Err(ctx.at(s, format!("cgroup-root {:?} must be AUTO or an absolute path", s.value)));
         }
     };
 
@@ -138,24 +128,16 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         Some(t) if RESERVED_TABLES.contains(&t.value) => {
             return Err(ctx.at(
                 t,
-                format!(
-                    "route-table {} is reserved by the kernel (0, 253 default, 254 main, 255 local)",
-                    t.value
-                ),
+                format!("route-table {} is reserved by the kernel (0, 253 default, 254 main, 255 local)", t.value),
             ));
         }
-        Some(t) => u32::try_from(t.value).map_err(|_| {
-            ctx.at(
-                t,
-                format!("route-table {} is not in 1..=4294967295", t.value),
-            )
-        })?,
+        Some(t) => u32::try_from(t.value)
+            .map_err(|_| ctx.at(t, format!("route-table {} is not in 1..=4294967295", t.value)))?,
     };
 
     let mut bypass = Vec::with_capacity(raw.bypass.len());
     for (i, entry) in raw.bypass.iter().enumerate() {
-        let cidr =
-            Cidr::parse(&entry.value).map_err(|m| ctx.at(entry, format!("bypass[{i}]: {m}")))?;
+        let cidr = Cidr::parse(&entry.value).map_err(|m| ctx.at(entry, format!("bypass[{i}]: {m}")))?;
         bypass.push(cidr);
     }
 
@@ -183,10 +165,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
 fn parse_port(ctx: &Ctx, what: &str, value: &Spanned<i64>) -> Result<u16, ConfigError> {
     match u16::try_from(value.value) {
         Ok(p) if p != 0 => Ok(p),
-        _ => Err(ctx.at(
-            value,
-            format!("{what} {} is not a port in 1..=65535", value.value),
-        )),
+        _ => Err(ctx.at(value, format!("{what} {} is not a port in 1..=65535", value.value))),
     }
 }
 
@@ -196,27 +175,19 @@ fn parse_tproxies(
 ) -> Result<BTreeMap<String, Tproxy>, ConfigError> {
     let mut out = BTreeMap::new();
     let mut marks: HashMap<u32, &str> = HashMap::new();
-    let mut chains: HashMap<String, &str> = BUILTIN_CHAINS
-        .iter()
-        .map(|c| ((*c).to_owned(), "the built-in chains"))
-        .collect();
+    let mut chains: HashMap<String, &str> =
+        BUILTIN_CHAINS.iter().map(|c| ((*c).to_owned(), "the built-in chains")).collect();
     for (name, tp) in raw {
         let here = |m: String| ctx.at(tp, format!("tproxies.{name}: {m}"));
         let valid_name = !name.is_empty()
             && name.len() <= 200
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
         if !valid_name {
-            return Err(here(
-                "the name must be 1 to 200 characters of A-Z a-z 0-9 - _ .".into(),
-            ));
+            return Err(here("the name must be 1 to 200 characters of A-Z a-z 0-9 - _ .".into()));
         }
         for chain in [name.clone(), format!("{name}-MARK"), format!("{name}-DNS")] {
             if let Some(owner) = chains.insert(chain.clone(), name) {
-                return Err(here(format!(
-                    "its chain {chain:?} collides with a chain of {owner}"
-                )));
+                return Err(here(format!("its chain {chain:?} collides with a chain of {owner}")));
             }
         }
         let t = &tp.value;
@@ -225,19 +196,19 @@ fn parse_tproxies(
             Some(m) => match u32::try_from(m.value) {
                 Ok(v) if v != 0 => v,
                 _ => {
-                    return Err(ctx.at(
-                        m,
-                        format!("tproxies.{name}.mark {} is not in 1..=4294967295", m.value),
-                    ));
+                    return Err(ctx.at(m, format!("tproxies.{name}.mark {} is not in 1..=4294967295", m.value)));
                 }
             },
         };
+        if mark == crate::ruleset::CLASS_DIRECT || mark == crate::ruleset::CLASS_DROP {
+            let m = t.mark.as_ref().expect("mark checked above");
+            return Err(
+                ctx.at(m, format!("tproxies.{name}.mark {mark:#x} is reserved by cgtproxy (direct/drop classes)"))
+            );
+        }
         if let Some(other) = marks.insert(mark, name) {
             let m = t.mark.as_ref().expect("mark checked above");
-            return Err(ctx.at(
-                m,
-                format!("tproxies.{name}.mark {mark} is already the mark of tproxies.{other}"),
-            ));
+            return Err(ctx.at(m, format!("tproxies.{name}.mark {mark} is already the mark of tproxies.{other}")));
         }
         let port = match &t.port {
             None => return Err(here("missing `port`".into())),
@@ -249,36 +220,19 @@ fn parse_tproxies(
                 let ip = match &d.value.ip {
                     None => std::net::Ipv4Addr::LOCALHOST,
                     Some(ip) => ip.value.trim().parse().map_err(|_| {
-                        ctx.at(
-                            ip,
-                            format!(
-                                "tproxies.{name}.dns-hijack.ip {:?} is not an IPv4 address",
-                                ip.value
-                            ),
-                        )
+                        ctx.at(ip, format!("tproxies.{name}.dns-hijack.ip {:?} is not an IPv4 address", ip.value))
                     })?,
                 };
                 let port = match &d.value.port {
                     None => 53,
                     Some(p) => parse_port(ctx, &format!("tproxies.{name}.dns-hijack.port"), p)?,
                 };
-                Some(DnsHijack {
-                    ip,
-                    port,
-                    tcp: d.value.tcp,
-                })
+                Some(DnsHijack { ip, port, tcp: d.value.tcp })
             }
         };
         out.insert(
             name.clone(),
-            Tproxy {
-                name: name.clone(),
-                mark,
-                port,
-                no_udp: t.no_udp,
-                no_ipv6: t.no_ipv6,
-                dns_hijack,
-            },
+            Tproxy { name: name.clone(), mark, port, no_udp: t.no_udp, no_ipv6: t.no_ipv6, dns_hijack },
         );
     }
     Ok(out)
@@ -310,11 +264,7 @@ fn parse_rules(
                     format!(
                         "rules[{index}]: tproxy {:?} is not defined in `tproxies` (defined: {})",
                         name.value,
-                        if known.is_empty() {
-                            "none".into()
-                        } else {
-                            known.join(", ")
-                        }
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
                     ),
                 ));
             }
@@ -323,10 +273,7 @@ fn parse_rules(
         let target = match targets.len() {
             1 => targets.remove(0),
             0 => {
-                return Err(here(
-                    "no target: set exactly one of `direct: true`, `drop: true`, `tproxy: NAME`"
-                        .into(),
-                ));
+                return Err(here("no target: set exactly one of `direct: true`, `drop: true`, `tproxy: NAME`".into()));
             }
             _ => {
                 let names: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
@@ -337,19 +284,9 @@ fn parse_rules(
                 )));
             }
         };
-        let regex = regex_compat::compile(&pattern.value).map_err(|e| {
-            ctx.at(
-                pattern,
-                format!("rules[{index}]: bad regex {:?}: {e}", pattern.value),
-            )
-        })?;
-        rules.push(Rule {
-            index,
-            line: r.referenced.line(),
-            pattern: pattern.value.clone(),
-            regex,
-            target,
-        });
+        let regex = regex_compat::compile(&pattern.value)
+            .map_err(|e| ctx.at(pattern, format!("rules[{index}]: bad regex {:?}: {e}", pattern.value)))?;
+        rules.push(Rule { index, line: r.referenced.line(), pattern: pattern.value.clone(), regex, target });
     }
     Ok(rules)
 }

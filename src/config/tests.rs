@@ -14,27 +14,13 @@ fn example_config_loads() {
     assert_eq!(cfg.cgroup_root, CgroupRoot::Auto);
     let mihomo = &cfg.tproxies["mihomo"];
     assert_eq!((mihomo.mark, mihomo.port), (3000, 7893));
-    assert_eq!(
-        mihomo.dns_hijack,
-        Some(DnsHijack {
-            ip: Ipv4Addr::LOCALHOST,
-            port: 1053,
-            tcp: false
-        })
-    );
+    assert_eq!(mihomo.dns_hijack, Some(DnsHijack { ip: Ipv4Addr::LOCALHOST, port: 1053, tcp: false }));
     let path = "/user.slice/user-1000.slice/user@1000.service/app.slice/app-gnome-com.parsecgaming.parsec@3.service";
     assert_eq!(cfg.classify(path).unwrap().target, Target::Direct);
-    let path =
-        "/user.slice/user-1000.slice/user@1000.service/app.slice/app-org.gnome.Evince@12.service";
-    assert_eq!(
-        cfg.classify(path).unwrap().target,
-        Target::Tproxy("mihomo".into())
-    );
+    let path = "/user.slice/user-1000.slice/user@1000.service/app.slice/app-org.gnome.Evince@12.service";
+    assert_eq!(cfg.classify(path).unwrap().target, Target::Tproxy("mihomo".into()));
     assert!(cfg.classify("/system.slice/sshd.service").is_none());
-    assert_eq!(
-        cfg.classify("/system.slice/mihomo.service").unwrap().index,
-        0
-    );
+    assert_eq!(cfg.classify("/system.slice/mihomo.service").unwrap().index, 0);
 }
 
 #[test]
@@ -68,10 +54,7 @@ rules:
     let cfg = Config::parse(text, "old.yaml").unwrap();
     assert_eq!(cfg.rules.len(), 3);
     assert_eq!(cfg.bypass.len(), 2);
-    assert_eq!(
-        cfg.tproxies["clash-meta"].dns_hijack.as_ref().unwrap().port,
-        53
-    );
+    assert_eq!(cfg.tproxies["clash-meta"].dns_hijack.as_ref().unwrap().port, 53);
     let drop = "/user.slice/user-1000.slice/user@1000.service/cgtproxy.slice/cgtproxy-drop.slice/run-u2.service";
     assert_eq!(cfg.classify(drop).unwrap().target, Target::Drop);
     // Go's \d is ASCII: Arabic-Indic digits do not make a user slice.
@@ -85,42 +68,23 @@ fn defaults() {
     assert_eq!(cfg.route_table, DEFAULT_ROUTE_TABLE);
     assert_eq!(cfg.cgroup_root, CgroupRoot::Auto);
     assert!(cfg.rules.is_empty() && cfg.tproxies.is_empty() && !cfg.strict);
-    let cfg = Config::parse(
-        "version: 1\ntproxies:\n  p:\n    mark: 1\n    port: 2\n    dns-hijack: {}\n",
-        "m.yaml",
-    )
-    .unwrap();
-    assert_eq!(
-        cfg.tproxies["p"].dns_hijack,
-        Some(DnsHijack {
-            ip: Ipv4Addr::LOCALHOST,
-            port: 53,
-            tcp: false
-        })
-    );
+    let cfg =
+        Config::parse("version: 1\ntproxies:\n  p:\n    mark: 1\n    port: 2\n    dns-hijack: {}\n", "m.yaml").unwrap();
+    assert_eq!(cfg.tproxies["p"].dns_hijack, Some(DnsHijack { ip: Ipv4Addr::LOCALHOST, port: 53, tcp: false }));
 }
 
 #[test]
 fn unknown_tproxy_is_named() {
     let e = err("version: 1\nrules:\n  - match: x\n    tproxy: nope\n");
-    assert!(
-        e.contains("line 4") && e.contains("rules[0]") && e.contains("\"nope\""),
-        "{e}"
-    );
+    assert!(e.contains("line 4") && e.contains("rules[0]") && e.contains("\"nope\""), "{e}");
 }
 
 #[test]
 fn zero_or_two_targets() {
     let e = err("version: 1\nrules:\n  - match: a\n    direct: true\n  - match: x\n");
-    assert!(
-        e.contains("rules[1]") && e.contains("no target") && e.contains("line 5"),
-        "{e}"
-    );
+    assert!(e.contains("rules[1]") && e.contains("no target") && e.contains("line 5"), "{e}");
     let e = err("version: 1\nrules:\n  - match: x\n    direct: true\n    drop: true\n");
-    assert!(
-        e.contains("rules[0]") && e.contains("2 targets (direct, drop)"),
-        "{e}"
-    );
+    assert!(e.contains("rules[0]") && e.contains("2 targets (direct, drop)"), "{e}");
     // `direct: false` is no target at all.
     let e = err("version: 1\nrules:\n  - match: x\n    direct: false\n");
     assert!(e.contains("no target"), "{e}");
@@ -129,26 +93,16 @@ fn zero_or_two_targets() {
 #[test]
 fn bad_regex() {
     let e = err("version: 1\nrules:\n  - match: 'a(b'\n    direct: true\n");
-    assert!(
-        e.contains("rules[0]") && e.contains("bad regex \"a(b\"") && e.contains("line 3"),
-        "{e}"
-    );
+    assert!(e.contains("rules[0]") && e.contains("bad regex \"a(b\"") && e.contains("line 3"), "{e}");
 }
 
 #[test]
 fn bad_ports() {
     for (port, shown) in [("0", "0"), ("65536", "65536"), ("-1", "-1")] {
-        let e = err(&format!(
-            "version: 1\ntproxies:\n  p:\n    mark: 1\n    port: {port}\n"
-        ));
-        assert!(
-            e.contains(&format!("tproxies.p.port {shown} is not a port")) && e.contains("line 5"),
-            "{e}"
-        );
+        let e = err(&format!("version: 1\ntproxies:\n  p:\n    mark: 1\n    port: {port}\n"));
+        assert!(e.contains(&format!("tproxies.p.port {shown} is not a port")) && e.contains("line 5"), "{e}");
     }
-    let e = err(
-        "version: 1\ntproxies:\n  p:\n    mark: 1\n    port: 1\n    dns-hijack:\n      port: 70000\n",
-    );
+    let e = err("version: 1\ntproxies:\n  p:\n    mark: 1\n    port: 1\n    dns-hijack:\n      port: 70000\n");
     assert!(e.contains("dns-hijack.port 70000"), "{e}");
     let e = err("version: 1\ntproxies:\n  p:\n    mark: 1\n");
     assert!(e.contains("missing `port`"), "{e}");
@@ -158,33 +112,22 @@ fn bad_ports() {
 fn bad_marks() {
     let e = err("version: 1\ntproxies:\n  p:\n    mark: 0\n    port: 1\n");
     assert!(e.contains("tproxies.p.mark 0"), "{e}");
-    let e = err(
-        "version: 1\ntproxies:\n  a:\n    mark: 7\n    port: 1\n  b:\n    mark: 7\n    port: 2\n",
-    );
-    assert!(
-        e.contains("tproxies.b.mark 7 is already the mark of tproxies.a") && e.contains("line 7"),
-        "{e}"
-    );
+    let e = err("version: 1\ntproxies:\n  a:\n    mark: 7\n    port: 1\n  b:\n    mark: 7\n    port: 2\n");
+    assert!(e.contains("tproxies.b.mark 7 is already the mark of tproxies.a") && e.contains("line 7"), "{e}");
     let e = err("version: 1\ntproxies:\n  p:\n    port: 1\n");
     assert!(e.contains("missing `mark`"), "{e}");
+    let e = err("version: 1\ntproxies:\n  p:\n    mark: 0x43475402\n    port: 1\n");
+    assert!(e.contains("reserved by cgtproxy"), "{e}");
 }
 
 #[test]
 fn bad_addresses() {
     let e = err("version: 1\nbypass:\n  - 10.0.0.0/8\n  - 300.1.1.1\n");
-    assert!(
-        e.contains("bypass[1]") && e.contains("300.1.1.1") && e.contains("line 4"),
-        "{e}"
-    );
+    assert!(e.contains("bypass[1]") && e.contains("300.1.1.1") && e.contains("line 4"), "{e}");
     let e = err("version: 1\nbypass: [10.0.0.0/40]\n");
     assert!(e.contains("prefix length"), "{e}");
-    let e = err(
-        "version: 1\ntproxies:\n  p:\n    mark: 1\n    port: 1\n    dns-hijack:\n      ip: ::1\n",
-    );
-    assert!(
-        e.contains("dns-hijack.ip \"::1\" is not an IPv4 address"),
-        "{e}"
-    );
+    let e = err("version: 1\ntproxies:\n  p:\n    mark: 1\n    port: 1\n    dns-hijack:\n      ip: ::1\n");
+    assert!(e.contains("dns-hijack.ip \"::1\" is not an IPv4 address"), "{e}");
 }
 
 #[test]
@@ -205,10 +148,7 @@ fn cgroup_root_and_table() {
 #[test]
 fn unknown_keys_name_the_line() {
     let e = err("version: 1\nroute-tabel: 300\n");
-    assert!(
-        e.contains("line 2 column 1") && e.contains("route-tabel"),
-        "{e}"
-    );
+    assert!(e.contains("line 2 column 1") && e.contains("route-tabel"), "{e}");
     let e = err("version: 1\nrules:\n  - match: x\n    direkt: true\n");
     assert!(e.contains("direkt") && e.contains("line 4"), "{e}");
     let e = err("version: 1\ntproxies:\n  p:\n    mark: 1\n    port: 2\n    no-tcp: true\n");
@@ -218,19 +158,14 @@ fn unknown_keys_name_the_line() {
 #[test]
 fn syntax_error_names_the_file() {
     let e = err("version: [\n");
-    assert!(
-        e.starts_with("config file test.yaml") && e.contains("line 1"),
-        "{e}"
-    );
+    assert!(e.starts_with("config file test.yaml") && e.contains("line 1"), "{e}");
 }
 
 #[test]
 fn chain_name_collisions() {
     let e = err("version: 1\ntproxies:\n  prerouting:\n    mark: 1\n    port: 1\n");
     assert!(e.contains("collides"), "{e}");
-    let e = err(
-        "version: 1\ntproxies:\n  a-DNS:\n    mark: 1\n    port: 1\n  a:\n    mark: 2\n    port: 2\n",
-    );
+    let e = err("version: 1\ntproxies:\n  a-DNS:\n    mark: 1\n    port: 1\n  a:\n    mark: 2\n    port: 2\n");
     assert!(e.contains("collides"), "{e}");
     let e = err("version: 1\ntproxies:\n  'a b':\n    mark: 1\n    port: 1\n");
     assert!(e.contains("name must be"), "{e}");

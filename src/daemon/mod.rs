@@ -16,7 +16,7 @@ use crate::cgroup::{self, CgroupError};
 use crate::config::{Config, ConfigError};
 use crate::nft::{Nft, NftError, encode};
 use crate::route::{RouteError, Routes};
-use crate::ruleset::CHAIN_OUTPUT;
+use crate::ruleset::CHAIN_CLASSIFY;
 use signals::{Signal, Signals};
 use tracker::{Delta, Tracker};
 use watch::{Change, Watcher};
@@ -132,10 +132,7 @@ pub fn run(source: ConfigSource) -> Result<(), DaemonError> {
 }
 
 fn watch_error(root: &Path, source: std::io::Error) -> DaemonError {
-    DaemonError::Watch {
-        root: root.display().to_string(),
-        source,
-    }
+    DaemonError::Watch { root: root.display().to_string(), source }
 }
 
 fn notify(state: &[sd_notify::NotifyState]) {
@@ -153,11 +150,8 @@ impl Daemon {
             // The old table is still in force (the batch changed nothing):
             // drop the routing only the new config would have used.
             let (old_marks, old_table) = &self.routed;
-            let new: Vec<u32> = marks
-                .iter()
-                .copied()
-                .filter(|m| *old_table != table || !old_marks.contains(m))
-                .collect();
+            let new: Vec<u32> =
+                marks.iter().copied().filter(|m| *old_table != table || !old_marks.contains(m)).collect();
             let mut errors = self.routes.remove_rules(&new, table);
             if !new.is_empty() && (*old_table != table || old_marks.is_empty()) {
                 errors.extend(self.routes.remove_local_routes(table));
@@ -171,11 +165,7 @@ impl Daemon {
         self.generation = self.nft.generation()?;
         // Routing the previous config needed and this one does not.
         let (old_marks, old_table) = std::mem::replace(&mut self.routed, (marks.clone(), table));
-        let stale: Vec<u32> = old_marks
-            .iter()
-            .copied()
-            .filter(|m| old_table != table || !marks.contains(m))
-            .collect();
+        let stale: Vec<u32> = old_marks.iter().copied().filter(|m| old_table != table || !marks.contains(m)).collect();
         let mut errors = self.routes.remove_rules(&stale, old_table);
         if !old_marks.is_empty() && (old_table != table || marks.is_empty()) {
             errors.extend(self.routes.remove_local_routes(old_table));
@@ -191,16 +181,8 @@ impl Daemon {
         loop {
             let timeout = next_check.saturating_duration_since(Instant::now());
             let mut fds = [
-                libc::pollfd {
-                    fd: signals.fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
-                libc::pollfd {
-                    fd: self.watcher.fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                },
+                libc::pollfd { fd: signals.fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: self.watcher.fd(), events: libc::POLLIN, revents: 0 },
             ];
             // SAFETY: two valid pollfds.
             let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout.as_millis() as i32) };
@@ -230,10 +212,7 @@ impl Daemon {
     }
 
     fn on_cgroup_events(&mut self) -> Result<(), DaemonError> {
-        let changes = self
-            .watcher
-            .read()
-            .map_err(|e| watch_error(&self.root, e))?;
+        let changes = self.watcher.read().map_err(|e| watch_error(&self.root, e))?;
         let mut delta = Delta::default();
         let mut rescan = false;
         for c in changes {
@@ -245,10 +224,7 @@ impl Daemon {
         }
         if rescan {
             warn!("inotify queue overflowed or a cgroup was renamed: rescanning the whole tree");
-            let all = self
-                .watcher
-                .rewatch_all()
-                .map_err(|e| watch_error(&self.root, e))?;
+            let all = self.watcher.rewatch_all().map_err(|e| watch_error(&self.root, e))?;
             delta.merge(self.tracker.reconcile(&all));
         }
         if !delta.is_empty() {
@@ -285,7 +261,7 @@ impl Daemon {
             // existing level shallower than it, or at the end.
             let before = self.handles.range(..*level).next_back().map(|(_, h)| *h);
             for stmt in self.tracker.ruleset.level_rules(*level) {
-                encode::rule(&mut b, CHAIN_OUTPUT, &stmt, &ids, before);
+                encode::rule(&mut b, CHAIN_CLASSIFY, &stmt, &ids, before);
             }
         }
         encode::delete_cgroup_elements(&mut b, &delta.del);
@@ -300,14 +276,10 @@ impl Daemon {
 
     /// Rescan the tree and replace the whole table.
     fn resync(&mut self) {
-        let result = self
-            .watcher
-            .rewatch_all()
-            .map_err(|e| watch_error(&self.root, e))
-            .and_then(|all| {
-                self.tracker = Tracker::new(self.tracker.cfg.clone(), &all);
-                self.sync_all()
-            });
+        let result = self.watcher.rewatch_all().map_err(|e| watch_error(&self.root, e)).and_then(|all| {
+            self.tracker = Tracker::new(self.tracker.cfg.clone(), &all);
+            self.sync_all()
+        });
         if let Err(e) = result {
             error!("cannot restore the ruleset: {e}");
         }
@@ -324,10 +296,7 @@ impl Daemon {
             }
         };
         let marks: Vec<u32> = self.tracker.ruleset.marks().collect();
-        let routes_ok = self
-            .routes
-            .present(&marks, self.tracker.cfg.route_table)
-            .unwrap_or(false);
+        let routes_ok = self.routes.present(&marks, self.tracker.cfg.route_table).unwrap_or(false);
         if generation == self.generation && routes_ok {
             return;
         }
@@ -356,14 +325,10 @@ impl Daemon {
                 }
                 Ok(_) => {
                     let old = std::mem::replace(&mut self.tracker.cfg, cfg);
-                    match self
-                        .watcher
-                        .rewatch_all()
-                        .map_err(|e| watch_error(&self.root, e))
-                        .and_then(|all| {
-                            self.tracker = Tracker::new(self.tracker.cfg.clone(), &all);
-                            self.sync_all()
-                        }) {
+                    match self.watcher.rewatch_all().map_err(|e| watch_error(&self.root, e)).and_then(|all| {
+                        self.tracker = Tracker::new(self.tracker.cfg.clone(), &all);
+                        self.sync_all()
+                    }) {
                         Ok(()) => info!(
                             config = %self.tracker.cfg.origin,
                             elements = self.tracker.ruleset.elements.len(),
@@ -389,12 +354,7 @@ impl Daemon {
             errors.push(e.into());
         }
         let (marks, table) = std::mem::take(&mut self.routed);
-        errors.extend(
-            self.routes
-                .remove(&marks, table)
-                .into_iter()
-                .map(DaemonError::from),
-        );
+        errors.extend(self.routes.remove(&marks, table).into_iter().map(DaemonError::from));
         errors
     }
 }

@@ -50,22 +50,12 @@ impl Signals {
             let mut info: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
             let size = std::mem::size_of::<libc::signalfd_siginfo>();
             // SAFETY: info is valid for `size` bytes.
-            let n = unsafe {
-                libc::read(
-                    self.fd.as_raw_fd(),
-                    (&mut info as *mut libc::signalfd_siginfo).cast(),
-                    size,
-                )
-            };
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), (&mut info as *mut libc::signalfd_siginfo).cast(), size) };
             if n != size as isize {
                 return out;
             }
             let signo = info.ssi_signo as i32;
-            out.push(if signo == libc::SIGHUP {
-                Signal::Reload
-            } else {
-                Signal::Terminate(signo)
-            });
+            out.push(if signo == libc::SIGHUP { Signal::Reload } else { Signal::Terminate(signo) });
         }
     }
 }

@@ -2,7 +2,9 @@
 //! turns "these cgroups appeared / this path vanished" into a [`Delta`] that
 //! the daemon sends as one batch.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::cgroup::Cgroup;
 use crate::config::Config;
@@ -46,7 +48,8 @@ pub struct Tracker {
     /// The ruleset as the kernel holds it after the last commit.
     pub ruleset: Ruleset,
     /// Every known cgroup path (matched or not) and its id.
-    pub paths: HashMap<String, u64>,
+    /// Ordered, so a subtree is one range (`p/` up to `p0`).
+    pub paths: BTreeMap<Arc<str>, u64>,
 }
 
 impl Tracker {
@@ -54,11 +57,7 @@ impl Tracker {
     pub fn new(cfg: Config, cgroups: &[Cgroup]) -> Self {
         let ruleset = Ruleset::build(&cfg, cgroups);
         let paths = cgroups.iter().map(|c| (c.path.clone(), c.id)).collect();
-        Tracker {
-            cfg,
-            ruleset,
-            paths,
-        }
+        Tracker { cfg, ruleset, paths }
     }
 
     /// Cgroups that appeared (a new directory and what was found inside).
@@ -79,25 +78,23 @@ impl Tracker {
                 delta.add.push((cg.id, e.clone()));
             }
         }
-        delta.new_levels = self
-            .ruleset
-            .levels
-            .difference(&levels_before)
-            .copied()
-            .collect();
+        delta.new_levels = self.ruleset.levels.difference(&levels_before).copied().collect();
         delta
     }
 
     /// The cgroup at `path` and everything below it vanished.
     pub fn vanished(&mut self, path: &str) -> Delta {
         let mut delta = Delta::default();
-        let prefix = format!("{path}/");
-        let gone: Vec<String> = self
+        // '0' follows '/' in ASCII: `p/...` sorts between "p/" and "p0".
+        let (low, high) = (format!("{path}/"), format!("{path}0"));
+        let mut gone: Vec<Arc<str>> = self
             .paths
-            .keys()
-            .filter(|p| *p == path || p.starts_with(&prefix))
-            .cloned()
+            .range::<str, _>((Bound::Included(&*low), Bound::Excluded(&*high)))
+            .map(|(p, _)| p.clone())
             .collect();
+        if let Some((p, _)) = self.paths.get_key_value(path) {
+            gone.push(p.clone());
+        }
         for p in gone {
             if let Some(id) = self.paths.remove(&p)
                 && self.ruleset.elements.remove(&id).is_some()
@@ -111,14 +108,10 @@ impl Tracker {
     /// Bring the tracker to exactly `cgroups` (a full rescan): removes what
     /// is gone, adds what is new.
     pub fn reconcile(&mut self, cgroups: &[Cgroup]) -> Delta {
-        let now: HashMap<&str, u64> = cgroups.iter().map(|c| (c.path.as_str(), c.id)).collect();
+        let now: HashMap<&str, u64> = cgroups.iter().map(|c| (&*c.path, c.id)).collect();
         let mut delta = Delta::default();
-        let gone: Vec<String> = self
-            .paths
-            .iter()
-            .filter(|(p, id)| now.get(p.as_str()) != Some(id))
-            .map(|(p, _)| p.clone())
-            .collect();
+        let gone: Vec<Arc<str>> =
+            self.paths.iter().filter(|(p, id)| now.get(&***p) != Some(id)).map(|(p, _)| p.clone()).collect();
         for p in gone {
             if let Some(id) = self.paths.remove(&p)
                 && self.ruleset.elements.remove(&id).is_some()
@@ -126,11 +119,7 @@ impl Tracker {
                 delta.del.push(id);
             }
         }
-        let fresh: Vec<Cgroup> = cgroups
-            .iter()
-            .filter(|c| !self.paths.contains_key(&c.path))
-            .cloned()
-            .collect();
+        let fresh: Vec<Cgroup> = cgroups.iter().filter(|c| !self.paths.contains_key(&*c.path)).cloned().collect();
         delta.merge(self.appeared(&fresh));
         delta
     }
@@ -141,11 +130,7 @@ mod tests {
     use super::*;
 
     fn cg(path: &str, id: u64) -> Cgroup {
-        Cgroup {
-            path: path.into(),
-            id,
-            level: crate::cgroup::level_of(path),
-        }
+        Cgroup { path: path.into(), id, level: crate::cgroup::level_of(path) }
     }
 
     fn cfg() -> Config {
@@ -163,19 +148,13 @@ mod tests {
         let d = t.appeared(&[cg("/a/b", 3), cg("/a/b/c", 4), cg("/y", 5)]);
         assert_eq!(d.new_levels, [2, 3]);
         assert_eq!(d.add.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [3, 4]);
-        assert!(
-            t.appeared(&[cg("/a/b", 3)]).is_empty(),
-            "known cgroups are no change"
-        );
+        assert!(t.appeared(&[cg("/a/b", 3)]).is_empty(), "known cgroups are no change");
         let d = t.vanished("/a/b");
         let mut del = d.del.clone();
         del.sort();
         assert_eq!(del, [3, 4]);
         assert!(!t.paths.contains_key("/a/b/c"));
-        assert!(
-            t.vanished("/y").is_empty(),
-            "unmatched cgroups have no element"
-        );
+        assert!(t.vanished("/y").is_empty(), "unmatched cgroups have no element");
         assert!(!t.paths.contains_key("/y"));
     }
 

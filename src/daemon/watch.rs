@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
@@ -28,16 +29,13 @@ pub enum Change {
 pub struct Watcher {
     inotify: Inotify,
     root: PathBuf,
-    dirs: HashMap<WatchDescriptor, PathBuf>,
+    /// Relative path of each watched directory ("" is the root).
+    dirs: HashMap<WatchDescriptor, Arc<str>>,
     buf: Vec<u8>,
 }
 
 fn mask() -> WatchMask {
-    WatchMask::CREATE
-        | WatchMask::DELETE
-        | WatchMask::MOVED_FROM
-        | WatchMask::MOVED_TO
-        | WatchMask::ONLYDIR
+    WatchMask::CREATE | WatchMask::DELETE | WatchMask::MOVED_FROM | WatchMask::MOVED_TO | WatchMask::ONLYDIR
 }
 
 impl Watcher {
@@ -59,49 +57,43 @@ impl Watcher {
         self.dirs.len()
     }
 
-    /// Watch `dir` and everything below it; returns the cgroups found
-    /// (`dir` included unless it is the root). Directories that vanish
-    /// meanwhile are skipped.
-    pub fn watch_tree(&mut self, dir: &Path) -> io::Result<Vec<Cgroup>> {
+    /// The directory of the cgroup at relative path `rel` ("" is the root).
+    fn abs(&self, rel: &str) -> PathBuf {
+        self.root.join(rel.trim_start_matches('/'))
+    }
+
+    /// Watch the cgroup at relative path `rel` ("" for the root) and
+    /// everything below it; returns the cgroups found (`rel` included
+    /// unless it is the root). Directories that vanish meanwhile are skipped.
+    pub fn watch_tree(&mut self, rel: &str) -> io::Result<Vec<Cgroup>> {
         let mut found = Vec::new();
-        let mut stack = vec![dir.to_path_buf()];
-        while let Some(d) = stack.pop() {
-            match self.inotify.watches().add(&d, mask()) {
+        let mut stack: Vec<Arc<str>> = vec![rel.into()];
+        while let Some(rel) = stack.pop() {
+            let dir = self.abs(&rel);
+            match self.inotify.watches().add(&dir, mask()) {
                 Ok(wd) => {
-                    self.dirs.insert(wd, d.clone());
+                    self.dirs.insert(wd, rel.clone());
                 }
-                Err(e) if cgroup::vanished(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => {
-                    continue;
-                }
+                Err(e) if cgroup::vanished(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => continue,
                 Err(e) => {
-                    return Err(io::Error::new(
-                        e.kind(),
-                        format!("inotify watch on {}: {e}", d.display()),
-                    ));
+                    return Err(io::Error::new(e.kind(), format!("inotify watch on {}: {e}", dir.display())));
                 }
             }
-            if d != self.root {
-                let Some(path) = cgroup::relative_path(&self.root, &d) else {
-                    continue;
-                };
-                match cgroup::id_of(&d) {
-                    Ok(id) => found.push(Cgroup {
-                        level: cgroup::level_of(&path),
-                        path,
-                        id,
-                    }),
+            if !rel.is_empty() {
+                match cgroup::id_of(&dir) {
+                    Ok(id) => found.push(Cgroup { level: cgroup::level_of(&rel), path: rel.clone(), id }),
                     Err(e) if cgroup::vanished(&e) => continue,
                     Err(e) => return Err(e),
                 }
             }
-            let entries = match std::fs::read_dir(&d) {
+            let entries = match std::fs::read_dir(&dir) {
                 Ok(entries) => entries,
                 Err(e) if cgroup::vanished(&e) => continue,
                 Err(e) => return Err(e),
             };
             for entry in entries.flatten() {
                 if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(entry.path());
+                    stack.push(format!("{rel}/{}", entry.file_name().to_string_lossy()).into());
                 }
             }
         }
@@ -140,15 +132,13 @@ impl Watcher {
             let (Some(parent), Some(name)) = (self.dirs.get(&wd), name) else {
                 continue;
             };
-            let path = parent.join(name);
+            let rel = format!("{parent}/{}", name.to_string_lossy());
             if mask.intersects(EventMask::MOVED_FROM | EventMask::MOVED_TO) {
                 // Watches below a renamed directory keep old paths.
                 changes.push(Change::Rescan);
             } else if mask.contains(EventMask::CREATE) {
-                changes.push(Change::Appeared(self.watch_tree(&path)?));
-            } else if mask.contains(EventMask::DELETE)
-                && let Some(rel) = cgroup::relative_path(&self.root, &path)
-            {
+                changes.push(Change::Appeared(self.watch_tree(&rel)?));
+            } else if mask.contains(EventMask::DELETE) {
                 changes.push(Change::Vanished(rel));
             }
         }
@@ -160,8 +150,7 @@ impl Watcher {
         for (wd, _) in self.dirs.drain() {
             let _ = self.inotify.watches().remove(wd);
         }
-        let root = self.root.clone();
-        self.watch_tree(&root)
+        self.watch_tree("")
     }
 }
 
@@ -174,12 +163,12 @@ mod tests {
         let tmp = std::env::temp_dir().join(format!("cgtproxy-watch-{}", std::process::id()));
         std::fs::create_dir_all(&tmp).unwrap();
         let mut w = Watcher::new(&tmp).unwrap();
-        assert!(w.watch_tree(&tmp).unwrap().is_empty());
+        assert!(w.watch_tree("").unwrap().is_empty());
         std::fs::create_dir_all(tmp.join("a/b/c")).unwrap();
         let mut seen: Vec<String> = Vec::new();
         for c in w.read().unwrap() {
             if let Change::Appeared(cgs) = c {
-                seen.extend(cgs.into_iter().map(|c| c.path));
+                seen.extend(cgs.into_iter().map(|c| c.path.to_string()));
             }
         }
         seen.sort();

@@ -89,8 +89,7 @@ impl MsgWriter {
     pub fn nest(&mut self, ty: u16) -> usize {
         let start = self.buf.len();
         self.buf.extend_from_slice(&0u16.to_ne_bytes());
-        self.buf
-            .extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
+        self.buf.extend_from_slice(&(ty | NLA_F_NESTED).to_ne_bytes());
         start
     }
 
@@ -144,10 +143,7 @@ mod tests {
         w.nest_end(n);
         w.end(m);
         assert_eq!(w.len() % 4, 0);
-        assert_eq!(
-            u32::from_ne_bytes(w.buf[0..4].try_into().unwrap()) as usize,
-            w.len()
-        );
+        assert_eq!(u32::from_ne_bytes(w.buf[0..4].try_into().unwrap()) as usize, w.len());
         let body = &w.buf[20..];
         let list: Vec<_> = attrs(body).collect();
         assert_eq!(list[0], (1, &b"cgtproxy\0"[..]));

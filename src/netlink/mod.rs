@@ -32,11 +32,7 @@ pub enum NetlinkError {
     #[error("netlink socket: {0}")]
     Io(#[from] std::io::Error),
     #[error("{what}: {message}")]
-    Kernel {
-        what: String,
-        errno: i32,
-        message: String,
-    },
+    Kernel { what: String, errno: i32, message: String },
     #[error("no reply from the kernel for {0}")]
     NoReply(String),
     #[error("malformed netlink reply: {0}")]
@@ -94,19 +90,11 @@ pub fn parse_error(msg: &Message) -> Result<(i32, Option<String>), NetlinkError>
     if msg.flags & NLM_F_ACK_TLVS != 0 {
         // With NETLINK_CAP_ACK the request is not echoed: only its header.
         let orig_len = u32::from_ne_bytes(p[4..8].try_into().expect("4 bytes")) as usize;
-        let skip = if msg.flags & 0x100 != 0 {
-            NLMSG_HDRLEN
-        } else {
-            orig_len.max(NLMSG_HDRLEN)
-        };
+        let skip = if msg.flags & 0x100 != 0 { NLMSG_HDRLEN } else { orig_len.max(NLMSG_HDRLEN) };
         if let Some(tlvs) = p.get(4 + ((skip + 3) & !3)..) {
             for (ty, val) in attrs(tlvs) {
                 if ty == NLMSGERR_ATTR_MSG {
-                    text = Some(
-                        String::from_utf8_lossy(val)
-                            .trim_end_matches('\0')
-                            .to_owned(),
-                    );
+                    text = Some(String::from_utf8_lossy(val).trim_end_matches('\0').to_owned());
                 }
             }
         }

@@ -3,9 +3,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::{
-    NLM_F_ACK, NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR, NetlinkError, messages, parse_error, strerror,
-};
+use super::{NLM_F_ACK, NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR, NetlinkError, messages, parse_error, strerror};
 
 const NETLINK_EXT_ACK: libc::c_int = 11;
 const NETLINK_CAP_ACK: libc::c_int = 10;
@@ -21,12 +19,7 @@ pub struct NlSocket {
     recv_buf: Vec<u8>,
 }
 
-fn setsockopt(
-    fd: RawFd,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
+fn setsockopt(fd: RawFd, level: libc::c_int, name: libc::c_int, value: libc::c_int) -> io::Result<()> {
     // SAFETY: value outlives the call; the length matches its type.
     let rc = unsafe {
         libc::setsockopt(
@@ -37,24 +30,14 @@ fn setsockopt(
             std::mem::size_of::<libc::c_int>() as libc::socklen_t,
         )
     };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 impl NlSocket {
     /// Open a socket of netlink `protocol` (NETLINK_NETFILTER, NETLINK_ROUTE).
     pub fn open(protocol: libc::c_int) -> io::Result<Self> {
         // SAFETY: plain socket(2); the fd is owned right away.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                protocol,
-            )
-        };
+        let raw = unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, protocol) };
         if raw < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -79,23 +62,14 @@ impl NlSocket {
         let _ = setsockopt(fd.as_raw_fd(), SOL_NETLINK, NETLINK_CAP_ACK, 1);
         // The FORCE variants need CAP_NET_ADMIN, which the daemon has; fall
         // back to the capped ones for unprivileged `print`/`check`.
-        for (force, plain) in [
-            (libc::SO_SNDBUFFORCE, libc::SO_SNDBUF),
-            (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF),
-        ] {
+        for (force, plain) in [(libc::SO_SNDBUFFORCE, libc::SO_SNDBUF), (libc::SO_RCVBUFFORCE, libc::SO_RCVBUF)] {
             if setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, force, BUFFER_BYTES).is_err() {
                 let _ = setsockopt(fd.as_raw_fd(), libc::SOL_SOCKET, plain, BUFFER_BYTES);
             }
         }
-        let seed = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(1);
-        Ok(NlSocket {
-            fd,
-            seq: seed,
-            recv_buf: vec![0; RECV_BYTES],
-        })
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(1);
+        Ok(NlSocket { fd, seq: seed, recv_buf: vec![0; RECV_BYTES] })
     }
 
     pub fn as_raw_fd(&self) -> RawFd {
@@ -129,20 +103,12 @@ impl NlSocket {
                 std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
             )
         };
-        if rc < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(())
-        }
+        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
     }
 
     /// Receive one datagram, waiting at most `timeout_ms` (-1: forever).
     fn recv(&mut self, timeout_ms: i32) -> io::Result<Option<usize>> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         loop {
             // SAFETY: one valid pollfd.
             let rc = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
@@ -160,12 +126,7 @@ impl NlSocket {
         }
         // SAFETY: recv_buf is valid for its length.
         let n = unsafe {
-            libc::recv(
-                self.fd.as_raw_fd(),
-                self.recv_buf.as_mut_ptr().cast(),
-                self.recv_buf.len(),
-                libc::MSG_DONTWAIT,
-            )
+            libc::recv(self.fd.as_raw_fd(), self.recv_buf.as_mut_ptr().cast(), self.recv_buf.len(), libc::MSG_DONTWAIT)
         };
         if n < 0 {
             let e = io::Error::last_os_error();
@@ -182,8 +143,7 @@ impl NlSocket {
     /// is returned, naming its request.
     pub fn transact(&mut self, buf: &[u8], acks: &[(u32, String)]) -> Result<(), NetlinkError> {
         self.send(buf)?;
-        let mut pending: std::collections::HashMap<u32, &str> =
-            acks.iter().map(|(s, w)| (*s, w.as_str())).collect();
+        let mut pending: std::collections::HashMap<u32, &str> = acks.iter().map(|(s, w)| (*s, w.as_str())).collect();
         let mut first_error: Option<NetlinkError> = None;
         while !pending.is_empty() {
             let Some(n) = self.recv(10_000)? else {
@@ -204,11 +164,7 @@ impl NlSocket {
                     if let Some(ext) = ext.filter(|e| !e.is_empty()) {
                         message = format!("{message} ({ext})");
                     }
-                    first_error = Some(NetlinkError::Kernel {
-                        what: what.to_owned(),
-                        errno,
-                        message,
-                    });
+                    first_error = Some(NetlinkError::Kernel { what: what.to_owned(), errno, message });
                 }
             }
             if first_error.is_some() {
@@ -231,12 +187,7 @@ impl NlSocket {
 
     /// Send a dump request and call `each` with the payload of every reply
     /// message until NLMSG_DONE.
-    pub fn dump(
-        &mut self,
-        buf: &[u8],
-        what: &str,
-        mut each: impl FnMut(u16, &[u8]),
-    ) -> Result<(), NetlinkError> {
+    pub fn dump(&mut self, buf: &[u8], what: &str, mut each: impl FnMut(u16, &[u8])) -> Result<(), NetlinkError> {
         self.send(buf)?;
         loop {
             let Some(n) = self.recv(10_000)? else {
@@ -255,11 +206,7 @@ impl NlSocket {
                         if let Some(ext) = ext.filter(|e| !e.is_empty()) {
                             message = format!("{message} ({ext})");
                         }
-                        return Err(NetlinkError::Kernel {
-                            what: what.to_owned(),
-                            errno,
-                            message,
-                        });
+                        return Err(NetlinkError::Kernel { what: what.to_owned(), errno, message });
                     }
                     ty => {
                         each(ty, msg.payload);

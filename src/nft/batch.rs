@@ -43,11 +43,7 @@ impl Batch {
     /// command it equals, used in error messages.
     pub fn begin(&mut self, msg: u16, flags: u16, what: impl Into<String>) -> usize {
         self.seq = self.seq.wrapping_add(1);
-        let start = self.w.begin(
-            (NFNL_SUBSYS_NFTABLES << 8) | msg,
-            NLM_F_REQUEST | NLM_F_ACK | flags,
-            self.seq,
-        );
+        let start = self.w.begin((NFNL_SUBSYS_NFTABLES << 8) | msg, NLM_F_REQUEST | NLM_F_ACK | flags, self.seq);
         self.w.raw(&[NFPROTO_INET, 0, 0, 0]);
         self.acks.push((self.seq, what.into()));
         start

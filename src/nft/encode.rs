@@ -1,9 +1,10 @@
 //! The desired [`Ruleset`] as nf_tables netlink messages.
 
 use crate::netlink::{MsgWriter, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
+use crate::ruleset::stmt::Only;
 use crate::ruleset::{
-    Chain, Element, Interval, MAP_CGROUP, MAP_MARK, MAP_MARK_DNS, Ruleset, SET_BYPASS4,
-    SET_BYPASS6, Stmt, TABLE, Verdict,
+    CHAIN_CLASSIFY, CLASS_DROP, Chain, Element, Interval, MAP_CGROUP, MAP_MARK, MAP_MARK_DNS, Ruleset, SET_BYPASS4,
+    SET_BYPASS6, Stmt, TABLE,
 };
 
 use super::batch::Batch;
@@ -44,26 +45,14 @@ pub fn full(b: &mut Batch, rs: &Ruleset) {
     // the first add makes the delete valid whether or not a table exists.
     table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE, "add table inet cgtproxy");
     table(b, NFT_MSG_DELTABLE, 0, "delete table inet cgtproxy");
-    table(
-        b,
-        NFT_MSG_NEWTABLE,
-        NLM_F_CREATE | NLM_F_EXCL,
-        "add table inet cgtproxy",
-    );
+    table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, "add table inet cgtproxy");
 
     let ids = SetIds {
-        bypass4: Some(set(b, SET_BYPASS4, NFT_SET_INTERVAL, TYPE_IPADDR, 4, false)),
-        bypass6: Some(set(
-            b,
-            SET_BYPASS6,
-            NFT_SET_INTERVAL,
-            TYPE_IP6ADDR,
-            16,
-            false,
-        )),
-        cgroup: Some(set(b, MAP_CGROUP, NFT_SET_MAP, TYPE_CGROUPV2, 8, true)),
-        mark: Some(set(b, MAP_MARK, NFT_SET_MAP, TYPE_MARK, 4, true)),
-        mark_dns: Some(set(b, MAP_MARK_DNS, NFT_SET_MAP, TYPE_MARK, 4, true)),
+        bypass4: Some(set(b, SET_BYPASS4, NFT_SET_INTERVAL, TYPE_IPADDR, 4, SetData::None)),
+        bypass6: Some(set(b, SET_BYPASS6, NFT_SET_INTERVAL, TYPE_IP6ADDR, 16, SetData::None)),
+        cgroup: Some(set(b, MAP_CGROUP, NFT_SET_MAP, TYPE_CGROUPV2, 8, SetData::Mark)),
+        mark: Some(set(b, MAP_MARK, NFT_SET_MAP, TYPE_MARK, 4, SetData::Verdict)),
+        mark_dns: Some(set(b, MAP_MARK_DNS, NFT_SET_MAP, TYPE_MARK, 4, SetData::Verdict)),
     };
     interval_elements(b, SET_BYPASS4, ids.bypass4, &rs.bypass4, 4);
     interval_elements(b, SET_BYPASS6, ids.bypass6, &rs.bypass6, 16);
@@ -84,21 +73,21 @@ pub fn full(b: &mut Batch, rs: &Ruleset) {
         .map(|t| {
             Elem::Mapping(
                 t.mark.to_ne_bytes().to_vec(),
-                verdict_data(&Verdict::Goto(t.name.clone())),
+                Data::Verdict(NFT_GOTO, Some(crate::ruleset::tproxy_chain(&t.name).into())),
             )
         })
         .collect();
-    elements(b, MAP_MARK, ids.mark, true, &marks);
+    elements(b, MAP_MARK, ids.mark, true, marks);
     let dns: Vec<_> = rs
         .tproxies
         .iter()
         .filter(|t| t.dns_hijack.is_some())
         .map(|t| {
-            let goto = Verdict::Goto(crate::ruleset::dns_chain(&t.name));
-            Elem::Mapping(t.mark.to_ne_bytes().to_vec(), verdict_data(&goto))
+            let goto = Data::Verdict(NFT_GOTO, Some(crate::ruleset::dns_chain(&t.name).into()));
+            Elem::Mapping(t.mark.to_ne_bytes().to_vec(), goto)
         })
         .collect();
-    elements(b, MAP_MARK_DNS, ids.mark_dns, true, &dns);
+    elements(b, MAP_MARK_DNS, ids.mark_dns, true, dns);
     cgroup_elements(b, rs.elements.iter(), ids.cgroup);
 }
 
@@ -112,19 +101,20 @@ pub fn table(b: &mut Batch, msg: u16, flags: u16, what: &str) {
 
 /// `add set|map inet cgtproxy NAME { type KEY [: verdict]; flags ...; }`
 /// Returns the set id.
-fn set(
-    b: &mut Batch,
-    name: &str,
-    flags: u32,
-    key_type: u32,
-    key_len: u32,
-    verdict_map: bool,
-) -> u32 {
+/// What a set maps its keys to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SetData {
+    /// A plain set.
+    None,
+    /// A verdict map.
+    Verdict,
+    /// A data map to a mark-sized value (host order).
+    Mark,
+}
+
+fn set(b: &mut Batch, name: &str, flags: u32, key_type: u32, key_len: u32, data: SetData) -> u32 {
     let id = b.set_id();
-    let what = format!(
-        "add {} inet {TABLE} {name}",
-        if verdict_map { "map" } else { "set" }
-    );
+    let what = format!("add {} inet {TABLE} {name}", if data == SetData::None { "set" } else { "map" });
     let m = b.begin(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_EXCL, what);
     let t = b.table.clone();
     b.w.str(NFTA_SET_TABLE, &t);
@@ -132,21 +122,29 @@ fn set(
     b.w.u32be(NFTA_SET_FLAGS, flags);
     b.w.u32be(NFTA_SET_KEY_TYPE, key_type);
     b.w.u32be(NFTA_SET_KEY_LEN, key_len);
-    if verdict_map {
-        b.w.u32be(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
-        b.w.u32be(NFTA_SET_DATA_LEN, 0);
+    match data {
+        SetData::None => {}
+        SetData::Verdict => {
+            b.w.u32be(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
+            b.w.u32be(NFTA_SET_DATA_LEN, 0);
+        }
+        SetData::Mark => {
+            b.w.u32be(NFTA_SET_DATA_TYPE, TYPE_MARK);
+            b.w.u32be(NFTA_SET_DATA_LEN, 4);
+        }
     }
     b.w.u32be(NFTA_SET_ID, id);
     // Only for `nft list`: how to print keys. Marks and cgroup ids are in
     // host order (as `meta mark` and `socket cgroupv2` load them), addresses
     // in network order. libnftnl's udata: u8 type, u8 length, value.
-    let order = if key_type == TYPE_IPADDR || key_type == TYPE_IP6ADDR {
-        BYTEORDER_BIG_ENDIAN
-    } else {
-        BYTEORDER_HOST_ENDIAN
-    };
+    let order =
+        if key_type == TYPE_IPADDR || key_type == TYPE_IP6ADDR { BYTEORDER_BIG_ENDIAN } else { BYTEORDER_HOST_ENDIAN };
     let mut udata = vec![NFTNL_UDATA_SET_KEYBYTEORDER, 4];
     udata.extend_from_slice(&order.to_ne_bytes());
+    if data == SetData::Mark {
+        udata.extend_from_slice(&[NFTNL_UDATA_SET_DATABYTEORDER, 4]);
+        udata.extend_from_slice(&BYTEORDER_HOST_ENDIAN.to_ne_bytes());
+    }
     b.w.attr(NFTA_SET_USERDATA, &udata);
     b.end(m);
     id
@@ -154,21 +152,13 @@ fn set(
 
 /// `add chain inet cgtproxy NAME [{ type T hook H priority P; policy accept; }]`
 fn chain(b: &mut Batch, c: &Chain) {
-    let m = b.begin(
-        NFT_MSG_NEWCHAIN,
-        NLM_F_CREATE | NLM_F_EXCL,
-        format!("add chain inet {TABLE} {}", c.name),
-    );
+    let m = b.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL, format!("add chain inet {TABLE} {}", c.name));
     let t = b.table.clone();
     b.w.str(NFTA_CHAIN_TABLE, &t);
     b.w.str(NFTA_CHAIN_NAME, &c.name);
     if let Some(h) = c.hook {
         let n = b.w.nest(NFTA_CHAIN_HOOK);
-        let hooknum = if h.hook == "prerouting" {
-            NF_INET_PRE_ROUTING
-        } else {
-            NF_INET_LOCAL_OUT
-        };
+        let hooknum = if h.hook == "prerouting" { NF_INET_PRE_ROUTING } else { NF_INET_LOCAL_OUT };
         b.w.u32be(NFTA_HOOK_HOOKNUM, hooknum);
         b.w.u32be(NFTA_HOOK_PRIORITY, h.priority as u32);
         b.w.nest_end(n);
@@ -183,11 +173,7 @@ fn chain(b: &mut Batch, c: &Chain) {
 fn tcp_udp_lookup(b: &mut Batch, invert: bool) -> Expr {
     let id = b.set_id();
     let name = "__set%d";
-    let m = b.begin(
-        NFT_MSG_NEWSET,
-        NLM_F_CREATE | NLM_F_EXCL,
-        "add set { tcp, udp }",
-    );
+    let m = b.begin(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_EXCL, "add set { tcp, udp }");
     let t = b.table.clone();
     b.w.str(NFTA_SET_TABLE, &t);
     b.w.str(NFTA_SET_NAME, name);
@@ -207,23 +193,11 @@ fn tcp_udp_lookup(b: &mut Batch, invert: bool) -> Expr {
     }
     b.w.nest_end(list);
     b.end(m);
-    Expr::Lookup {
-        set: name.into(),
-        set_id: Some(id),
-        sreg: NFT_REG_1,
-        dreg: None,
-        invert,
-    }
+    Expr::Lookup { set: name.into(), set_id: Some(id), sreg: NFT_REG_1, dreg: None, invert }
 }
 
 fn lookup(set: &str, ids: &SetIds, dreg: Option<u32>) -> Expr {
-    Expr::Lookup {
-        set: set.into(),
-        set_id: ids.of(set),
-        sreg: NFT_REG_1,
-        dreg,
-        invert: false,
-    }
+    Expr::Lookup { set: set.into(), set_id: ids.of(set), sreg: NFT_REG_1, dreg, invert: false }
 }
 
 /// The expressions of one statement. Statements that use an anonymous set
@@ -233,54 +207,47 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
     let ipv4 = [NFPROTO_IPV4];
     match s {
         Stmt::CtReplyReturn => {
-            e.push(Expr::Ct {
-                key: NFT_CT_DIRECTION,
-                dreg: NFT_REG_1,
-            });
-            e.push(Expr::Cmp {
-                op: NFT_CMP_EQ,
-                sreg: NFT_REG_1,
-                data: vec![IP_CT_DIR_REPLY],
-            });
+            e.push(Expr::Ct { key: NFT_CT_DIRECTION, dreg: NFT_REG_1 });
+            e.push(Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: vec![IP_CT_DIR_REPLY] });
             e.push(verdict(NFT_RETURN, None));
         }
         Stmt::BypassReturn { v6 } => {
-            let (proto, offset, len, set) = if *v6 {
-                (NFPROTO_IPV6, 24, 16, SET_BYPASS6)
-            } else {
-                (NFPROTO_IPV4, 16, 4, SET_BYPASS4)
-            };
+            let (proto, offset, len, set) =
+                if *v6 { (NFPROTO_IPV6, 24, 16, SET_BYPASS6) } else { (NFPROTO_IPV4, 16, 4, SET_BYPASS4) };
             e.extend(meta_eq(NFT_META_NFPROTO, &[proto]));
-            e.push(Expr::Payload {
-                base: NFT_PAYLOAD_NETWORK_HEADER,
-                offset,
-                len,
-                dreg: NFT_REG_1,
-            });
+            e.push(Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len, dreg: NFT_REG_1 });
             e.push(lookup(set, ids, None));
             e.push(verdict(NFT_RETURN, None));
         }
         Stmt::NotTcpUdpReturn => {
             let l = tcp_udp_lookup(b, true);
-            e.push(Expr::MetaLoad {
-                key: NFT_META_L4PROTO,
-                dreg: NFT_REG_1,
-            });
+            e.push(Expr::MetaLoad { key: NFT_META_L4PROTO, dreg: NFT_REG_1 });
             e.push(l);
             e.push(verdict(NFT_RETURN, None));
         }
-        Stmt::CgroupVmap { level } => {
-            e.push(Expr::SocketCgroup {
-                level: *level,
-                dreg: NFT_REG_1,
+        Stmt::MarkedReturn => {
+            e.push(Expr::MetaLoad { key: NFT_META_MARK, dreg: NFT_REG_1 });
+            e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: vec![0; 4] });
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::JumpClassify => {
+            e.push(verdict(NFT_JUMP, Some(CHAIN_CLASSIFY)));
+        }
+        Stmt::ClassifyLevel { level } => {
+            e.extend(meta_eq(NFT_META_MARK, &[0; 4]));
+            e.push(Expr::SocketCgroup { level: *level, dreg: NFT_REG_1 });
+            e.push(Expr::Lookup {
+                set: MAP_CGROUP.into(),
+                set_id: ids.of(MAP_CGROUP),
+                sreg: NFT_REG_1,
+                dreg: Some(NFT_REG_1),
+                invert: false,
             });
-            e.push(lookup(MAP_CGROUP, ids, Some(NFT_REG_VERDICT)));
+            e.push(Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 });
         }
         Stmt::UnknownCgroupDrop { level } => {
-            e.push(Expr::SocketCgroup {
-                level: *level,
-                dreg: NFT_REG_1,
-            });
+            e.extend(meta_eq(NFT_META_MARK, &[0; 4]));
+            e.push(Expr::SocketCgroup { level: *level, dreg: NFT_REG_1 });
             e.push(Expr::Lookup {
                 set: MAP_CGROUP.into(),
                 set_id: ids.of(MAP_CGROUP),
@@ -290,59 +257,47 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             });
             e.push(verdict(NF_DROP, None));
         }
+        Stmt::Unmark { mark, only } => {
+            e.extend(meta_eq(NFT_META_MARK, &mark.to_ne_bytes()));
+            match only {
+                None => {}
+                Some(Only::Udp { keep_dns: true }) => {
+                    e.extend(meta_eq(NFT_META_L4PROTO, &[libc::IPPROTO_UDP as u8]));
+                    e.push(Expr::Payload { base: NFT_PAYLOAD_TRANSPORT_HEADER, offset: 2, len: 2, dreg: NFT_REG_1 });
+                    e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: 53u16.to_be_bytes().to_vec() });
+                }
+                Some(Only::Udp { keep_dns: false }) => {
+                    e.extend(meta_eq(NFT_META_L4PROTO, &[libc::IPPROTO_UDP as u8]));
+                }
+                Some(Only::Udp6) => {
+                    e.extend(meta_eq(NFT_META_NFPROTO, &[NFPROTO_IPV6]));
+                    e.extend(meta_eq(NFT_META_L4PROTO, &[libc::IPPROTO_UDP as u8]));
+                }
+                Some(Only::Ipv6) => e.extend(meta_eq(NFT_META_NFPROTO, &[NFPROTO_IPV6])),
+            }
+            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(vec![0; 4]) });
+            e.push(Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 });
+        }
+        Stmt::DropClass => {
+            e.extend(meta_eq(NFT_META_MARK, &CLASS_DROP.to_ne_bytes()));
+            e.push(verdict(NF_DROP, None));
+        }
         Stmt::MarkVmap { map } => {
-            e.push(Expr::MetaLoad {
-                key: NFT_META_MARK,
-                dreg: NFT_REG_1,
-            });
+            e.push(Expr::MetaLoad { key: NFT_META_MARK, dreg: NFT_REG_1 });
             e.push(lookup(map, ids, Some(NFT_REG_VERDICT)));
         }
-        Stmt::SetMark {
-            mark,
-            ipv4_only,
-            tcp_only,
-            udp_dns,
-        } => {
-            if *ipv4_only {
-                e.extend(meta_eq(NFT_META_NFPROTO, &ipv4));
-            }
-            if *udp_dns {
-                e.extend(dport_53(libc::IPPROTO_UDP as u8));
-            } else if *tcp_only {
-                e.extend(meta_eq(NFT_META_L4PROTO, &[libc::IPPROTO_TCP as u8]));
-            }
-            e.push(Expr::Immediate {
-                dreg: NFT_REG_1,
-                data: Data::Value(mark.to_ne_bytes().to_vec()),
-            });
-            e.push(Expr::MetaSet {
-                key: NFT_META_MARK,
-                sreg: NFT_REG_1,
-            });
-        }
         Stmt::CtDnatReturn => {
-            e.push(Expr::Ct {
-                key: NFT_CT_STATUS,
-                dreg: NFT_REG_1,
-            });
+            e.push(Expr::Ct { key: NFT_CT_STATUS, dreg: NFT_REG_1 });
             e.push(Expr::Bitwise {
                 sreg: NFT_REG_1,
                 dreg: NFT_REG_1,
                 mask: IPS_DST_NAT.to_ne_bytes().to_vec(),
                 xor: vec![0; 4],
             });
-            e.push(Expr::Cmp {
-                op: NFT_CMP_NEQ,
-                sreg: NFT_REG_1,
-                data: vec![0; 4],
-            });
+            e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: vec![0; 4] });
             e.push(verdict(NFT_RETURN, None));
         }
-        Stmt::Tproxy {
-            port,
-            ipv4_only,
-            tcp_only,
-        } => {
+        Stmt::Tproxy { port, ipv4_only, tcp_only } => {
             if *ipv4_only {
                 e.extend(meta_eq(NFT_META_NFPROTO, &ipv4));
             }
@@ -350,42 +305,19 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
                 e.extend(meta_eq(NFT_META_L4PROTO, &[libc::IPPROTO_TCP as u8]));
             } else {
                 let l = tcp_udp_lookup(b, false);
-                e.push(Expr::MetaLoad {
-                    key: NFT_META_L4PROTO,
-                    dreg: NFT_REG_1,
-                });
+                e.push(Expr::MetaLoad { key: NFT_META_L4PROTO, dreg: NFT_REG_1 });
                 e.push(l);
             }
-            e.push(Expr::Immediate {
-                dreg: NFT_REG_1,
-                data: Data::Value(port.to_be_bytes().to_vec()),
-            });
-            let family = if *ipv4_only {
-                NFPROTO_IPV4
-            } else {
-                NFPROTO_UNSPEC
-            };
-            e.push(Expr::Tproxy {
-                family,
-                reg_port: NFT_REG_1,
-            });
+            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(port.to_be_bytes().to_vec()) });
+            let family = if *ipv4_only { NFPROTO_IPV4 } else { NFPROTO_UNSPEC };
+            e.push(Expr::Tproxy { family, reg_port: NFT_REG_1 });
         }
         Stmt::DnsDnat { l4, ip, port } => {
             e.extend(meta_eq(NFT_META_NFPROTO, &ipv4));
             e.extend(dport_53(l4.proto()));
-            e.push(Expr::Immediate {
-                dreg: NFT_REG_1,
-                data: Data::Value(ip.octets().to_vec()),
-            });
-            e.push(Expr::Immediate {
-                dreg: NFT_REG_2,
-                data: Data::Value(port.to_be_bytes().to_vec()),
-            });
-            e.push(Expr::Dnat {
-                family: NFPROTO_IPV4,
-                reg_addr: NFT_REG_1,
-                reg_proto: NFT_REG_2,
-            });
+            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(ip.octets().to_vec()) });
+            e.push(Expr::Immediate { dreg: NFT_REG_2, data: Data::Value(port.to_be_bytes().to_vec()) });
+            e.push(Expr::Dnat { family: NFPROTO_IPV4, reg_addr: NFT_REG_1, reg_proto: NFT_REG_2 });
         }
     }
     e
@@ -394,17 +326,8 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
 /// `meta l4proto P th dport 53`
 fn dport_53(proto: u8) -> Vec<Expr> {
     let mut e = meta_eq(NFT_META_L4PROTO, &[proto]).to_vec();
-    e.push(Expr::Payload {
-        base: NFT_PAYLOAD_TRANSPORT_HEADER,
-        offset: 2,
-        len: 2,
-        dreg: NFT_REG_1,
-    });
-    e.push(Expr::Cmp {
-        op: NFT_CMP_EQ,
-        sreg: NFT_REG_1,
-        data: 53u16.to_be_bytes().to_vec(),
-    });
+    e.push(Expr::Payload { base: NFT_PAYLOAD_TRANSPORT_HEADER, offset: 2, len: 2, dreg: NFT_REG_1 });
+    e.push(Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: 53u16.to_be_bytes().to_vec() });
     e
 }
 
@@ -416,11 +339,7 @@ pub fn rule(b: &mut Batch, chain: &str, s: &Stmt, ids: &SetIds, before: Option<u
         None => (NLM_F_CREATE | NLM_F_APPEND, "add"),
         Some(_) => (NLM_F_CREATE, "insert"),
     };
-    let m = b.begin(
-        NFT_MSG_NEWRULE,
-        flags,
-        format!("{verb} rule inet {TABLE} {chain} {s}"),
-    );
+    let m = b.begin(NFT_MSG_NEWRULE, flags, format!("{verb} rule inet {TABLE} {chain} {s}"));
     let t = b.table.clone();
     b.w.str(NFTA_RULE_TABLE, &t);
     b.w.str(NFTA_RULE_CHAIN, chain);
@@ -466,14 +385,11 @@ impl Elem {
 
 /// `add|delete element inet cgtproxy SET { ... }`, in as many messages as
 /// their size needs.
-pub fn elements(b: &mut Batch, set: &str, set_id: Option<u32>, add: bool, items: &[Elem]) {
-    let (msg, flags, verb) = if add {
-        (NFT_MSG_NEWSETELEM, NLM_F_CREATE, "add")
-    } else {
-        (NFT_MSG_DELSETELEM, 0, "delete")
-    };
+pub fn elements(b: &mut Batch, set: &str, set_id: Option<u32>, add: bool, items: impl IntoIterator<Item = Elem>) {
+    let (msg, flags, verb) =
+        if add { (NFT_MSG_NEWSETELEM, NLM_F_CREATE, "add") } else { (NFT_MSG_DELSETELEM, 0, "delete") };
     let mut open: Option<(usize, usize)> = None;
-    for (count, item) in items.iter().enumerate() {
+    for (count, item) in items.into_iter().enumerate() {
         if let Some((m, list)) = open
             && b.w.len() - list > ELEMENTS_BYTES
         {
@@ -483,11 +399,7 @@ pub fn elements(b: &mut Batch, set: &str, set_id: Option<u32>, add: bool, items:
         }
         if open.is_none() {
             let table = b.table.clone();
-            let m = b.begin(
-                msg,
-                flags,
-                format!("{verb} element inet {table} {set} (from #{count})"),
-            );
+            let m = b.begin(msg, flags, format!("{verb} element inet {table} {set} (from #{count})"));
             b.w.str(NFTA_SET_ELEM_LIST_TABLE, &table);
             b.w.str(NFTA_SET_ELEM_LIST_SET, set);
             if let Some(id) = set_id {
@@ -506,18 +418,9 @@ pub fn elements(b: &mut Batch, set: &str, set_id: Option<u32>, add: bool, items:
 /// Interval set elements: each range is a start element and an end element
 /// (the address after the range, flagged INTERVAL_END), as `nft` sends them.
 fn interval_elements(b: &mut Batch, set: &str, id: Option<u32>, ranges: &[Interval], len: usize) {
-    let key = |x: u128| -> Vec<u8> {
-        if len == 4 {
-            (x as u32).to_be_bytes().to_vec()
-        } else {
-            x.to_be_bytes().to_vec()
-        }
-    };
-    let max = if len == 4 {
-        u128::from(u32::MAX)
-    } else {
-        u128::MAX
-    };
+    let key =
+        |x: u128| -> Vec<u8> { if len == 4 { (x as u32).to_be_bytes().to_vec() } else { x.to_be_bytes().to_vec() } };
+    let max = if len == 4 { u128::from(u32::MAX) } else { u128::MAX };
     let mut items = Vec::new();
     for &(start, end) in ranges {
         items.push(Elem::Key(key(start)));
@@ -525,35 +428,18 @@ fn interval_elements(b: &mut Batch, set: &str, id: Option<u32>, ranges: &[Interv
             items.push(Elem::IntervalEnd(key(end + 1)));
         }
     }
-    elements(b, set, id, true, &items);
+    elements(b, set, id, true, items);
 }
 
-fn verdict_data(v: &Verdict) -> Data {
-    match v {
-        Verdict::Return => Data::Verdict(NFT_RETURN, None),
-        Verdict::Drop => Data::Verdict(NF_DROP, None),
-        Verdict::Continue => Data::Verdict(NFT_CONTINUE, None),
-        Verdict::Goto(chain) => Data::Verdict(NFT_GOTO, Some(chain.clone())),
-    }
+/// `add element inet cgtproxy cgroup-class { ID : CLASS, ... }`
+pub fn cgroup_elements<'a>(b: &mut Batch, items: impl Iterator<Item = (&'a u64, &'a Element)>, id: Option<u32>) {
+    let list = items
+        .map(|(cg, e)| Elem::Mapping(cg.to_ne_bytes().to_vec(), Data::Value(e.verdict.class().to_ne_bytes().to_vec())));
+    elements(b, MAP_CGROUP, id, true, list);
 }
 
-/// `add element inet cgtproxy cgroup-vmap { ID : VERDICT, ... }`
-pub fn cgroup_elements<'a>(
-    b: &mut Batch,
-    items: impl Iterator<Item = (&'a u64, &'a Element)>,
-    id: Option<u32>,
-) {
-    let list: Vec<Elem> = items
-        .map(|(cg, e)| Elem::Mapping(cg.to_ne_bytes().to_vec(), verdict_data(&e.verdict)))
-        .collect();
-    elements(b, MAP_CGROUP, id, true, &list);
-}
-
-/// `delete element inet cgtproxy cgroup-vmap { ID, ... }`
+/// `delete element inet cgtproxy cgroup-class { ID, ... }`
 pub fn delete_cgroup_elements(b: &mut Batch, ids: &[u64]) {
-    let list: Vec<Elem> = ids
-        .iter()
-        .map(|cg| Elem::Key(cg.to_ne_bytes().to_vec()))
-        .collect();
-    elements(b, MAP_CGROUP, None, false, &list);
+    let list = ids.iter().map(|cg| Elem::Key(cg.to_ne_bytes().to_vec()));
+    elements(b, MAP_CGROUP, None, false, list);
 }

@@ -10,7 +10,7 @@ use super::sys::*;
 pub enum Data {
     Value(Vec<u8>),
     /// A verdict code and, for jump/goto, the chain.
-    Verdict(i32, Option<String>),
+    Verdict(i32, Option<std::sync::Arc<str>>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,41 +22,21 @@ pub enum Expr {
     /// `[ cmp OP reg SREG DATA ]`
     Cmp { op: u32, sreg: u32, data: Vec<u8> },
     /// `[ payload load LENb @ BASE header + OFFSET => reg DREG ]`
-    Payload {
-        base: u32,
-        offset: u32,
-        len: u32,
-        dreg: u32,
-    },
+    Payload { base: u32, offset: u32, len: u32, dreg: u32 },
     /// `[ lookup reg SREG set SET [dreg DREG] [0x1 (inverted)] ]`
-    Lookup {
-        set: String,
-        set_id: Option<u32>,
-        sreg: u32,
-        dreg: Option<u32>,
-        invert: bool,
-    },
+    Lookup { set: String, set_id: Option<u32>, sreg: u32, dreg: Option<u32>, invert: bool },
     /// `[ immediate reg DREG DATA ]`
     Immediate { dreg: u32, data: Data },
     /// `[ ct load KEY => reg DREG ]`
     Ct { key: u32, dreg: u32 },
     /// `[ bitwise reg DREG = ( reg SREG & MASK ) ^ XOR ]`
-    Bitwise {
-        sreg: u32,
-        dreg: u32,
-        mask: Vec<u8>,
-        xor: Vec<u8>,
-    },
+    Bitwise { sreg: u32, dreg: u32, mask: Vec<u8>, xor: Vec<u8> },
     /// `[ socket load cgroupv2 => reg DREG , level LEVEL ]`
     SocketCgroup { level: u32, dreg: u32 },
     /// `[ tproxy FAMILY port reg REG ]`
     Tproxy { family: u8, reg_port: u32 },
     /// `[ nat dnat FAMILY addr_min reg ADDR proto_min reg PROTO ]`
-    Dnat {
-        family: u8,
-        reg_addr: u32,
-        reg_proto: u32,
-    },
+    Dnat { family: u8, reg_addr: u32, reg_proto: u32 },
 }
 
 pub fn encode_data(w: &mut MsgWriter, ty: u16, data: &Data) {
@@ -110,24 +90,13 @@ impl Expr {
                 w.u32be(NFTA_CMP_OP, *op);
                 encode_data(w, NFTA_CMP_DATA, &Data::Value(data.clone()));
             }
-            Expr::Payload {
-                base,
-                offset,
-                len,
-                dreg,
-            } => {
+            Expr::Payload { base, offset, len, dreg } => {
                 w.u32be(NFTA_PAYLOAD_DREG, *dreg);
                 w.u32be(NFTA_PAYLOAD_BASE, *base);
                 w.u32be(NFTA_PAYLOAD_OFFSET, *offset);
                 w.u32be(NFTA_PAYLOAD_LEN, *len);
             }
-            Expr::Lookup {
-                set,
-                set_id,
-                sreg,
-                dreg,
-                invert,
-            } => {
+            Expr::Lookup { set, set_id, sreg, dreg, invert } => {
                 w.str(NFTA_LOOKUP_SET, set);
                 if let Some(id) = set_id {
                     w.u32be(NFTA_LOOKUP_SET_ID, *id);
@@ -148,12 +117,7 @@ impl Expr {
                 w.u32be(NFTA_CT_DREG, *dreg);
                 w.u32be(NFTA_CT_KEY, *key);
             }
-            Expr::Bitwise {
-                sreg,
-                dreg,
-                mask,
-                xor,
-            } => {
+            Expr::Bitwise { sreg, dreg, mask, xor } => {
                 w.u32be(NFTA_BITWISE_SREG, *sreg);
                 w.u32be(NFTA_BITWISE_DREG, *dreg);
                 w.u32be(NFTA_BITWISE_LEN, mask.len() as u32);
@@ -169,11 +133,7 @@ impl Expr {
                 w.u32be(NFTA_TPROXY_FAMILY, u32::from(*family));
                 w.u32be(NFTA_TPROXY_REG_PORT, *reg_port);
             }
-            Expr::Dnat {
-                family,
-                reg_addr,
-                reg_proto,
-            } => {
+            Expr::Dnat { family, reg_addr, reg_proto } => {
                 w.u32be(NFTA_NAT_TYPE, NFT_NAT_DNAT);
                 w.u32be(NFTA_NAT_FAMILY, u32::from(*family));
                 w.u32be(NFTA_NAT_REG_ADDR_MIN, *reg_addr);
@@ -187,23 +147,10 @@ impl Expr {
 
 /// `[ immediate reg 0 VERDICT ]`: the rule's verdict.
 pub fn verdict(code: i32, chain: Option<&str>) -> Expr {
-    Expr::Immediate {
-        dreg: NFT_REG_VERDICT,
-        data: Data::Verdict(code, chain.map(str::to_owned)),
-    }
+    Expr::Immediate { dreg: NFT_REG_VERDICT, data: Data::Verdict(code, chain.map(std::sync::Arc::from)) }
 }
 
 /// `meta KEY == VALUE` as load + compare.
 pub fn meta_eq(key: u32, value: &[u8]) -> [Expr; 2] {
-    [
-        Expr::MetaLoad {
-            key,
-            dreg: NFT_REG_1,
-        },
-        Expr::Cmp {
-            op: NFT_CMP_EQ,
-            sreg: NFT_REG_1,
-            data: value.to_vec(),
-        },
-    ]
+    [Expr::MetaLoad { key, dreg: NFT_REG_1 }, Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: value.to_vec() }]
 }

@@ -29,9 +29,7 @@ pub struct Nft {
 
 impl Nft {
     pub fn open() -> Result<Self, NftError> {
-        Ok(Nft {
-            sock: NlSocket::open(NETLINK_NETFILTER).map_err(NftError::Open)?,
-        })
+        Ok(Nft { sock: NlSocket::open(NETLINK_NETFILTER).map_err(NftError::Open)? })
     }
 
     /// A new batch numbered after this socket's last request.
@@ -70,14 +68,9 @@ impl Nft {
 
     /// Does `table inet cgtproxy` exist?
     pub fn table_exists(&mut self) -> Result<bool, NftError> {
-        let req = self.get(NFT_MSG_GETTABLE, NFPROTO_INET, 0, |w| {
-            w.str(NFTA_TABLE_NAME, TABLE)
-        });
+        let req = self.get(NFT_MSG_GETTABLE, NFPROTO_INET, 0, |w| w.str(NFTA_TABLE_NAME, TABLE));
         let mut found = false;
-        match self
-            .sock
-            .dump(&req, "list table inet cgtproxy", |_, _| found = true)
-        {
+        match self.sock.dump(&req, "list table inet cgtproxy", |_, _| found = true) {
             Ok(()) => Ok(found),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
             Err(e) => Err(e.into()),
@@ -86,20 +79,10 @@ impl Nft {
 }
 
 impl Nft {
-    fn get(
-        &mut self,
-        msg: u16,
-        family: u8,
-        flags: u16,
-        body: impl FnOnce(&mut crate::netlink::MsgWriter),
-    ) -> Vec<u8> {
+    fn get(&mut self, msg: u16, family: u8, flags: u16, body: impl FnOnce(&mut crate::netlink::MsgWriter)) -> Vec<u8> {
         let seq = self.sock.next_seq();
         let mut w = crate::netlink::MsgWriter::new();
-        let m = w.begin(
-            (NFNL_SUBSYS_NFTABLES << 8) | msg,
-            NLM_F_REQUEST | flags,
-            seq,
-        );
+        let m = w.begin((NFNL_SUBSYS_NFTABLES << 8) | msg, NLM_F_REQUEST | flags, seq);
         w.raw(&[family, 0, 0, 0]);
         body(&mut w);
         w.end(m);
@@ -120,144 +103,93 @@ impl Nft {
         Ok(gen_id)
     }
 
-    /// Handles of the `socket cgroupv2 level N` rules in output-mangle, by N.
+    /// Handles of the `socket cgroupv2 level N` rules in `classify`, by N.
     pub fn level_handles(&mut self) -> Result<std::collections::BTreeMap<u32, u64>, NftError> {
         use crate::netlink::attrs;
-        let req = self.get(
-            NFT_MSG_GETRULE,
-            NFPROTO_INET,
-            crate::netlink::NLM_F_DUMP,
-            |w| {
-                w.str(NFTA_RULE_TABLE, TABLE);
-                w.str(NFTA_RULE_CHAIN, crate::ruleset::CHAIN_OUTPUT);
-            },
-        );
+        let req = self.get(NFT_MSG_GETRULE, NFPROTO_INET, crate::netlink::NLM_F_DUMP, |w| {
+            w.str(NFTA_RULE_TABLE, TABLE);
+            w.str(NFTA_RULE_CHAIN, crate::ruleset::CHAIN_CLASSIFY);
+        });
         let mut out = std::collections::BTreeMap::new();
-        self.sock.dump(
-            &req,
-            "list chain inet cgtproxy output-mangle",
-            |_, payload| {
-                let (mut handle, mut level, mut chain_ok) = (None, None, false);
-                for (ty, v) in attrs(payload.get(4..).unwrap_or_default()) {
-                    match ty {
-                        NFTA_RULE_CHAIN => {
-                            chain_ok = v.strip_suffix(b"\0")
-                                == Some(crate::ruleset::CHAIN_OUTPUT.as_bytes())
-                        }
-                        NFTA_RULE_HANDLE => {
-                            handle = <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes)
-                        }
-                        NFTA_RULE_EXPRESSIONS => {
-                            for (_, elem) in attrs(v) {
-                                let mut is_socket = false;
-                                for (ety, ev) in attrs(elem) {
-                                    if ety == NFTA_EXPR_NAME {
-                                        is_socket = ev == b"socket\0";
-                                    } else if ety == NFTA_EXPR_DATA && is_socket {
-                                        for (sty, sv) in attrs(ev) {
-                                            if sty == NFTA_SOCKET_LEVEL {
-                                                level = <[u8; 4]>::try_from(sv)
-                                                    .ok()
-                                                    .map(u32::from_be_bytes);
-                                            }
+        self.sock.dump(&req, "list chain inet cgtproxy classify", |_, payload| {
+            let (mut handle, mut level, mut chain_ok) = (None, None, false);
+            for (ty, v) in attrs(payload.get(4..).unwrap_or_default()) {
+                match ty {
+                    NFTA_RULE_CHAIN => {
+                        chain_ok = v.strip_suffix(b"\0") == Some(crate::ruleset::CHAIN_CLASSIFY.as_bytes())
+                    }
+                    NFTA_RULE_HANDLE => handle = <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes),
+                    NFTA_RULE_EXPRESSIONS => {
+                        for (_, elem) in attrs(v) {
+                            let mut is_socket = false;
+                            for (ety, ev) in attrs(elem) {
+                                if ety == NFTA_EXPR_NAME {
+                                    is_socket = ev == b"socket\0";
+                                } else if ety == NFTA_EXPR_DATA && is_socket {
+                                    for (sty, sv) in attrs(ev) {
+                                        if sty == NFTA_SOCKET_LEVEL {
+                                            level = <[u8; 4]>::try_from(sv).ok().map(u32::from_be_bytes);
                                         }
                                     }
                                 }
                             }
                         }
-                        _ => {}
                     }
+                    _ => {}
                 }
-                // A level may have two rules (strict mode); new levels go
-                // before the first.
-                if let (true, Some(h), Some(l)) = (chain_ok, handle, level) {
-                    out.entry(l).or_insert(h);
-                }
-            },
-        )?;
+            }
+            // A level may have two rules (strict mode); new levels go
+            // before the first.
+            if let (true, Some(h), Some(l)) = (chain_ok, handle, level) {
+                out.entry(l).or_insert(h);
+            }
+        })?;
         Ok(out)
     }
 }
 
 impl Nft {
-    /// The elements of `cgroup-vmap` as the kernel holds them.
-    pub fn cgroup_map(
-        &mut self,
-    ) -> Result<std::collections::BTreeMap<u64, crate::ruleset::Verdict>, NftError> {
+    /// The elements of `cgroup-class` as the kernel holds them.
+    pub fn cgroup_map(&mut self) -> Result<std::collections::BTreeMap<u64, crate::ruleset::Verdict>, NftError> {
         use crate::netlink::attrs;
-        use crate::ruleset::Verdict;
-        let req = self.get(
-            NFT_MSG_GETSETELEM,
-            NFPROTO_INET,
-            crate::netlink::NLM_F_DUMP,
-            |w| {
-                w.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-                w.str(NFTA_SET_ELEM_LIST_SET, crate::ruleset::MAP_CGROUP);
-            },
-        );
+        let req = self.get(NFT_MSG_GETSETELEM, NFPROTO_INET, crate::netlink::NLM_F_DUMP, |w| {
+            w.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
+            w.str(NFTA_SET_ELEM_LIST_SET, crate::ruleset::MAP_CGROUP);
+        });
+        // The first NFTA_DATA_VALUE inside a nested data attribute.
+        fn value(nested: &[u8]) -> Option<&[u8]> {
+            attrs(nested).find(|(t, _)| *t == NFTA_DATA_VALUE).map(|(_, v)| v)
+        }
         let mut out = std::collections::BTreeMap::new();
-        self.sock
-            .dump(&req, "list map inet cgtproxy cgroup-vmap", |_, payload| {
-                for (ty, list) in attrs(payload.get(4..).unwrap_or_default()) {
-                    if ty != NFTA_SET_ELEM_LIST_ELEMENTS {
-                        continue;
-                    }
-                    for (_, elem) in attrs(list) {
-                        let (mut key, mut verdict) = (None, None);
-                        for (ety, ev) in attrs(elem) {
-                            match ety {
-                                NFTA_SET_ELEM_KEY => {
-                                    key = attrs(ev)
-                                        .find(|(t, _)| *t == NFTA_DATA_VALUE)
-                                        .and_then(|(_, v)| <[u8; 8]>::try_from(v).ok())
-                                        .map(u64::from_ne_bytes);
-                                }
-                                NFTA_SET_ELEM_DATA => {
-                                    for (_, vd) in
-                                        attrs(ev).filter(|(t, _)| *t == NFTA_DATA_VERDICT)
-                                    {
-                                        let (mut code, mut chain) = (None, None);
-                                        for (vt, vv) in attrs(vd) {
-                                            match vt {
-                                                NFTA_VERDICT_CODE => {
-                                                    code = <[u8; 4]>::try_from(vv)
-                                                        .ok()
-                                                        .map(i32::from_be_bytes)
-                                                }
-                                                NFTA_VERDICT_CHAIN => {
-                                                    chain = Some(
-                                                        String::from_utf8_lossy(vv)
-                                                            .trim_end_matches('\0')
-                                                            .to_owned(),
-                                                    )
-                                                }
-                                                _ => {}
-                                            }
-                                        }
-                                        verdict = match (code, chain) {
-                                            (Some(NFT_RETURN), _) => Some(Verdict::Return),
-                                            (Some(NF_DROP), _) => Some(Verdict::Drop),
-                                            (Some(NFT_CONTINUE), _) => Some(Verdict::Continue),
-                                            (Some(NFT_GOTO), Some(c)) => Some(Verdict::Goto(c)),
-                                            _ => None,
-                                        };
-                                    }
-                                }
-                                _ => {}
+        self.sock.dump(&req, "list map inet cgtproxy cgroup-class", |_, payload| {
+            for (_, list) in
+                attrs(payload.get(4..).unwrap_or_default()).filter(|(t, _)| *t == NFTA_SET_ELEM_LIST_ELEMENTS)
+            {
+                for (_, elem) in attrs(list) {
+                    let (mut key, mut class) = (None, None);
+                    for (ety, ev) in attrs(elem) {
+                        match ety {
+                            NFTA_SET_ELEM_KEY => {
+                                key = value(ev).and_then(|v| <[u8; 8]>::try_from(v).ok()).map(u64::from_ne_bytes)
                             }
+                            NFTA_SET_ELEM_DATA => {
+                                class = value(ev).and_then(|v| <[u8; 4]>::try_from(v).ok()).map(u32::from_ne_bytes)
+                            }
+                            _ => {}
                         }
-                        if let (Some(k), Some(v)) = (key, verdict) {
-                            out.insert(k, v);
-                        }
+                    }
+                    if let (Some(k), Some(c)) = (key, class) {
+                        out.insert(k, crate::ruleset::Verdict::from_class(c));
                     }
                 }
-            })?;
+            }
+        })?;
         Ok(out)
     }
 }
 
 impl Nft {
-    /// Is `id` in `cgroup-vmap` (`nft get element ...`)? One small request,
+    /// Is `id` in `cgroup-class` (`nft get element ...`)? One small request,
     /// cheap enough to poll.
     pub fn has_cgroup(&mut self, id: u64) -> Result<bool, NftError> {
         let req = self.get(NFT_MSG_GETSETELEM, NFPROTO_INET, 0, |w| {
@@ -268,11 +200,7 @@ impl Nft {
             w.nest_end(list);
         });
         let mut found = false;
-        match self
-            .sock
-            .dump(&req, "get element inet cgtproxy cgroup-vmap", |_, _| {
-                found = true
-            }) {
+        match self.sock.dump(&req, "get element inet cgtproxy cgroup-class", |_, _| found = true) {
             Ok(()) => Ok(found),
             Err(e) if e.errno() == Some(libc::ENOENT) => Ok(false),
             Err(e) => Err(e.into()),

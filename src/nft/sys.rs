@@ -60,6 +60,7 @@ pub const NFTA_SET_ID: u16 = 10;
 pub const NFTA_SET_USERDATA: u16 = 13;
 /// libnftnl set udata types and nftables' byte order values.
 pub const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
+pub const NFTNL_UDATA_SET_DATABYTEORDER: u8 = 1;
 pub const BYTEORDER_HOST_ENDIAN: u32 = 1;
 pub const BYTEORDER_BIG_ENDIAN: u32 = 2;
 pub const NFT_SET_ANONYMOUS: u32 = 0x1;

@@ -3,11 +3,18 @@
 //! A [`Ruleset`] is computed from the config and the cgroups that exist; it
 //! can be printed as `nft -f` text ([`Ruleset::render`]), compared, and
 //! encoded into one netlink batch by [`crate::nft`]. Nothing here does I/O.
+//!
+//! Cgroups are classified through a *data* map (`cgroup-class`: cgroup id
+//! -> class), not a verdict map with `goto` elements: every element with a
+//! chain verdict makes the kernel re-validate the whole map on each commit
+//! (O(elements x lookups) per event), while plain data never does. The class
+//! is written into the packet mark, then dispatched by a few static rules.
 
 mod render;
-mod stmt;
+pub mod stmt;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use crate::cgroup::Cgroup;
 use crate::config::{Cidr, Config, Target, Tproxy};
@@ -16,39 +23,60 @@ pub use stmt::{Chain, Hook, L4, PRIO_DSTNAT, PRIO_MANGLE, Stmt};
 pub const TABLE: &str = "cgtproxy";
 pub const SET_BYPASS4: &str = "bypass";
 pub const SET_BYPASS6: &str = "bypass6";
-pub const MAP_CGROUP: &str = "cgroup-vmap";
+pub const MAP_CGROUP: &str = "cgroup-class";
 pub const MAP_MARK: &str = "mark-vmap";
 pub const MAP_MARK_DNS: &str = "mark-dns-vmap";
 pub const CHAIN_OUTPUT: &str = "output-mangle";
+pub const CHAIN_CLASSIFY: &str = "classify";
 pub const CHAIN_PREROUTING: &str = "prerouting";
 pub const CHAIN_OUTPUT_NAT: &str = "output-nat";
 
-/// A verdict stored in `cgroup-vmap`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// Class of direct cgroups, held in the packet mark only inside
+/// output-mangle ("CGT" 1). Tproxy marks may not use it.
+pub const CLASS_DIRECT: u32 = 0x4347_5401;
+/// Class of dropped cgroups ("CGT" 2).
+pub const CLASS_DROP: u32 = 0x4347_5402;
+
+/// What `cgroup-class` says about a cgroup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Verdict {
-    /// Leave the chain: the traffic is not touched (direct).
-    Return,
+    /// The traffic leaves normally.
+    Direct,
     Drop,
-    /// Go to a tproxy's `NAME-MARK` chain.
-    Goto(String),
+    /// Marked with this tproxy mark and so routed to the TPROXY server.
+    Tproxy(u32),
     /// Strict mode, a cgroup no rule matches: known, so not held, and
-    /// decided by the next shallower level.
+    /// decided by the next shallower level (class 0 leaves the mark unset).
     Continue,
 }
 
 impl Verdict {
-    pub fn for_target(target: &Target) -> Self {
+    pub fn for_target(target: &Target, tproxies: &BTreeMap<String, Tproxy>) -> Self {
         match target {
-            Target::Direct => Verdict::Return,
+            Target::Direct => Verdict::Direct,
             Target::Drop => Verdict::Drop,
-            Target::Tproxy(name) => Verdict::Goto(mark_chain(name)),
+            Target::Tproxy(name) => Verdict::Tproxy(tproxies.get(name).map_or(0, |t| t.mark)),
         }
     }
-}
 
-/// The chain that marks a tproxy's packets (goto target of cgroup-vmap).
-pub fn mark_chain(tproxy: &str) -> String {
-    format!("{tproxy}-MARK")
+    /// The value stored in `cgroup-class`.
+    pub fn class(self) -> u32 {
+        match self {
+            Verdict::Direct => CLASS_DIRECT,
+            Verdict::Drop => CLASS_DROP,
+            Verdict::Tproxy(mark) => mark,
+            Verdict::Continue => 0,
+        }
+    }
+
+    pub fn from_class(class: u32) -> Self {
+        match class {
+            CLASS_DIRECT => Verdict::Direct,
+            CLASS_DROP => Verdict::Drop,
+            0 => Verdict::Continue,
+            mark => Verdict::Tproxy(mark),
+        }
+    }
 }
 
 /// The chain that sends a tproxy's packets to its port (from prerouting).
@@ -61,10 +89,10 @@ pub fn dns_chain(tproxy: &str) -> String {
     format!("{tproxy}-DNS")
 }
 
-/// One element of `cgroup-vmap`.
+/// One element of `cgroup-class`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Element {
-    pub path: String,
+    pub path: Arc<str>,
     pub level: u32,
     pub verdict: Verdict,
     /// Index of the config rule that chose it (None: strict mode's
@@ -84,11 +112,13 @@ pub struct Ruleset {
     pub route_table: u32,
     /// Levels that have a `socket cgroupv2 level N` rule.
     pub levels: BTreeSet<u32>,
-    /// `cgroup-vmap`, by cgroup id.
+    /// `cgroup-class`, by cgroup id.
     pub elements: BTreeMap<u64, Element>,
     /// Zero-leak mode: hold packets of cgroups not classified yet, at
     /// levels 1..=strict_depth.
     pub strict: Option<u32>,
+    /// The verdict of each rule target.
+    verdicts: BTreeMap<Target, Verdict>,
 }
 
 impl Ruleset {
@@ -100,13 +130,14 @@ impl Ruleset {
             bypass6: merge(v6.iter().map(Cidr::range).collect()),
             tproxies: cfg.tproxies.values().cloned().collect(),
             route_table: cfg.route_table,
-            levels: if cfg.strict {
-                (1..=cfg.strict_depth).collect()
-            } else {
-                BTreeSet::new()
-            },
+            levels: if cfg.strict { (1..=cfg.strict_depth).collect() } else { BTreeSet::new() },
             elements: BTreeMap::new(),
             strict: cfg.strict.then_some(cfg.strict_depth),
+            verdicts: cfg
+                .rules
+                .iter()
+                .map(|r| (r.target.clone(), Verdict::for_target(&r.target, &cfg.tproxies)))
+                .collect(),
         }
     }
 
@@ -123,27 +154,25 @@ impl Ruleset {
     /// matched cgroup, and in strict mode one for every cgroup.
     pub fn classify(&mut self, cfg: &Config, cg: &Cgroup) -> Option<&Element> {
         let (verdict, rule) = match cfg.classify(&cg.path) {
-            Some(rule) => (Verdict::for_target(&rule.target), Some(rule.index)),
+            Some(rule) => {
+                let verdict = self.verdicts.get(&rule.target).copied();
+                (verdict.unwrap_or(Verdict::Direct), Some(rule.index))
+            }
             None if self.strict.is_some() => (Verdict::Continue, None),
             None => return None,
         };
         self.levels.insert(cg.level);
-        let element = Element {
-            path: cg.path.clone(),
-            level: cg.level,
-            verdict,
-            rule,
-        };
+        let element = Element { path: cg.path.clone(), level: cg.level, verdict, rule };
         self.elements.insert(cg.id, element);
         self.elements.get(&cg.id)
     }
 
-    /// The rules for one `socket cgroupv2` level, in chain order.
+    /// The rules of `classify` for one `socket cgroupv2` level, in order.
     pub fn level_rules(&self, level: u32) -> Vec<Stmt> {
-        let vmap = Stmt::CgroupVmap { level };
+        let classify = Stmt::ClassifyLevel { level };
         match self.strict {
-            Some(depth) if level <= depth => vec![Stmt::UnknownCgroupDrop { level }, vmap],
-            _ => vec![vmap],
+            Some(depth) if level <= depth => vec![Stmt::UnknownCgroupDrop { level }, classify],
+            _ => vec![classify],
         }
     }
 
@@ -164,32 +193,36 @@ impl Ruleset {
             Stmt::BypassReturn { v6: false },
             Stmt::BypassReturn { v6: true },
             Stmt::NotTcpUdpReturn,
+            Stmt::MarkedReturn,
+            Stmt::JumpClassify,
+            Stmt::Unmark { mark: CLASS_DIRECT, only: None },
+            Stmt::DropClass,
         ];
-        output.extend(
-            self.levels
-                .iter()
-                .rev()
-                .flat_map(|&level| self.level_rules(level)),
-        );
+        for t in &self.tproxies {
+            // Leave unmarked what this tproxy does not take, so it goes
+            // direct (the Go implementation marked it and blackholed it).
+            if t.no_udp {
+                let keep_dns = t.dns_hijack.is_some();
+                output.push(Stmt::Unmark { mark: t.mark, only: Some(stmt::Only::Udp { keep_dns }) });
+                if keep_dns && !t.no_ipv6 {
+                    output.push(Stmt::Unmark { mark: t.mark, only: Some(stmt::Only::Udp6) });
+                }
+            }
+            if t.no_ipv6 {
+                output.push(Stmt::Unmark { mark: t.mark, only: Some(stmt::Only::Ipv6) });
+            }
+        }
+        let classify: Vec<Stmt> = self.levels.iter().rev().flat_map(|&level| self.level_rules(level)).collect();
         let mut chains = vec![
             Chain {
                 name: CHAIN_OUTPUT.into(),
-                hook: Some(Hook {
-                    kind: "route",
-                    hook: "output",
-                    priority: PRIO_MANGLE,
-                    priority_name: "mangle",
-                }),
+                hook: Some(Hook { kind: "route", hook: "output", priority: PRIO_MANGLE, priority_name: "mangle" }),
                 rules: output,
             },
+            Chain { name: CHAIN_CLASSIFY.into(), hook: None, rules: classify },
             Chain {
                 name: CHAIN_PREROUTING.into(),
-                hook: Some(Hook {
-                    kind: "filter",
-                    hook: "prerouting",
-                    priority: PRIO_MANGLE,
-                    priority_name: "mangle",
-                }),
+                hook: Some(Hook { kind: "filter", hook: "prerouting", priority: PRIO_MANGLE, priority_name: "mangle" }),
                 rules: vec![
                     Stmt::BypassReturn { v6: false },
                     Stmt::BypassReturn { v6: true },
@@ -210,34 +243,13 @@ impl Ruleset {
             },
         ];
         for t in &self.tproxies {
-            chains.push(Chain {
-                name: mark_chain(&t.name),
-                hook: None,
-                rules: mark_rules(t),
-            });
-            chains.push(Chain {
-                name: tproxy_chain(&t.name),
-                hook: None,
-                rules: tproxy_rules(t),
-            });
+            chains.push(Chain { name: tproxy_chain(&t.name), hook: None, rules: tproxy_rules(t) });
             if let Some(d) = &t.dns_hijack {
-                let mut rules = vec![Stmt::DnsDnat {
-                    l4: L4::Udp,
-                    ip: d.ip,
-                    port: d.port,
-                }];
+                let mut rules = vec![Stmt::DnsDnat { l4: L4::Udp, ip: d.ip, port: d.port }];
                 if d.tcp {
-                    rules.push(Stmt::DnsDnat {
-                        l4: L4::Tcp,
-                        ip: d.ip,
-                        port: d.port,
-                    });
+                    rules.push(Stmt::DnsDnat { l4: L4::Tcp, ip: d.ip, port: d.port });
                 }
-                chains.push(Chain {
-                    name: dns_chain(&t.name),
-                    hook: None,
-                    rules,
-                });
+                chains.push(Chain { name: dns_chain(&t.name), hook: None, rules });
             }
         }
         chains
@@ -249,29 +261,6 @@ impl Ruleset {
     }
 }
 
-/// `NAME-MARK`: mark exactly what the TPROXY chain takes, so no-udp and
-/// no-ipv6 traffic keeps its normal route (the Go implementation marked it
-/// anyway and so blackholed it).
-fn mark_rules(t: &Tproxy) -> Vec<Stmt> {
-    let mut rules = Vec::new();
-    if t.dns_hijack.is_some() && t.no_udp {
-        // DNS over UDP still needs the mark that selects the DNS chain.
-        rules.push(Stmt::SetMark {
-            mark: t.mark,
-            ipv4_only: true,
-            tcp_only: false,
-            udp_dns: true,
-        });
-    }
-    rules.push(Stmt::SetMark {
-        mark: t.mark,
-        ipv4_only: t.no_ipv6,
-        tcp_only: t.no_udp,
-        udp_dns: false,
-    });
-    rules
-}
-
 /// `NAME`, entered from prerouting through mark-vmap.
 fn tproxy_rules(t: &Tproxy) -> Vec<Stmt> {
     let mut rules = Vec::new();
@@ -280,11 +269,7 @@ fn tproxy_rules(t: &Tproxy) -> Vec<Stmt> {
         // reach that server, not the TPROXY port.
         rules.push(Stmt::CtDnatReturn);
     }
-    rules.push(Stmt::Tproxy {
-        port: t.port,
-        ipv4_only: t.no_ipv6,
-        tcp_only: t.no_udp,
-    });
+    rules.push(Stmt::Tproxy { port: t.port, ipv4_only: t.no_ipv6, tcp_only: t.no_udp });
     rules
 }
 

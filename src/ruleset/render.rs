@@ -15,36 +15,22 @@ pub(super) fn render(rs: &Ruleset) -> String {
     let cgroups: Vec<String> = rs
         .elements
         .values()
-        .map(|e| {
-            format!(
-                "{:?} : {}",
-                e.path.trim_start_matches('/'),
-                verdict(&e.verdict)
-            )
-        })
+        .map(|e| format!("{:?} : {}", e.path.trim_start_matches('/'), mark(e.verdict.class())))
         .collect();
-    map(w, MAP_CGROUP, "cgroupsv2", &cgroups);
-    let marks: Vec<String> = rs
-        .tproxies
-        .iter()
-        .map(|t| format!("{} : goto {}", mark(t.mark), tproxy_chain(&t.name)))
-        .collect();
-    map(w, MAP_MARK, "mark", &marks);
+    map(w, MAP_CGROUP, "cgroupsv2", "mark", &cgroups);
+    let marks: Vec<String> =
+        rs.tproxies.iter().map(|t| format!("{} : goto {}", mark(t.mark), tproxy_chain(&t.name))).collect();
+    map(w, MAP_MARK, "mark", "verdict", &marks);
     let dns: Vec<String> = rs
         .tproxies
         .iter()
         .filter(|t| t.dns_hijack.is_some())
         .map(|t| format!("{} : goto {}", mark(t.mark), dns_chain(&t.name)))
         .collect();
-    map(w, MAP_MARK_DNS, "mark", &dns);
+    map(w, MAP_MARK_DNS, "mark", "verdict", &dns);
 
     for c in rs.chains() {
-        let base = c.hook.map(|h| {
-            format!(
-                "type {} hook {} priority {}",
-                h.kind, h.hook, h.priority_name
-            )
-        });
+        let base = c.hook.map(|h| format!("type {} hook {} priority {}", h.kind, h.hook, h.priority_name));
         let rules: Vec<String> = c.rules.iter().map(ToString::to_string).collect();
         chain(w, &c.name, base.as_deref(), &rules);
     }
@@ -58,38 +44,19 @@ pub fn mark(m: u32) -> String {
     format!("{m:#010x}")
 }
 
-pub fn verdict(v: &Verdict) -> String {
-    match v {
-        Verdict::Return => "return".into(),
-        Verdict::Drop => "drop".into(),
-        Verdict::Continue => "continue".into(),
-        Verdict::Goto(chain) => format!("goto {chain}"),
-    }
-}
-
 fn intervals(list: &[Interval], v6: bool) -> Vec<String> {
     list.iter()
         .map(|&(start, end)| {
             let addr = |x: u128| {
-                if v6 {
-                    Ipv6Addr::from(x).to_string()
-                } else {
-                    Ipv4Addr::from(x as u32).to_string()
-                }
+                if v6 { Ipv6Addr::from(x).to_string() } else { Ipv4Addr::from(x as u32).to_string() }
             };
             let bits = if v6 { 128 } else { 32 };
             let size = end - start;
-            let aligned = size
-                .checked_add(1)
-                .is_none_or(|n| n.is_power_of_two() && start % n == 0);
+            let aligned = size.checked_add(1).is_none_or(|n| n.is_power_of_two() && start % n == 0);
             if start == end {
                 addr(start)
             } else if aligned {
-                let host_bits = if size == u128::MAX {
-                    128
-                } else {
-                    (size + 1).trailing_zeros()
-                };
+                let host_bits = if size == u128::MAX { 128 } else { (size + 1).trailing_zeros() };
                 format!("{}/{}", addr(start), bits - host_bits)
             } else {
                 format!("{}-{}", addr(start), addr(end))
@@ -122,8 +89,8 @@ fn set(w: &mut String, name: &str, ty: &str, items: &[String]) {
     let _ = writeln!(w, "\t}}\n");
 }
 
-fn map(w: &mut String, name: &str, key: &str, items: &[String]) {
-    let _ = writeln!(w, "\tmap {name} {{\n\t\ttype {key} : verdict");
+fn map(w: &mut String, name: &str, key: &str, data: &str, items: &[String]) {
+    let _ = writeln!(w, "\tmap {name} {{\n\t\ttype {key} : {data}");
     elements(w, items);
     let _ = writeln!(w, "\t}}\n");
 }

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use super::{MAP_CGROUP, SET_BYPASS4, SET_BYPASS6};
+use super::{CHAIN_CLASSIFY, CLASS_DROP, MAP_CGROUP, SET_BYPASS4, SET_BYPASS6};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum L4 {
@@ -31,6 +31,18 @@ impl fmt::Display for L4 {
     }
 }
 
+/// Restriction of an [`Stmt::Unmark`] rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Only {
+    /// UDP (but DNS, when `keep_dns`, which the DNS hijack needs marked).
+    Udp {
+        keep_dns: bool,
+    },
+    /// UDP over IPv6 (DNS hijack is IPv4 only).
+    Udp6,
+    Ipv6,
+}
+
 /// One rule of a chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stmt {
@@ -41,28 +53,29 @@ pub enum Stmt {
     BypassReturn { v6: bool },
     /// `meta l4proto != { tcp, udp } return`
     NotTcpUdpReturn,
-    /// `socket cgroupv2 level N vmap @cgroup-vmap`
-    CgroupVmap { level: u32 },
-    /// `socket cgroupv2 level N != @cgroup-vmap drop`: strict mode holds
-    /// packets of a cgroup the daemon has not classified yet.
+    /// `meta mark != 0x00000000 return`: a packet that already has a mark
+    /// (SO_MARK of a VPN or of the proxy itself) is left alone; the mark is
+    /// ours to use below.
+    MarkedReturn,
+    /// `jump classify`
+    JumpClassify,
+    /// `meta mark 0x00000000 meta mark set socket cgroupv2 level N map
+    /// @cgroup-class`: the deepest known cgroup decides.
+    ClassifyLevel { level: u32 },
+    /// `meta mark 0x00000000 socket cgroupv2 level N != @cgroup-class drop`:
+    /// strict mode holds packets of a cgroup the daemon has not classified.
     UnknownCgroupDrop { level: u32 },
+    /// `meta mark M [udp dport != 53 | meta l4proto udp | meta nfproto ipv6]
+    /// meta mark set 0x00000000`
+    Unmark { mark: u32, only: Option<Only> },
+    /// `meta mark 0x43475402 drop`
+    DropClass,
     /// `meta mark vmap @MAP`
     MarkVmap { map: &'static str },
-    /// `[meta nfproto ipv4] [meta l4proto tcp | udp dport 53] meta mark set M`
-    SetMark {
-        mark: u32,
-        ipv4_only: bool,
-        tcp_only: bool,
-        udp_dns: bool,
-    },
     /// `ct status dnat return`
     CtDnatReturn,
     /// `[meta nfproto ipv4] meta l4proto { tcp, udp } tproxy [ip] to :PORT`
-    Tproxy {
-        port: u16,
-        ipv4_only: bool,
-        tcp_only: bool,
-    },
+    Tproxy { port: u16, ipv4_only: bool, tcp_only: bool },
     /// `meta nfproto ipv4 udp dport 53 dnat ip to IP:PORT`
     DnsDnat { l4: L4, ip: Ipv4Addr, port: u16 },
 }
@@ -74,35 +87,29 @@ impl fmt::Display for Stmt {
             Stmt::BypassReturn { v6: false } => write!(f, "ip daddr @{SET_BYPASS4} return"),
             Stmt::BypassReturn { v6: true } => write!(f, "ip6 daddr @{SET_BYPASS6} return"),
             Stmt::NotTcpUdpReturn => f.write_str("meta l4proto != { tcp, udp } return"),
-            Stmt::CgroupVmap { level } => {
-                write!(f, "socket cgroupv2 level {level} vmap @{MAP_CGROUP}")
+            Stmt::MarkedReturn => f.write_str("meta mark != 0x00000000 return"),
+            Stmt::JumpClassify => write!(f, "jump {CHAIN_CLASSIFY}"),
+            Stmt::ClassifyLevel { level } => {
+                write!(f, "meta mark 0x00000000 meta mark set socket cgroupv2 level {level} map @{MAP_CGROUP}")
             }
             Stmt::UnknownCgroupDrop { level } => {
-                write!(f, "socket cgroupv2 level {level} != @{MAP_CGROUP} drop")
+                write!(f, "meta mark 0x00000000 socket cgroupv2 level {level} != @{MAP_CGROUP} drop")
             }
+            Stmt::Unmark { mark, only } => {
+                write!(f, "meta mark {mark:#010x} ")?;
+                match only {
+                    None => {}
+                    Some(Only::Udp { keep_dns: true }) => f.write_str("udp dport != 53 ")?,
+                    Some(Only::Udp { keep_dns: false }) => f.write_str("meta l4proto udp ")?,
+                    Some(Only::Udp6) => f.write_str("meta nfproto ipv6 meta l4proto udp ")?,
+                    Some(Only::Ipv6) => f.write_str("meta nfproto ipv6 ")?,
+                }
+                f.write_str("meta mark set 0x00000000")
+            }
+            Stmt::DropClass => write!(f, "meta mark {CLASS_DROP:#010x} drop"),
             Stmt::MarkVmap { map } => write!(f, "meta mark vmap @{map}"),
-            Stmt::SetMark {
-                mark,
-                ipv4_only,
-                tcp_only,
-                udp_dns,
-            } => {
-                if *ipv4_only {
-                    f.write_str("meta nfproto ipv4 ")?;
-                }
-                if *udp_dns {
-                    f.write_str("udp dport 53 ")?;
-                } else if *tcp_only {
-                    f.write_str("meta l4proto tcp ")?;
-                }
-                write!(f, "meta mark set {mark:#010x}")
-            }
             Stmt::CtDnatReturn => f.write_str("ct status dnat return"),
-            Stmt::Tproxy {
-                port,
-                ipv4_only,
-                tcp_only,
-            } => {
+            Stmt::Tproxy { port, ipv4_only, tcp_only } => {
                 if *ipv4_only {
                     f.write_str("meta nfproto ipv4 ")?;
                 }

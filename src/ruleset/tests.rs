@@ -4,29 +4,18 @@ use std::path::Path;
 
 /// Compare `actual` with the checked-in file; `UPDATE_GOLDEN=1` rewrites it.
 pub fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
-    assert_eq!(
-        actual,
-        expected,
-        "{} differs (UPDATE_GOLDEN=1 rewrites it)",
-        path.display()
-    );
+    let expected =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
+    assert_eq!(actual, expected, "{} differs (UPDATE_GOLDEN=1 rewrites it)", path.display());
 }
 
 fn cg(path: &str, id: u64) -> Cgroup {
-    Cgroup {
-        path: path.into(),
-        id,
-        level: crate::cgroup::level_of(path),
-    }
+    Cgroup { path: path.into(), id, level: crate::cgroup::level_of(path) }
 }
 
 fn example() -> Config {
@@ -41,18 +30,9 @@ fn desktop() -> Vec<Cgroup> {
         cg("/user.slice", 20),
         cg("/user.slice/user-1000.slice", 21),
         cg("/user.slice/user-1000.slice/user@1000.service", 22),
-        cg(
-            "/user.slice/user-1000.slice/user@1000.service/app.slice",
-            23,
-        ),
-        cg(
-            "/user.slice/user-1000.slice/user@1000.service/app.slice/app-gnome-com.parsecgaming.parsec@2.service",
-            24,
-        ),
-        cg(
-            "/user.slice/user-1000.slice/user@1000.service/cgtproxy.slice/cgtproxy-drop.slice/run-u7.service",
-            25,
-        ),
+        cg("/user.slice/user-1000.slice/user@1000.service/app.slice", 23),
+        cg("/user.slice/user-1000.slice/user@1000.service/app.slice/app-gnome-com.parsecgaming.parsec@2.service", 24),
+        cg("/user.slice/user-1000.slice/user@1000.service/cgtproxy.slice/cgtproxy-drop.slice/run-u7.service", 25),
     ]
 }
 
@@ -86,16 +66,7 @@ fn tproxy_options_golden() {
         "opts.yaml",
     )
     .unwrap();
-    let rs = Ruleset::build(
-        &cfg,
-        &[
-            cg("/a", 1),
-            cg("/b/x/y", 2),
-            cg("/c/z", 3),
-            cg("/d", 4),
-            cg("/e", 5),
-        ],
-    );
+    let rs = Ruleset::build(&cfg, &[cg("/a", 1), cg("/b/x/y", 2), cg("/c/z", 3), cg("/d", 4), cg("/e", 5)]);
     assert_eq!(rs.levels.iter().copied().collect::<Vec<_>>(), [1, 2, 3]);
     golden("tproxy-options.nft", &rs.render());
 }
@@ -104,22 +75,19 @@ fn tproxy_options_golden() {
 fn unmatched_cgroups_are_not_in_the_map() {
     let rs = Ruleset::build(&example(), &desktop());
     assert!(!rs.elements.contains_key(&12), "sshd matches no rule");
-    assert_eq!(rs.elements[&11].verdict, Verdict::Return);
+    assert_eq!(rs.elements[&11].verdict, Verdict::Direct);
     assert_eq!(rs.elements[&25].verdict, Verdict::Drop);
-    assert_eq!(
-        rs.elements[&22].verdict,
-        Verdict::Goto("mihomo-MARK".into())
-    );
-    assert_eq!(rs.elements[&24].verdict, Verdict::Return);
+    assert_eq!(rs.elements[&22].verdict, Verdict::Tproxy(3000));
+    assert_eq!(rs.elements[&24].verdict, Verdict::Direct);
+    for v in [Verdict::Direct, Verdict::Drop, Verdict::Tproxy(3000), Verdict::Continue] {
+        assert_eq!(Verdict::from_class(v.class()), v);
+    }
     assert_eq!(rs.elements[&24].rule, Some(4));
 }
 
 #[test]
 fn merges_bypass_ranges() {
-    assert_eq!(
-        merge(vec![(5, 9), (0, 3), (4, 4), (20, 30), (25, 26)]),
-        [(0, 9), (20, 30)]
-    );
+    assert_eq!(merge(vec![(5, 9), (0, 3), (4, 4), (20, 30), (25, 26)]), [(0, 9), (20, 30)]);
     assert_eq!(merge(vec![(0, u128::MAX), (1, 2)]), [(0, u128::MAX)]);
 }
 
@@ -131,21 +99,13 @@ fn strict_ruleset_golden() {
         "strict.yaml",
     )
     .unwrap();
-    let rs = Ruleset::build(
-        &cfg,
-        &[
-            cg("/a", 1),
-            cg("/a/b", 2),
-            cg("/a/b/c", 3),
-            cg("/d/e/f/g/h", 4),
-        ],
-    );
+    let rs = Ruleset::build(&cfg, &[cg("/a", 1), cg("/a/b", 2), cg("/a/b/c", 3), cg("/d/e/f/g/h", 4)]);
     // Every known cgroup is in the map; unmatched ones continue.
     assert_eq!(rs.elements[&1].verdict, Verdict::Continue);
     assert_eq!(rs.elements[&3].verdict, Verdict::Continue);
     assert_eq!(rs.elements[&4].verdict, Verdict::Drop);
     // Levels 1..=3 always, plus deeper known ones (not held there).
     assert_eq!(rs.levels.iter().copied().collect::<Vec<_>>(), [1, 2, 3, 5]);
-    assert_eq!(rs.level_rules(5), [Stmt::CgroupVmap { level: 5 }]);
+    assert_eq!(rs.level_rules(5), [Stmt::ClassifyLevel { level: 5 }]);
     golden("strict.nft", &rs.render());
 }

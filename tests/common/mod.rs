@@ -22,38 +22,20 @@ pub fn root(test: &str) -> bool {
 pub fn private_netns() {
     // SAFETY: unshare(2) with a valid flag affects only the calling thread.
     let rc = unsafe { libc::unshare(libc::CLONE_NEWNET) };
-    assert_eq!(
-        rc,
-        0,
-        "unshare(CLONE_NEWNET): {}",
-        std::io::Error::last_os_error()
-    );
+    assert_eq!(rc, 0, "unshare(CLONE_NEWNET): {}", std::io::Error::last_os_error());
     sh("ip link set lo up");
 }
 
 /// Run a shell command in the caller's namespaces; panic with its output on failure.
 pub fn sh(cmd: &str) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .expect("spawn sh");
-    assert!(
-        out.status.success(),
-        "`{cmd}` failed: {}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("spawn sh");
+    assert!(out.status.success(), "`{cmd}` failed: {}\n{}", out.status, String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Like [`sh`] but returns (success, stdout+stderr).
 pub fn try_sh(cmd: &str) -> (bool, String) {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(cmd)
-        .output()
-        .expect("spawn sh");
+    let out = Command::new("sh").arg("-c").arg(cmd).output().expect("spawn sh");
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.success(), text)
@@ -82,11 +64,7 @@ impl TestCgroups {
         let name = format!("cgtproxy-test-{}-{tag}-{n}", std::process::id());
         let dir = root.join(&name);
         std::fs::create_dir(&dir).unwrap();
-        TestCgroups {
-            root,
-            dir,
-            rel: format!("/{name}"),
-        }
+        TestCgroups { root, dir, rel: format!("/{name}") }
     }
 
     /// Create `sub` (may be nested) below the subtree; returns its directory.
@@ -129,21 +107,14 @@ impl Drop for TestCgroups {
 }
 
 pub fn golden(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/golden")
-        .join(name);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(name);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
     }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
-    assert_eq!(
-        actual,
-        expected,
-        "{} differs (UPDATE_GOLDEN=1 rewrites it)",
-        path.display()
-    );
+    let expected =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
+    assert_eq!(actual, expected, "{} differs (UPDATE_GOLDEN=1 rewrites it)", path.display());
 }
 
 /// A named network namespace (`ip netns add`), deleted on drop. Processes
@@ -179,9 +150,7 @@ impl NetNs {
 
 impl Drop for NetNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "delete", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "delete", &self.name]).status();
     }
 }
 
@@ -229,10 +198,7 @@ impl Proc {
             match self.rx.recv_timeout(left) {
                 Ok(line) if line.contains(needle) => return line,
                 Ok(_) => continue,
-                Err(_) => panic!(
-                    "no line with {needle:?} within {secs}s; output:\n{}",
-                    self.output()
-                ),
+                Err(_) => panic!("no line with {needle:?} within {secs}s; output:\n{}", self.output()),
             }
         }
     }
@@ -254,11 +220,7 @@ impl Proc {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "process did not stop:\n{}",
-                self.output()
-            );
+            assert!(std::time::Instant::now() < deadline, "process did not stop:\n{}", self.output());
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }
@@ -300,10 +262,8 @@ impl Testbed {
             "ip link add vl netns {} type veth peer name vr netns {}",
             local.name, remote.name
         ));
-        local.sh(
-            "ip link set vl up && ip addr add 192.0.2.1/24 dev vl && ip -6 addr add 2001:db8::1/64 dev vl nodad \
-             && ip route add default via 192.0.2.2 && ip -6 route add default via 2001:db8::2",
-        );
+        local.sh("ip link set vl up && ip addr add 192.0.2.1/24 dev vl && ip -6 addr add 2001:db8::1/64 dev vl nodad \
+             && ip route add default via 192.0.2.2 && ip -6 route add default via 2001:db8::2");
         remote.sh(&format!(
             "ip link set vr up && ip addr add 192.0.2.2/24 dev vr && ip -6 addr add 2001:db8::2/64 dev vr nodad \
              && ip addr add {REMOTE4}/32 dev lo && ip -6 addr add {REMOTE6}/128 dev lo nodad \
@@ -311,17 +271,9 @@ impl Testbed {
                      add rule inet count in ip saddr 192.0.2.1 th dport 9999 counter; \
                      add rule inet count in ip6 saddr 2001:db8::1 th dport 9999 counter'"
         ));
-        let server = Proc::spawn(&format!(
-            "{} {} serve REMOTE 8080 9999",
-            remote.enter(),
-            helper()
-        ));
+        let server = Proc::spawn(&format!("{} {} serve REMOTE 8080 9999", remote.enter(), helper()));
         server.wait_for("READY", 10);
-        Testbed {
-            local,
-            remote,
-            server,
-        }
+        Testbed { local, remote, server }
     }
 
     /// Packets the remote host received on port 9999 (the drop target).
@@ -335,31 +287,17 @@ impl Testbed {
     }
 
     /// Run the helper client inside `cgroup_dir` and the local namespace.
-    pub fn client(
-        &self,
-        cgroup_dir: &Path,
-        proto: &str,
-        addr: &str,
-        port: u16,
-        token: &str,
-    ) -> String {
+    pub fn client(&self, cgroup_dir: &Path, proto: &str, addr: &str, port: u16, token: &str) -> String {
         let cmd = format!(
             "echo $$ > {}/cgroup.procs && exec {} {} client {proto} {addr} {port} {token} 1.5",
             cgroup_dir.display(),
             self.local.enter(),
             helper()
         );
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(&cmd)
-            .output()
-            .expect("client");
+        let out = Command::new("sh").arg("-c").arg(&cmd).output().expect("client");
         let mut text = String::from_utf8_lossy(&out.stdout).trim().to_owned();
         if !out.status.success() {
-            text.push_str(&format!(
-                " (client failed: {})",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+            text.push_str(&format!(" (client failed: {})", String::from_utf8_lossy(&out.stderr)));
         }
         text
     }
@@ -398,25 +336,13 @@ pub fn start_daemon(ns: &NetNs, config_text: &str) -> (Proc, TempFile) {
 
 /// Nothing of cgtproxy is left in `ns`.
 pub fn assert_clean(ns: &NetNs) {
-    assert_eq!(
-        ns.sh("nft list ruleset").trim(),
-        "",
-        "nftables not empty after stop"
-    );
+    assert_eq!(ns.sh("nft list ruleset").trim(), "", "nftables not empty after stop");
     for fam in ["-4", "-6"] {
         let rules = ns.sh(&format!("ip {fam} rule show"));
         assert!(!rules.contains("fwmark"), "rules left: {rules}");
     }
-    assert_eq!(
-        ns.sh("ip route show table all | grep -c 'table 300' || true")
-            .trim(),
-        "0"
-    );
-    assert_eq!(
-        ns.sh("ip -6 route show table all | grep -c 'table 300' || true")
-            .trim(),
-        "0"
-    );
+    assert_eq!(ns.sh("ip route show table all | grep -c 'table 300' || true").trim(), "0");
+    assert_eq!(ns.sh("ip -6 route show table all | grep -c 'table 300' || true").trim(), "0");
 }
 
 /// Move the calling thread into `ns` (setns is per thread); children
@@ -435,7 +361,7 @@ pub fn ids_below(root: &Path, dir: &Path) -> std::collections::BTreeSet<u64> {
     cgtproxy::cgroup::scan_into(root, dir, &mut found).unwrap();
     found
         .into_iter()
-        .filter(|c| c.path != cgtproxy::cgroup::relative_path(root, dir).unwrap())
+        .filter(|c| *c.path != *cgtproxy::cgroup::relative_path(root, dir).unwrap())
         .map(|c| c.id)
         .collect()
 }
@@ -450,10 +376,8 @@ pub fn wait_map(
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
     loop {
         // The table may be missing for a moment (while it is restored).
-        let have: std::collections::BTreeSet<u64> = nft
-            .cgroup_map()
-            .map(|m| m.into_keys().collect())
-            .unwrap_or_default();
+        let have: std::collections::BTreeSet<u64> =
+            nft.cgroup_map().map(|m| m.into_keys().collect()).unwrap_or_default();
         if &have == want || std::time::Instant::now() > deadline {
             return have;
         }
