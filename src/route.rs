@@ -246,6 +246,10 @@ impl Routes {
 
     /// Are all rules for `marks` and both local routes in place?
     pub fn present(&mut self, marks: &[u32], table: u32) -> Result<bool, RouteError> {
+        if marks.is_empty() {
+            // Nothing is installed without tproxies, so nothing can be missing.
+            return Ok(true);
+        }
         for family in Family::BOTH {
             let existing = self.rule_marks(family, table)?;
             if !marks.iter().all(|m| existing.contains(m)) || !self.has_local_route(family, table)? {

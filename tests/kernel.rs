@@ -178,6 +178,7 @@ fn policy_routes_install_and_remove() {
     private_netns();
     let mut routes = Routes::open().unwrap();
     assert!(!routes.present(&[3000, 3001], 300).unwrap());
+    assert!(routes.present(&[], 300).unwrap(), "no tproxy: nothing to miss");
     routes.install(&[3000, 3001], 300).unwrap();
     routes.install(&[3000, 3001], 300).unwrap(); // idempotent
     assert!(routes.present(&[3000, 3001], 300).unwrap());

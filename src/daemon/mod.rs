@@ -95,6 +95,9 @@ pub fn run(source: ConfigSource) -> Result<(), DaemonError> {
     let mut watcher = Watcher::new(&root).map_err(|e| watch_error(&root, e))?;
     let cgroups = watcher.rewatch_all().map_err(|e| watch_error(&root, e))?;
     let tracker = Tracker::new(cfg, &cgroups);
+    // The tracker holds what it needs; the scan list would stay alive for
+    // the daemon's lifetime otherwise.
+    drop(cgroups);
     let mut d = Daemon {
         source,
         root,
@@ -205,7 +208,9 @@ impl Daemon {
                 self.on_cgroup_events()?;
             }
             if Instant::now() >= next_check {
+                let started = Instant::now();
                 self.health_check();
+                debug!(elapsed_us = started.elapsed().as_micros() as u64, "health check");
                 next_check = Instant::now() + HEALTH_INTERVAL;
             }
         }
