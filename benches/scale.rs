@@ -213,6 +213,57 @@ fn dataplane() {
     row("TCP conn/s, via TPROXY listener, 10,002 map entries", proxied_full.to_string());
 }
 
+/// Strict mode's costs: datagrams that leak in the fresh-cgroup race, the
+/// first TCP connect of a brand-new cgroup (a held SYN is retransmitted
+/// after 1 s), and connections per second.
+fn strict_costs() {
+    let bed = Testbed::new("strict");
+    for strict in [false, true] {
+        let cg = TestCgroups::new("sc");
+        let dropped = cg.mkdir("drop");
+        let direct = cg.mkdir("direct");
+        let rules = format!(
+            "version: 1\nstrict: {strict}\nrules:\n  - {{match: '^{rel}/drop/', drop: true}}\n  - {{match: '^{rel}/', direct: true}}\n",
+            rel = cg.rel
+        );
+        let (mut daemon, _cfg) = start_daemon(&bed.local, &rules);
+        let race = |parent: &std::path::Path, extra: &str| {
+            let before = bed.packets_at_9999();
+            let out = bed.local.sh(&format!("{} race {} 1000 {REMOTE4} {extra}", helper(), parent.display()));
+            std::thread::sleep(Duration::from_millis(200));
+            (bed.packets_at_9999() - before, out)
+        };
+        let (leaked, _) = race(&dropped, "9999");
+        let (arrived, _) = race(&direct, "9999");
+        let (_, out) = race(&direct, "8080 tcp");
+        let mut times: Vec<f64> =
+            out.lines().filter_map(|l| l.strip_prefix("T ")).filter_map(|t| t.parse().ok()).collect();
+        times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let slow = times.iter().filter(|t| **t > 500.0).count();
+        let mode = if strict { "strict" } else { "default" };
+        row(
+            &format!("fresh-cgroup race, {mode}: 1000 x (mkdir, move a process in, send 1 datagram at once), drop rule"),
+            format!("{leaked} datagrams left the host"),
+        );
+        row(
+            &format!("same race, {mode}, direct rule"),
+            format!("{arrived} of 1000 first datagrams arrived ({} held)", 1000 - arrived),
+        );
+        row(
+            &format!("first TCP connect from a brand-new direct cgroup, {mode} (1000 tries)"),
+            format!(
+                "p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; {slow} waited for a SYN retransmit",
+                percentile(&times, 0.5),
+                percentile(&times, 0.99),
+                times[times.len() - 1]
+            ),
+        );
+        daemon.stop();
+    }
+    let direct = |rel: &str| format!("version: 1\nstrict: true\nrules:\n  - {{match: '^{rel}/', direct: true}}\n");
+    row("TCP conn/s, direct, strict mode, 10,002 map entries", cps_run(10_000, Some(&direct), REMOTE4).to_string());
+}
+
 fn main() {
     if !root("benchmarks") {
         return;
@@ -240,5 +291,8 @@ fn main() {
     }
     if run("dataplane") {
         dataplane();
+    }
+    if run("strict") {
+        strict_costs();
     }
 }

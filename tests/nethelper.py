@@ -6,10 +6,11 @@
   tproxy PORT...          IP_TRANSPARENT TCP and UDP listeners on 0.0.0.0 and :: ;
                           answers "TPROXY <port> <original destination>"
   dns ADDR PORT           DNS stand-in, UDP and TCP; answers "DNS <token>"
-  race PARENT COUNT ADDR PORT
+  race PARENT COUNT ADDR PORT [tcp]
                           COUNT times: make cgroup PARENT/leak-I, fork a child into
                           it that at once sends one UDP datagram to ADDR:PORT (what a
-                          service manager starting an app does); prints "RACED COUNT"
+                          service manager starting an app does), or with tcp connects
+                          and prints "T <milliseconds>"; prints "RACED COUNT"
   cps ADDR PORT COUNT     COUNT TCP connections (connect, send, answer, close);
                           prints connections per second
   client PROTO ADDR PORT TOKEN [TIMEOUT]
@@ -134,7 +135,7 @@ def client(proto, addr, port, token, timeout=2.0):
         print("ERROR", e.strerror or e)
 
 
-def race(parent, count, addr, port):
+def race(parent, count, addr, port, proto="udp"):
     import os
     import time
     fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
@@ -148,8 +149,14 @@ def race(parent, count, addr, port):
             try:
                 with open(os.path.join(d, "cgroup.procs"), "w") as f:
                     f.write(str(os.getpid()))
-                s = socket.socket(fam, socket.SOCK_DGRAM)
-                s.sendto(f"leak {i}".encode(), (addr, port))
+                if proto == "tcp":
+                    start = time.monotonic()
+                    c = socket.create_connection((addr, port), timeout=5)
+                    print(f"T {(time.monotonic() - start) * 1000:.3f}", flush=True)
+                    c.close()
+                else:
+                    s = socket.socket(fam, socket.SOCK_DGRAM)
+                    s.sendto(f"leak {i}".encode(), (addr, port))
             except OSError:
                 pass
             os._exit(0)
@@ -188,7 +195,7 @@ def main(argv):
     elif mode == "cps":
         cps(argv[2], int(argv[3]), int(argv[4]))
     elif mode == "race":
-        race(argv[2], int(argv[3]), argv[4], int(argv[5]))
+        race(argv[2], int(argv[3]), argv[4], int(argv[5]), *(argv[6:7]))
     elif mode == "client":
         timeout = float(argv[6]) if len(argv) > 6 else 2.0
         client(argv[2], argv[3], int(argv[4]), argv[5], timeout)
