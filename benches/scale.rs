@@ -242,7 +242,9 @@ fn strict_costs() {
         let slow = times.iter().filter(|t| **t > 500.0).count();
         let mode = if strict { "strict" } else { "default" };
         row(
-            &format!("fresh-cgroup race, {mode}: 1000 x (mkdir, move a process in, send 1 datagram at once), drop rule"),
+            &format!(
+                "fresh-cgroup race, {mode}: 1000 x (mkdir, move a process in, send 1 datagram at once), drop rule"
+            ),
             format!("{leaked} datagrams left the host"),
         );
         row(

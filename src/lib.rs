@@ -6,9 +6,14 @@
 
 pub mod cgroup;
 pub mod check;
+pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod exec;
+pub mod inspect;
+pub mod logging;
 pub mod netlink;
 pub mod nft;
 pub mod route;
 pub mod ruleset;
+pub mod state;

@@ -1,46 +1,14 @@
 //! The `cgtproxy` command line.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
+use cgtproxy::cli::{CheckWhat, Cli, Command};
 use cgtproxy::config::{self, Config};
 use cgtproxy::daemon::{self, ConfigSource};
 use cgtproxy::ruleset::Ruleset;
-use cgtproxy::{cgroup, check};
-
-/// Per-cgroup transparent proxy rules: each cgroup's outgoing traffic goes
-/// direct, is dropped, or is sent to a local TPROXY server.
-#[derive(Debug, Parser)]
-#[command(name = "cgtproxy", version, about, long_about = None)]
-struct Cli {
-    /// Config file [default: $CONFIGURATION_DIRECTORY/config.yaml or /etc/cgtproxy/config.yaml]
-    #[arg(short = 'c', long = "config", global = true)]
-    config: Option<PathBuf>,
-    /// Log level: error, warn, info, debug or trace.
-    #[arg(long, global = true, default_value = "info", env = "CGTPROXY_LOG")]
-    log_level: String,
-    #[command(subcommand)]
-    command: Option<Command>,
-}
-
-#[derive(Debug, Subcommand)]
-enum Command {
-    /// Check the config and/or whether this process can program the kernel.
-    Check {
-        #[arg(value_enum)]
-        what: Option<CheckWhat>,
-    },
-    /// Print the nftables ruleset for the cgroups that exist now (nft -f text).
-    Print,
-}
-
-#[derive(Debug, Clone, Copy, clap::ValueEnum)]
-enum CheckWhat {
-    Config,
-    Permission,
-}
+use cgtproxy::{cgroup, check, exec, inspect, state};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -48,17 +16,11 @@ fn main() -> ExitCode {
         eprintln!("cgtproxy: invalid --log-level {:?}; using info", cli.log_level);
         tracing::Level::INFO
     });
-    use std::io::IsTerminal;
-    tracing_subscriber::fmt()
-        .with_max_level(level)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_writer(std::io::stderr)
-        .init();
-
+    cgtproxy::logging::init(level);
     let source =
         ConfigSource { explicit: cli.config.is_some(), path: cli.config.clone().unwrap_or_else(config::default_path) };
     match run(cli.command, &source) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("cgtproxy: error: {e}");
             ExitCode::FAILURE
@@ -66,7 +28,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Option<Command>, source: &ConfigSource) -> anyhow::Result<()> {
+fn run(command: Option<Command>, source: &ConfigSource) -> anyhow::Result<ExitCode> {
     match command {
         None => daemon::run(source.clone())?,
         Some(Command::Check { what }) => {
@@ -82,12 +44,49 @@ fn run(command: Option<Command>, source: &ConfigSource) -> anyhow::Result<()> {
                 }
             }
         }
-        Some(Command::Print) => {
+        Some(Command::Print { diff: false }) => {
             let cfg = source.load()?;
             print!("{}", render_now(&cfg)?);
         }
+        Some(Command::Print { diff: true }) => {
+            let cfg = source.load()?;
+            if let Some(d) = inspect::diff(&cfg)? {
+                print!("{d}");
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Some(Command::Status { json }) => {
+            let cfg = source.load()?;
+            let status = inspect::status(&cfg)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", status.text(&cfg));
+            }
+        }
+        Some(Command::Explain { target }) => {
+            let cfg = source.load()?;
+            print!("{}", inspect::explain(&cfg, &target)?);
+        }
+        Some(Command::Reload) => {
+            let Some(s) = state::read() else {
+                anyhow::bail!("no running daemon found (state file {})", state::path().display());
+            };
+            // SAFETY: sending SIGHUP to a pid we read; kill has no memory effects.
+            if unsafe { libc::kill(s.pid as i32, libc::SIGHUP) } != 0 {
+                anyhow::bail!("cannot signal pid {}: {}", s.pid, std::io::Error::last_os_error());
+            }
+            println!("reload requested (pid {}); see the daemon's log for the result", s.pid);
+        }
+        Some(Command::Exec { target, dry_run, command }) => {
+            if dry_run {
+                println!("{}", exec::command_line(&target, &command)?.join(" "));
+            } else {
+                exec::exec(&target, &command)?;
+            }
+        }
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 fn render_now(cfg: &Config) -> anyhow::Result<String> {

@@ -10,7 +10,7 @@ pub fn dataplane_config(rel: &str) -> String {
          route-table: 300\n\
          bypass: [192.0.2.0/24, '2001:db8::/64']\n\
          tproxies:\n\
-         \x20 px: {{mark: 3000, port: 7893, dns-hijack: {{ip: 127.0.0.1, port: 5353, tcp: true}}}}\n\
+         \x20 px: {{mark: 3000, port: 7893, dns-hijack: {{ip: 127.0.0.1, ip6: '::1', port: 5353, tcp: true}}}}\n\
          \x20 noudp: {{mark: 3001, port: 7894, no-udp: true}}\n\
          \x20 noip6: {{mark: 3002, port: 7895, no-ipv6: true}}\n\
          rules:\n\
@@ -35,11 +35,14 @@ pub fn expect(bed: &Testbed, cg: &TestCgroups, sub: &str, proto: &str, addr: &st
 /// What a client in a drop cgroup sees.
 pub const DROPPED: &str = "TIMEOUT|ERROR Operation not permitted";
 
-fn listen_side_services(bed: &Testbed) -> (Proc, Proc) {
+fn listen_side_services(bed: &Testbed) -> (Proc, [Proc; 2]) {
     let tproxy = Proc::spawn(&format!("{} {} tproxy 7893 7894 7895", bed.local.enter(), helper()));
     tproxy.wait_for("READY", 10);
-    let dns = Proc::spawn(&format!("{} {} dns 127.0.0.1 5353", bed.local.enter(), helper()));
-    dns.wait_for("READY", 10);
+    let dns = ["127.0.0.1", "::1"].map(|addr| {
+        let p = Proc::spawn(&format!("{} {} dns {addr} 5353", bed.local.enter(), helper()));
+        p.wait_for("READY", 10);
+        p
+    });
     (tproxy, dns)
 }
 
@@ -75,8 +78,9 @@ fn cgroups_present_at_start() {
         // drop never leaves the host
         expect(&bed, &cg, "drop", proto, REMOTE4, 9999, DROPPED);
         expect(&bed, &cg, "drop", proto, REMOTE6, 9999, DROPPED);
-        // DNS hijack answers port 53 over UDP and TCP
+        // DNS hijack answers port 53 over UDP and TCP, IPv4 and IPv6
         expect(&bed, &cg, "proxy", proto, REMOTE4, 53, "DNS");
+        expect(&bed, &cg, "proxy", proto, REMOTE6, 53, "DNS");
     }
     // no-udp: UDP goes direct, TCP to its proxy
     expect(&bed, &cg, "noudp", "udp", REMOTE4, 8080, "REMOTE");

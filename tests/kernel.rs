@@ -86,7 +86,7 @@ fn kernel_listing_equals_rendered_ruleset() {
             "version: 1\n\
              bypass: [127.0.0.0/8, 192.168.0.0/16, 10.0.0.0/8, '::1', 'fe80::/10']\n\
              tproxies:\n\
-             \x20 px: {{mark: 3000, port: 7893, dns-hijack: {{port: 1053, tcp: true}}}}\n\
+             \x20 px: {{mark: 3000, port: 7893, dns-hijack: {{port: 1053, tcp: true, ip6: '::1'}}}}\n\
              \x20 px4: {{mark: 3001, port: 7894, no-ipv6: true, no-udp: true}}\n\
              \x20 pxd: {{mark: 3002, port: 7895, no-udp: true, dns-hijack: {{port: 1054}}}}\n\
              rules:\n\

@@ -78,6 +78,8 @@ pub struct Rule {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsHijack {
     pub ip: Ipv4Addr,
+    /// Where IPv6 DNS goes; without it IPv6 DNS is not hijacked.
+    pub ip6: Option<std::net::Ipv6Addr>,
     pub port: u16,
     pub tcp: bool,
 }

@@ -54,6 +54,7 @@ struct RawTproxy {
 #[serde(deny_unknown_fields)]
 struct RawDnsHijack {
     ip: Option<Spanned<String>>,
+    ip6: Option<Spanned<String>>,
     port: Option<Spanned<i64>>,
     #[serde(default)]
     tcp: bool,
@@ -223,11 +224,17 @@ fn parse_tproxies(
                         ctx.at(ip, format!("tproxies.{name}.dns-hijack.ip {:?} is not an IPv4 address", ip.value))
                     })?,
                 };
+                let ip6 = match &d.value.ip6 {
+                    None => None,
+                    Some(ip) => Some(ip.value.trim().parse().map_err(|_| {
+                        ctx.at(ip, format!("tproxies.{name}.dns-hijack.ip6 {:?} is not an IPv6 address", ip.value))
+                    })?),
+                };
                 let port = match &d.value.port {
                     None => 53,
                     Some(p) => parse_port(ctx, &format!("tproxies.{name}.dns-hijack.port"), p)?,
                 };
-                Some(DnsHijack { ip, port, tcp: d.value.tcp })
+                Some(DnsHijack { ip, ip6, port, tcp: d.value.tcp })
             }
         };
         out.insert(

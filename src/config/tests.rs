@@ -14,7 +14,7 @@ fn example_config_loads() {
     assert_eq!(cfg.cgroup_root, CgroupRoot::Auto);
     let mihomo = &cfg.tproxies["mihomo"];
     assert_eq!((mihomo.mark, mihomo.port), (3000, 7893));
-    assert_eq!(mihomo.dns_hijack, Some(DnsHijack { ip: Ipv4Addr::LOCALHOST, port: 1053, tcp: false }));
+    assert_eq!(mihomo.dns_hijack, Some(DnsHijack { ip: Ipv4Addr::LOCALHOST, ip6: None, port: 1053, tcp: false }));
     let path = "/user.slice/user-1000.slice/user@1000.service/app.slice/app-gnome-com.parsecgaming.parsec@3.service";
     assert_eq!(cfg.classify(path).unwrap().target, Target::Direct);
     let path = "/user.slice/user-1000.slice/user@1000.service/app.slice/app-org.gnome.Evince@12.service";
@@ -70,7 +70,10 @@ fn defaults() {
     assert!(cfg.rules.is_empty() && cfg.tproxies.is_empty() && !cfg.strict);
     let cfg =
         Config::parse("version: 1\ntproxies:\n  p:\n    mark: 1\n    port: 2\n    dns-hijack: {}\n", "m.yaml").unwrap();
-    assert_eq!(cfg.tproxies["p"].dns_hijack, Some(DnsHijack { ip: Ipv4Addr::LOCALHOST, port: 53, tcp: false }));
+    assert_eq!(
+        cfg.tproxies["p"].dns_hijack,
+        Some(DnsHijack { ip: Ipv4Addr::LOCALHOST, ip6: None, port: 53, tcp: false })
+    );
 }
 
 #[test]

@@ -83,6 +83,10 @@ struct Daemon {
     generation: u32,
     /// Marks and table whose routing is installed.
     routed: (Vec<u32>, u32),
+    /// What `cgtproxy status` reads.
+    state: crate::state::DaemonState,
+    /// systemd's watchdog interval, when enabled.
+    watchdog: Option<Duration>,
 }
 
 /// Run until SIGTERM/SIGINT; everything added is removed before returning.
@@ -108,6 +112,8 @@ pub fn run(source: ConfigSource) -> Result<(), DaemonError> {
         handles: BTreeMap::new(),
         generation: 0,
         routed: (Vec::new(), 0),
+        state: Default::default(),
+        watchdog: sd_notify::watchdog_enabled(),
     };
     if let Err(e) = d.sync_all() {
         let cleanup = d.cleanup();
@@ -124,9 +130,20 @@ pub fn run(source: ConfigSource) -> Result<(), DaemonError> {
         elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
         "ready: all cgroups classified"
     );
-    notify(&[sd_notify::NotifyState::Ready]);
+    d.state = crate::state::DaemonState {
+        pid: std::process::id(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        config: d.tracker.cfg.origin.clone(),
+        cgroup_root: d.root.display().to_string(),
+        started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_secs()).unwrap_or(0),
+        startup_ms: started.elapsed().as_secs_f64() * 1000.0,
+        ..Default::default()
+    };
+    d.save_state();
+    notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("all cgroups classified")]);
     let result = d.event_loop(&signals);
     let errors = d.cleanup();
+    crate::state::remove();
     match (result, errors.is_empty()) {
         (Err(e), _) => Err(e),
         (Ok(()), true) => Ok(()),
@@ -143,6 +160,17 @@ fn notify(state: &[sd_notify::NotifyState]) {
 }
 
 impl Daemon {
+    /// Update and write the state file (a failure is logged, not fatal).
+    fn save_state(&mut self) {
+        self.state.cgroups = self.tracker.paths.len();
+        self.state.elements = self.tracker.ruleset.elements.len();
+        self.state.strict = self.tracker.cfg.strict;
+        self.state.config = self.tracker.cfg.origin.clone();
+        if let Err(e) = crate::state::write(&self.state) {
+            warn!(path = %crate::state::path().display(), "cannot write the state file: {e}");
+        }
+    }
+
     /// Routing, then the whole table in one batch (routes first: a mark
     /// without its route would send packets out directly).
     fn sync_all(&mut self) -> Result<(), DaemonError> {
@@ -181,8 +209,16 @@ impl Daemon {
 
     fn event_loop(&mut self, signals: &Signals) -> Result<(), DaemonError> {
         let mut next_check = Instant::now() + HEALTH_INTERVAL;
+        let mut next_ping = Instant::now();
         loop {
-            let timeout = next_check.saturating_duration_since(Instant::now());
+            if let Some(interval) = self.watchdog
+                && Instant::now() >= next_ping
+            {
+                notify(&[sd_notify::NotifyState::Watchdog]);
+                next_ping = Instant::now() + interval / 2;
+            }
+            let wake = if self.watchdog.is_some() { next_check.min(next_ping) } else { next_check };
+            let timeout = wake.saturating_duration_since(Instant::now());
             let mut fds = [
                 libc::pollfd { fd: signals.fd(), events: libc::POLLIN, revents: 0 },
                 libc::pollfd { fd: self.watcher.fd(), events: libc::POLLIN, revents: 0 },
@@ -242,7 +278,18 @@ impl Daemon {
     fn commit(&mut self, delta: &Delta) {
         let started = Instant::now();
         match self.try_commit(delta) {
-            Ok(()) => debug!(
+            Ok(()) if delta.add.len() <= 64 => {
+                for (_, e) in delta.add.iter().filter(|(_, e)| e.verdict != crate::ruleset::Verdict::Continue) {
+                    info!(
+                        cgroup = %e.path,
+                        rule = e.rule.map(|r| r as i64).unwrap_or(-1),
+                        target = %crate::inspect::describe(e.verdict, &self.tracker.cfg),
+                        "classified"
+                    );
+                }
+                debug!(added = delta.add.len(), deleted = delta.del.len(), "applied");
+            }
+            Ok(()) => info!(
                 added = delta.add.len(),
                 deleted = delta.del.len(),
                 levels = ?delta.new_levels,
@@ -281,6 +328,7 @@ impl Daemon {
 
     /// Rescan the tree and replace the whole table.
     fn resync(&mut self) {
+        self.state.resyncs += 1;
         let result = self.watcher.rewatch_all().map_err(|e| watch_error(&self.root, e)).and_then(|all| {
             self.tracker = Tracker::new(self.tracker.cfg.clone(), &all);
             self.sync_all()
@@ -288,6 +336,7 @@ impl Daemon {
         if let Err(e) = result {
             error!("cannot restore the ruleset: {e}");
         }
+        self.save_state();
     }
 
     /// Notice outside changes (`nft flush ruleset`, a firewall reload, a
@@ -319,7 +368,11 @@ impl Daemon {
     }
 
     fn reload(&mut self) {
-        notify(&[sd_notify::NotifyState::Reloading]);
+        let mut reloading = vec![sd_notify::NotifyState::Reloading];
+        if let Ok(now) = sd_notify::NotifyState::monotonic_usec_now() {
+            reloading.push(now);
+        }
+        notify(&reloading);
         let started = Instant::now();
         match self.source.load() {
             Err(e) => error!("reload refused, keeping the running config: {e}"),
@@ -334,12 +387,16 @@ impl Daemon {
                         self.tracker = Tracker::new(self.tracker.cfg.clone(), &all);
                         self.sync_all()
                     }) {
-                        Ok(()) => info!(
-                            config = %self.tracker.cfg.origin,
-                            elements = self.tracker.ruleset.elements.len(),
-                            elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-                            "reloaded"
-                        ),
+                        Ok(()) => {
+                            self.state.reloads += 1;
+                            self.save_state();
+                            info!(
+                                config = %self.tracker.cfg.origin,
+                                elements = self.tracker.ruleset.elements.len(),
+                                elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                                "reloaded"
+                            )
+                        }
                         Err(e) => {
                             error!("reload failed, restoring the previous config: {e}");
                             self.tracker.cfg = old;

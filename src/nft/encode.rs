@@ -313,11 +313,15 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(Expr::Tproxy { family, reg_port: NFT_REG_1 });
         }
         Stmt::DnsDnat { l4, ip, port } => {
-            e.extend(meta_eq(NFT_META_NFPROTO, &ipv4));
+            let (nfproto, addr) = match ip {
+                std::net::IpAddr::V4(a) => (NFPROTO_IPV4, a.octets().to_vec()),
+                std::net::IpAddr::V6(a) => (NFPROTO_IPV6, a.octets().to_vec()),
+            };
+            e.extend(meta_eq(NFT_META_NFPROTO, &[nfproto]));
             e.extend(dport_53(l4.proto()));
-            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(ip.octets().to_vec()) });
+            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(addr) });
             e.push(Expr::Immediate { dreg: NFT_REG_2, data: Data::Value(port.to_be_bytes().to_vec()) });
-            e.push(Expr::Dnat { family: NFPROTO_IPV4, reg_addr: NFT_REG_1, reg_proto: NFT_REG_2 });
+            e.push(Expr::Dnat { family: nfproto, reg_addr: NFT_REG_1, reg_proto: NFT_REG_2 });
         }
     }
     e

@@ -204,7 +204,9 @@ impl Ruleset {
             if t.no_udp {
                 let keep_dns = t.dns_hijack.is_some();
                 output.push(Stmt::Unmark { mark: t.mark, only: Some(stmt::Only::Udp { keep_dns }) });
-                if keep_dns && !t.no_ipv6 {
+                // IPv6 DNS stays marked only when it is hijacked too.
+                let hijack6 = t.dns_hijack.as_ref().is_some_and(|d| d.ip6.is_some());
+                if keep_dns && !t.no_ipv6 && !hijack6 {
                     output.push(Stmt::Unmark { mark: t.mark, only: Some(stmt::Only::Udp6) });
                 }
             }
@@ -245,9 +247,13 @@ impl Ruleset {
         for t in &self.tproxies {
             chains.push(Chain { name: tproxy_chain(&t.name), hook: None, rules: tproxy_rules(t) });
             if let Some(d) = &t.dns_hijack {
-                let mut rules = vec![Stmt::DnsDnat { l4: L4::Udp, ip: d.ip, port: d.port }];
-                if d.tcp {
-                    rules.push(Stmt::DnsDnat { l4: L4::Tcp, ip: d.ip, port: d.port });
+                let mut rules = Vec::new();
+                let protos: &[L4] = if d.tcp { &[L4::Udp, L4::Tcp] } else { &[L4::Udp] };
+                for &l4 in protos {
+                    rules.push(Stmt::DnsDnat { l4, ip: d.ip.into(), port: d.port });
+                    if let Some(ip6) = d.ip6 {
+                        rules.push(Stmt::DnsDnat { l4, ip: ip6.into(), port: d.port });
+                    }
                 }
                 chains.push(Chain { name: dns_chain(&t.name), hook: None, rules });
             }

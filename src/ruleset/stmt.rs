@@ -3,7 +3,7 @@
 //! netlink expressions.
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::{CHAIN_CLASSIFY, CLASS_DROP, MAP_CGROUP, SET_BYPASS4, SET_BYPASS6};
 
@@ -76,8 +76,8 @@ pub enum Stmt {
     CtDnatReturn,
     /// `[meta nfproto ipv4] meta l4proto { tcp, udp } tproxy [ip] to :PORT`
     Tproxy { port: u16, ipv4_only: bool, tcp_only: bool },
-    /// `meta nfproto ipv4 udp dport 53 dnat ip to IP:PORT`
-    DnsDnat { l4: L4, ip: Ipv4Addr, port: u16 },
+    /// `meta nfproto ipv4 udp dport 53 dnat ip to IP:PORT` (or ipv6 / ip6)
+    DnsDnat { l4: L4, ip: IpAddr, port: u16 },
 }
 
 impl fmt::Display for Stmt {
@@ -117,8 +117,11 @@ impl fmt::Display for Stmt {
                 let family = if *ipv4_only { "ip " } else { "" };
                 write!(f, "meta l4proto {protos} tproxy {family}to :{port}")
             }
-            Stmt::DnsDnat { l4, ip, port } => {
+            Stmt::DnsDnat { l4, ip: IpAddr::V4(ip), port } => {
                 write!(f, "meta nfproto ipv4 {l4} dport 53 dnat ip to {ip}:{port}")
+            }
+            Stmt::DnsDnat { l4, ip: IpAddr::V6(ip), port } => {
+                write!(f, "meta nfproto ipv6 {l4} dport 53 dnat ip6 to [{ip}]:{port}")
             }
         }
     }

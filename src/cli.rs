@@ -1,0 +1,69 @@
+//! The command line definition (shared with the man page and completion
+//! generator, `src/bin/cgtproxy-gen.rs`).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+/// Per-cgroup transparent proxy rules: each cgroup's outgoing traffic goes
+/// direct, is dropped, or is sent to a local TPROXY server.
+#[derive(Debug, Parser)]
+#[command(name = "cgtproxy", version, about, long_about = None)]
+pub struct Cli {
+    /// Config file [default: $CONFIGURATION_DIRECTORY/config.yaml or /etc/cgtproxy/config.yaml]
+    #[arg(short = 'c', long = "config", global = true)]
+    pub config: Option<PathBuf>,
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long, global = true, default_value = "info", env = "CGTPROXY_LOG")]
+    pub log_level: String,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check the config and/or whether this process can program the kernel.
+    Check {
+        #[arg(value_enum)]
+        what: Option<CheckWhat>,
+    },
+    /// Print the nftables ruleset for the cgroups that exist now (nft -f text).
+    Print {
+        /// Compare with what the kernel holds; exit 1 when they differ.
+        #[arg(long)]
+        diff: bool,
+    },
+    /// Show what is live: classified cgroups, targets, routing, the daemon.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Explain which rule matches a cgroup (a path, or a PID's cgroup) and
+    /// what the kernel holds for it now.
+    Explain {
+        /// Cgroup path relative to the cgroup root (`/user.slice/...`), an
+        /// absolute path below the cgroup mount, or a PID.
+        target: String,
+    },
+    /// Ask the running daemon to re-read its config (SIGHUP).
+    Reload,
+    /// Run a command in the user slice `cgtproxy-TARGET.slice` (with
+    /// systemd-run --user), so the rules for that slice apply to it.
+    Exec {
+        /// The slice suffix: `direct`, `drop`, `proxy` in the example config.
+        target: String,
+        /// Print the systemd-run command instead of running it.
+        #[arg(long)]
+        dry_run: bool,
+        /// The command and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum CheckWhat {
+    Config,
+    Permission,
+}

@@ -1,0 +1,302 @@
+//! `status`, `explain` and `print --diff`: what the kernel holds, read over
+//! netlink and put next to the config. Cgroup ids are resolved to paths by
+//! scanning the cgroup tree (an id is its directory's inode).
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::cgroup::{self, Cgroup};
+use crate::config::Config;
+use crate::nft::{Nft, NftError};
+use crate::route::{RouteError, Routes};
+use crate::ruleset::{Ruleset, Verdict};
+use crate::state::{self, DaemonState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InspectError {
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    #[error("scanning cgroups below {root}: {source}")]
+    Scan {
+        root: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Nft(#[from] NftError),
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    #[error("{0}")]
+    Target(String),
+}
+
+/// A target as people read it.
+pub fn describe(verdict: Verdict, cfg: &Config) -> String {
+    match verdict {
+        Verdict::Direct => "direct".into(),
+        Verdict::Drop => "drop".into(),
+        Verdict::Continue => "unmatched (strict)".into(),
+        Verdict::Tproxy(mark) => match cfg.tproxies.values().find(|t| t.mark == mark) {
+            Some(t) => format!("tproxy {}", t.name),
+            None => format!("tproxy mark {mark:#x}"),
+        },
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct CgroupStatus {
+    pub path: String,
+    pub id: u64,
+    pub target: String,
+    /// The rule that matches the path under the current config.
+    pub rule: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Status {
+    pub daemon: Option<DaemonState>,
+    pub table: bool,
+    pub routing: bool,
+    pub route_table: u32,
+    pub cgroups: Vec<CgroupStatus>,
+    /// Cgroups per target.
+    pub totals: BTreeMap<String, usize>,
+    /// Map elements whose cgroup no longer exists.
+    pub stale: usize,
+}
+
+fn scan(root: &Path) -> Result<Vec<Cgroup>, InspectError> {
+    cgroup::scan(root).map_err(|source| InspectError::Scan { root: root.display().to_string(), source })
+}
+
+pub fn status(cfg: &Config) -> Result<Status, InspectError> {
+    let root = cgroup::resolve_root(&cfg.cgroup_root)?;
+    let by_id: HashMap<u64, Cgroup> = scan(&root)?.into_iter().map(|c| (c.id, c)).collect();
+    let mut nft = Nft::open()?;
+    let table = nft.table_exists()?;
+    let map = if table { nft.cgroup_map()? } else { BTreeMap::new() };
+    let marks: Vec<u32> = cfg.tproxies.values().map(|t| t.mark).collect();
+    let routing = Routes::open()?.present(&marks, cfg.route_table)?;
+    let mut cgroups = Vec::new();
+    let mut totals = BTreeMap::new();
+    let mut stale = 0;
+    for (id, verdict) in map {
+        let Some(cg) = by_id.get(&id) else {
+            stale += 1;
+            continue;
+        };
+        let target = describe(verdict, cfg);
+        *totals.entry(target.clone()).or_insert(0) += 1;
+        let rule = cfg.classify(&cg.path).map(|r| r.index);
+        cgroups.push(CgroupStatus { path: cg.path.to_string(), id, target, rule });
+    }
+    cgroups.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok(Status { daemon: state::read(), table, routing, route_table: cfg.route_table, cgroups, totals, stale })
+}
+
+impl Status {
+    pub fn text(&self, cfg: &Config) -> String {
+        let mut s = String::new();
+        match &self.daemon {
+            Some(d) => {
+                let up = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|n| n.as_secs().saturating_sub(d.started))
+                    .unwrap_or(0);
+                let _ = writeln!(
+                    s,
+                    "daemon: running, pid {}, config {}, up {}s, {} reloads, {} rebuilds, startup {:.1} ms",
+                    d.pid, d.config, up, d.reloads, d.resyncs, d.startup_ms
+                );
+            }
+            None => s.push_str("daemon: not running (no live state file)\n"),
+        }
+        if !self.table {
+            s.push_str("table inet cgtproxy: ABSENT (no traffic is classified)\n");
+        } else {
+            let _ = writeln!(s, "table inet cgtproxy: present, {} classified cgroups", self.cgroups.len());
+        }
+        let marks: Vec<String> = cfg.tproxies.values().map(|t| format!("{:#x}", t.mark)).collect();
+        if marks.is_empty() {
+            s.push_str("routing: none needed (no tproxies)\n");
+        } else {
+            let _ = writeln!(
+                s,
+                "routing: fwmark {} lookup {} (IPv4 and IPv6): {}",
+                marks.join(", "),
+                self.route_table,
+                if self.routing { "in place" } else { "MISSING" }
+            );
+        }
+        if self.stale > 0 {
+            let _ = writeln!(s, "stale elements (cgroup gone): {}", self.stale);
+        }
+        if !self.totals.is_empty() {
+            s.push_str("targets:\n");
+            for (target, n) in &self.totals {
+                let _ = writeln!(s, "  {target:<24} {n:>6} cgroups");
+            }
+        }
+        if !self.cgroups.is_empty() {
+            let _ = writeln!(s, "cgroups:\n  {:<24} {:>5}  PATH", "TARGET", "RULE");
+            for c in &self.cgroups {
+                let rule = c.rule.map_or("-".to_owned(), |r| r.to_string());
+                let _ = writeln!(s, "  {:<24} {:>5}  {}", c.target, rule, c.path);
+            }
+        }
+        s
+    }
+}
+
+/// Resolve `explain`'s argument to a cgroup path relative to the root.
+pub fn resolve_target(target: &str, root: &Path) -> Result<String, InspectError> {
+    if !target.is_empty() && target.bytes().all(|b| b.is_ascii_digit()) {
+        let file = format!("/proc/{target}/cgroup");
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| InspectError::Target(format!("PID {target}: {file}: {e}")))?;
+        return text
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .map(str::to_owned)
+            .ok_or_else(|| InspectError::Target(format!("PID {target}: no cgroup v2 entry in {file}")));
+    }
+    let path = Path::new(target);
+    if let Some(rel) = cgroup::relative_path(root, path).filter(|_| path.starts_with(root)) {
+        return Ok(if rel.is_empty() { "/".into() } else { rel });
+    }
+    if target.starts_with('/') {
+        return Ok(target.trim_end_matches('/').to_owned());
+    }
+    Err(InspectError::Target(format!("{target:?} is not a PID, nor a cgroup path starting with /")))
+}
+
+pub fn explain(cfg: &Config, target: &str) -> Result<String, InspectError> {
+    let root = cgroup::resolve_root(&cfg.cgroup_root)?;
+    let path = resolve_target(target, &root)?;
+    let mut s = String::new();
+    let dir = root.join(path.trim_start_matches('/'));
+    let id = cgroup::id_of(&dir).ok();
+    match id {
+        Some(id) => {
+            let _ = writeln!(s, "cgroup {path} (id {id}, level {})", cgroup::level_of(&path));
+        }
+        None => {
+            let _ = writeln!(s, "cgroup {path} (does not exist now; matching the path anyway)");
+        }
+    }
+    match cfg.classify(&path) {
+        Some(rule) => {
+            let m = rule.regex.find(&path).expect("classify matched");
+            let _ = writeln!(
+                s,
+                "rule {} (line {} of {}): {:?} matches {:?} at {}..{} -> {}",
+                rule.index,
+                rule.line,
+                cfg.origin,
+                rule.pattern,
+                m.as_str(),
+                m.start(),
+                m.end(),
+                rule.target
+            );
+            if rule.index > 0 {
+                let _ = writeln!(s, "  (rules 0..{} do not match)", rule.index - 1);
+            }
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "no rule matches ({} rules tried): the cgroup follows its nearest classified ancestor, else goes direct",
+                cfg.rules.len()
+            );
+        }
+    }
+    let mut nft = Nft::open()?;
+    if !nft.table_exists()? {
+        s.push_str("kernel: table inet cgtproxy is absent: traffic is not classified\n");
+        return Ok(s);
+    }
+    // The kernel's answer: the deepest ancestor-or-self with an element.
+    let map = nft.cgroup_map()?;
+    let mut own = None;
+    let mut effective = None;
+    let mut p = path.clone();
+    loop {
+        if let Ok(cid) = cgroup::id_of(&root.join(p.trim_start_matches('/')))
+            && let Some(v) = map.get(&cid)
+        {
+            if p == path {
+                own = Some(*v);
+            }
+            if *v != Verdict::Continue {
+                effective = Some((p.clone(), *v));
+                break;
+            }
+        }
+        match p.rfind('/') {
+            Some(0) | None => break,
+            Some(i) => p.truncate(i),
+        }
+    }
+    match own {
+        Some(v) => {
+            let _ = writeln!(s, "kernel: cgroup-class holds {:#010x} ({}) for it", v.class(), describe(v, cfg));
+        }
+        None => s.push_str("kernel: cgroup-class holds nothing for it\n"),
+    }
+    match effective {
+        Some((p, v)) if p == path => {
+            let _ = writeln!(s, "effective: {}", describe(v, cfg));
+        }
+        Some((p, v)) => {
+            let _ = writeln!(s, "effective: {} (inherited from {p})", describe(v, cfg));
+        }
+        None => s.push_str("effective: direct (no classified ancestor)\n"),
+    }
+    Ok(s)
+}
+
+/// `print --diff`: the map and the level rules as the kernel holds them
+/// against what the config wants now, as `-`/`+` lines of the rendered
+/// ruleset. Returns None when they agree.
+pub fn diff(cfg: &Config) -> Result<Option<String>, InspectError> {
+    let root = cgroup::resolve_root(&cfg.cgroup_root)?;
+    let cgroups = scan(&root)?;
+    let want = Ruleset::build(cfg, &cgroups);
+    let mut nft = Nft::open()?;
+    let have_text = if nft.table_exists()? {
+        let by_id: HashMap<u64, &Cgroup> = cgroups.iter().map(|c| (c.id, c)).collect();
+        let mut have = want.clone();
+        have.elements.clear();
+        for (id, verdict) in nft.cgroup_map()? {
+            let (path, level) = match by_id.get(&id) {
+                Some(c) => (c.path.clone(), c.level),
+                None => (format!("#{id} (gone)").into(), 0),
+            };
+            have.elements.insert(id, crate::ruleset::Element { path, level, verdict, rule: None });
+        }
+        have.levels = nft.level_handles()?.into_keys().collect();
+        have.render()
+    } else {
+        String::new()
+    };
+    let want_text = want.render();
+    if have_text == want_text {
+        return Ok(None);
+    }
+    // Compare lines without list commas: the last element has none.
+    let key = |l: &str| l.trim_end_matches(',').to_owned();
+    let have_lines: std::collections::HashSet<String> = have_text.lines().map(key).collect();
+    let want_lines: std::collections::HashSet<String> = want_text.lines().map(key).collect();
+    let mut out = String::from("--- kernel\n+++ config\n");
+    for l in have_text.lines().filter(|l| !want_lines.contains(&key(l))) {
+        let _ = writeln!(out, "-{}", key(l));
+    }
+    for l in want_text.lines().filter(|l| !have_lines.contains(&key(l))) {
+        let _ = writeln!(out, "+{}", key(l));
+    }
+    Ok((out.lines().count() > 2).then_some(out))
+}

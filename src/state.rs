@@ -1,0 +1,62 @@
+//! The daemon's state file: what `status` and `reload` learn about the
+//! running daemon. Written atomically at start, reload and resync; removed
+//! on exit. `$CGTPROXY_STATE`, else `$RUNTIME_DIRECTORY/state.json` (systemd's
+//! `RuntimeDirectory=`), else `/run/cgtproxy/state.json`.
+
+use std::io;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DaemonState {
+    pub pid: u32,
+    pub version: String,
+    pub config: String,
+    pub cgroup_root: String,
+    /// Seconds since the epoch.
+    pub started: u64,
+    pub startup_ms: f64,
+    pub reloads: u32,
+    /// Full rebuilds after outside changes, overflow or failed updates.
+    pub resyncs: u32,
+    pub cgroups: usize,
+    pub elements: usize,
+    pub strict: bool,
+}
+
+pub fn path() -> PathBuf {
+    if let Some(p) = std::env::var_os("CGTPROXY_STATE") {
+        return PathBuf::from(p);
+    }
+    match std::env::var_os("RUNTIME_DIRECTORY") {
+        Some(dirs) if !dirs.is_empty() => {
+            let dirs = dirs.to_string_lossy().into_owned();
+            PathBuf::from(dirs.split(':').next().unwrap_or_default()).join("state.json")
+        }
+        _ => PathBuf::from("/run/cgtproxy/state.json"),
+    }
+}
+
+/// Write the state file (temporary file, then rename).
+pub fn write(state: &DaemonState) -> io::Result<()> {
+    let path = path();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let text = serde_json::to_string_pretty(state).map_err(io::Error::other)?;
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, &path)
+}
+
+/// The state of the running daemon, if its file exists and its process lives.
+pub fn read() -> Option<DaemonState> {
+    let text = std::fs::read_to_string(path()).ok()?;
+    let state: DaemonState = serde_json::from_str(&text).ok()?;
+    std::path::Path::new(&format!("/proc/{}", state.pid)).exists().then_some(state)
+}
+
+pub fn remove() {
+    let _ = std::fs::remove_file(path());
+}
