@@ -1,0 +1,106 @@
+//! `status`, `explain`, `print --diff` and `reload` against a running daemon
+//! in a test namespace.
+
+mod common;
+use common::*;
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cgtproxy")
+}
+
+#[test]
+fn inspection_commands_on_live_state() {
+    if !root("inspection_commands_on_live_state") {
+        return;
+    }
+    let ns = NetNs::new("cmds");
+    let cg = TestCgroups::new("cmds");
+    cg.mkdir("app/child");
+    cg.mkdir("off");
+    cg.mkdir("plain");
+    let rel = cg.rel.clone();
+    let config = format!(
+        "version: 1\ntproxies: {{px: {{mark: 3000, port: 7893}}}}\nrules:\n  - {{match: '^{rel}/app$', tproxy: px}}\n  - {{match: '^{rel}/off', drop: true}}\n"
+    );
+    let (mut daemon, cfg) = start_daemon(&ns, &config);
+    let state = cfg.with_extension("state.json");
+    let run = |args: &str| ns.try_sh(&format!("CGTPROXY_STATE={} {} -c {} {args}", state.display(), bin(), cfg.display()));
+
+    // status
+    let (ok, out) = run("status");
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("daemon: running, pid {}", daemon.child.id())), "{out}");
+    assert!(out.contains("table inet cgtproxy: present, 2 classified cgroups"), "{out}");
+    assert!(out.contains("routing: fwmark 0xbb8 lookup 300 (IPv4 and IPv6): in place"), "{out}");
+    let row = |fields: &[&str]| out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == fields);
+    assert!(row(&["tproxy", "px", "0", &format!("{rel}/app")]), "{out}");
+    assert!(row(&["drop", "1", &format!("{rel}/off")]), "{out}");
+    let (ok, out) = run("status --json");
+    assert!(ok, "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["table"], true);
+    assert_eq!(json["routing"], true);
+    assert_eq!(json["totals"]["tproxy px"], 1);
+    assert_eq!(json["daemon"]["pid"], daemon.child.id());
+    assert_eq!(json["cgroups"].as_array().unwrap().len(), 2);
+
+    // explain: a matched cgroup, an unmatched child, a PID
+    let (ok, out) = run(&format!("explain {rel}/app"));
+    assert!(ok, "{out}");
+    assert!(out.contains("rule 0 (line 4") && out.contains("-> tproxy px"), "{out}");
+    assert!(out.contains("kernel: cgroup-class holds 0x00000bb8 (tproxy px) for it"), "{out}");
+    let (ok, out) = run(&format!("explain {rel}/app/child"));
+    assert!(ok, "{out}");
+    assert!(out.contains("no rule matches") && out.contains("holds nothing for it"), "{out}");
+    assert!(out.contains(&format!("effective: tproxy px (inherited from {rel}/app)")), "{out}");
+    let mut sleeper =
+        std::process::Command::new("sh").arg("-c").arg(format!("echo $$ > {}/off/cgroup.procs && exec sleep 30", cg.dir.display())).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    let (ok, out) = run(&format!("explain {}", sleeper.id()));
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("cgroup {rel}/off")) && out.contains("effective: drop"), "{out}");
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let (ok, out) = run("explain nonsense");
+    assert!(!ok && out.contains("not a PID"), "{out}");
+
+    // print --diff: equal, then a change behind the (stopped) daemon's back
+    let (ok, out) = run("print --diff");
+    assert!(ok && out.trim().is_empty(), "{out}");
+    daemon.signal(libc::SIGSTOP);
+    cg.mkdir("off/new");
+    let (ok, out) = run("print --diff");
+    assert!(!ok, "a difference exits 1: {out}");
+    assert!(out.contains("--- kernel") && out.contains(&format!("+\t\t\t\"{}/off/new\" : 0x43475402", rel.trim_start_matches('/'))), "{out}");
+    daemon.signal(libc::SIGCONT);
+    for _ in 0..100 {
+        if run("print --diff").0 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(run("print --diff").0, "the daemon caught up");
+
+    // reload through the state file
+    let (ok, out) = run("reload");
+    assert!(ok && out.contains("reload requested"), "{out}");
+    daemon.wait_for("reloaded", 10);
+
+    let status = daemon.stop();
+    assert!(status.success());
+    let (ok, out) = run("status");
+    assert!(ok, "{out}");
+    assert!(out.contains("daemon: not running") && out.contains("ABSENT"), "{out}");
+    assert!(!state.exists(), "the state file is removed on exit");
+    let (ok, out) = run("reload");
+    assert!(!ok && out.contains("no running daemon"), "{out}");
+    assert_clean(&ns);
+}
+
+#[test]
+fn exec_builds_the_systemd_run_command() {
+    let out = sh(&format!("{} exec proxy --dry-run -- curl -s https://example.org", bin()));
+    assert_eq!(out.trim(), "systemd-run --user --scope --quiet --collect --slice=cgtproxy-proxy.slice -- curl -s https://example.org");
+    let (ok, out) = try_sh(&format!("{} exec 'a/b' --dry-run -- true", bin()));
+    assert!(!ok && out.contains("letters, digits"), "{out}");
+}
