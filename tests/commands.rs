@@ -24,7 +24,8 @@ fn inspection_commands_on_live_state() {
     );
     let (mut daemon, cfg) = start_daemon(&ns, &config);
     let state = cfg.with_extension("state.json");
-    let run = |args: &str| ns.try_sh(&format!("CGTPROXY_STATE={} {} -c {} {args}", state.display(), bin(), cfg.display()));
+    let run =
+        |args: &str| ns.try_sh(&format!("CGTPROXY_STATE={} {} -c {} {args}", state.display(), bin(), cfg.display()));
 
     // status
     let (ok, out) = run("status");
@@ -53,8 +54,11 @@ fn inspection_commands_on_live_state() {
     assert!(ok, "{out}");
     assert!(out.contains("no rule matches") && out.contains("holds nothing for it"), "{out}");
     assert!(out.contains(&format!("effective: tproxy px (inherited from {rel}/app)")), "{out}");
-    let mut sleeper =
-        std::process::Command::new("sh").arg("-c").arg(format!("echo $$ > {}/off/cgroup.procs && exec sleep 30", cg.dir.display())).spawn().unwrap();
+    let mut sleeper = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("echo $$ > {}/off/cgroup.procs && exec sleep 30", cg.dir.display()))
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(100));
     let (ok, out) = run(&format!("explain {}", sleeper.id()));
     assert!(ok, "{out}");
@@ -71,7 +75,11 @@ fn inspection_commands_on_live_state() {
     cg.mkdir("off/new");
     let (ok, out) = run("print --diff");
     assert!(!ok, "a difference exits 1: {out}");
-    assert!(out.contains("--- kernel") && out.contains(&format!("+\t\t\t\"{}/off/new\" : 0x43475402", rel.trim_start_matches('/'))), "{out}");
+    assert!(
+        out.contains("--- kernel")
+            && out.contains(&format!("+\t\t\t\"{}/off/new\" : 0x43475402", rel.trim_start_matches('/'))),
+        "{out}"
+    );
     daemon.signal(libc::SIGCONT);
     for _ in 0..100 {
         if run("print --diff").0 {
@@ -100,7 +108,10 @@ fn inspection_commands_on_live_state() {
 #[test]
 fn exec_builds_the_systemd_run_command() {
     let out = sh(&format!("{} exec proxy --dry-run -- curl -s https://example.org", bin()));
-    assert_eq!(out.trim(), "systemd-run --user --scope --quiet --collect --slice=cgtproxy-proxy.slice -- curl -s https://example.org");
+    assert_eq!(
+        out.trim(),
+        "systemd-run --user --scope --quiet --collect --slice=cgtproxy-proxy.slice -- curl -s https://example.org"
+    );
     let (ok, out) = try_sh(&format!("{} exec 'a/b' --dry-run -- true", bin()));
     assert!(!ok && out.contains("letters, digits"), "{out}");
 }

@@ -321,13 +321,18 @@ impl Drop for TempFile {
 
 /// Start cgtproxy with `config_text` in `ns`; returns once it is ready.
 pub fn start_daemon(ns: &NetNs, config_text: &str) -> (Proc, TempFile) {
+    start_daemon_env(ns, config_text, "")
+}
+
+/// Like [`start_daemon`], with extra `VAR=value` words for `env`.
+pub fn start_daemon_env(ns: &NetNs, config_text: &str, env: &str) -> (Proc, TempFile) {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let path = std::env::temp_dir().join(format!("cgtproxy-test-{}-{n}.yaml", std::process::id()));
     std::fs::write(&path, config_text).unwrap();
     // Each daemon has its own state file (not the machine's /run).
     let state = path.with_extension("state.json");
     let daemon = Proc::spawn(&format!(
-        "env CGTPROXY_STATE={} {} {} -c {} --log-level debug",
+        "env {env} CGTPROXY_STATE={} {} {} -c {} --log-level debug",
         state.display(),
         ns.enter(),
         env!("CARGO_BIN_EXE_cgtproxy"),
