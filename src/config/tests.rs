@@ -24,6 +24,13 @@ fn example_config_loads() {
 }
 
 #[test]
+fn packaged_default_config_is_all_direct() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("misc/config/default.yaml");
+    let cfg = Config::load(&path).unwrap();
+    assert!(cfg.rules.is_empty() && cfg.tproxies.is_empty());
+}
+
+#[test]
 fn old_go_example_loads() {
     // The Go implementation's example: block scalars, string version.
     let text = r#"
