@@ -53,6 +53,9 @@ pub struct CgroupStatus {
     pub target: String,
     /// The rule that matches the path under the current config.
     pub rule: Option<usize>,
+    /// Packets and bytes this cgroup's classification matched (`counters: true`).
+    pub packets: Option<u64>,
+    pub bytes: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -64,6 +67,8 @@ pub struct Status {
     pub cgroups: Vec<CgroupStatus>,
     /// Cgroups per target.
     pub totals: BTreeMap<String, usize>,
+    /// (packets, bytes) per target, with `counters: true`.
+    pub traffic: BTreeMap<String, (u64, u64)>,
     /// Map elements whose cgroup no longer exists.
     pub stale: usize,
 }
@@ -77,24 +82,31 @@ pub fn status(cfg: &Config) -> Result<Status, InspectError> {
     let by_id: HashMap<u64, Cgroup> = scan(&root)?.into_iter().map(|c| (c.id, c)).collect();
     let mut nft = Nft::open()?;
     let table = nft.table_exists()?;
-    let map = if table { nft.cgroup_map()? } else { BTreeMap::new() };
+    let map = if table { nft.cgroup_map_counted()? } else { BTreeMap::new() };
     let marks: Vec<u32> = cfg.tproxies.values().map(|t| t.mark).collect();
     let routing = Routes::open()?.present(&marks, cfg.route_table)?;
     let mut cgroups = Vec::new();
     let mut totals = BTreeMap::new();
+    let mut traffic: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut stale = 0;
-    for (id, verdict) in map {
+    for (id, (verdict, counter)) in map {
         let Some(cg) = by_id.get(&id) else {
             stale += 1;
             continue;
         };
         let target = describe(verdict, cfg);
         *totals.entry(target.clone()).or_insert(0) += 1;
+        if let Some((packets, bytes)) = counter {
+            let t = traffic.entry(target.clone()).or_insert((0, 0));
+            t.0 += packets;
+            t.1 += bytes;
+        }
         let rule = cfg.classify(&cg.path).map(|r| r.index);
-        cgroups.push(CgroupStatus { path: cg.path.to_string(), id, target, rule });
+        let (packets, bytes) = (counter.map(|c| c.0), counter.map(|c| c.1));
+        cgroups.push(CgroupStatus { path: cg.path.to_string(), id, target, rule, packets, bytes });
     }
     cgroups.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(Status { daemon: state::read(), table, routing, route_table: cfg.route_table, cgroups, totals, stale })
+    Ok(Status { daemon: state::read(), table, routing, route_table: cfg.route_table, cgroups, totals, traffic, stale })
 }
 
 impl Status {
@@ -137,14 +149,27 @@ impl Status {
         if !self.totals.is_empty() {
             s.push_str("targets:\n");
             for (target, n) in &self.totals {
-                let _ = writeln!(s, "  {target:<24} {n:>6} cgroups");
+                let _ = write!(s, "  {target:<24} {n:>6} cgroups");
+                if let Some((packets, bytes)) = self.traffic.get(target) {
+                    let _ = write!(s, "  {packets} packets, {bytes} bytes");
+                }
+                s.push('\n');
             }
         }
         if !self.cgroups.is_empty() {
-            let _ = writeln!(s, "cgroups:\n  {:<24} {:>5}  PATH", "TARGET", "RULE");
+            let counted = !self.traffic.is_empty();
+            let _ = write!(s, "cgroups:\n  {:<24} {:>5}", "TARGET", "RULE");
+            if counted {
+                let _ = write!(s, " {:>10} {:>12}", "PACKETS", "BYTES");
+            }
+            s.push_str("  PATH\n");
             for c in &self.cgroups {
                 let rule = c.rule.map_or("-".to_owned(), |r| r.to_string());
-                let _ = writeln!(s, "  {:<24} {:>5}  {}", c.target, rule, c.path);
+                let _ = write!(s, "  {:<24} {:>5}", c.target, rule);
+                if counted {
+                    let _ = write!(s, " {:>10} {:>12}", c.packets.unwrap_or(0), c.bytes.unwrap_or(0));
+                }
+                let _ = writeln!(s, "  {}", c.path);
             }
         }
         s

@@ -66,7 +66,7 @@ fn print_is_nft_input_equal_to_what_the_daemon_applies() {
     // `nft` resolves cgroupsv2 paths (as on most desktops).
     let rel = cg.rel.clone();
     let cfg = format!(
-        "version: 1\ncgroup-root: /sys/fs/cgroup\nbypass: [127.0.0.0/8]\ntproxies:\n  px: {{mark: 7, port: 7893, dns-hijack: {{}}}}\n\
+        "version: 1\ncounters: true\ncgroup-root: /sys/fs/cgroup\nbypass: [127.0.0.0/8]\ntproxies:\n  px: {{mark: 7, port: 7893, dns-hijack: {{}}}}\n\
          rules:\n  - {{match: '^{rel}/app', tproxy: px}}\n  - {{match: '^{rel}/off', drop: true}}\n"
     );
     let path = TempFile(std::env::temp_dir().join(format!("cgtproxy-print-{}.yaml", std::process::id())));
@@ -88,7 +88,8 @@ fn print_is_nft_input_equal_to_what_the_daemon_applies() {
     );
     let (ok, out) = try_sh(&format!("unshare -m -n sh -c {}", shell_quote(&script)));
     assert!(ok && out.contains("SAME"), "{out}");
-    assert!(out.contains(&format!("\"{}/app/x\" : 0x00000007", rel.trim_start_matches('/'))), "{out}");
+    let app = format!("\"{}/app/x\" counter packets 0 bytes 0 : 0x00000007", rel.trim_start_matches('/'));
+    assert!(out.contains(&app), "{out}");
 }
 
 #[test]

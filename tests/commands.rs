@@ -20,7 +20,7 @@ fn inspection_commands_on_live_state() {
     cg.mkdir("plain");
     let rel = cg.rel.clone();
     let config = format!(
-        "version: 1\ntproxies: {{px: {{mark: 3000, port: 7893}}}}\nrules:\n  - {{match: '^{rel}/app$', tproxy: px}}\n  - {{match: '^{rel}/off', drop: true}}\n"
+        "version: 1\ncounters: true\ntproxies: {{px: {{mark: 3000, port: 7893}}}}\nrules:\n  - {{match: '^{rel}/app$', tproxy: px}}\n  - {{match: '^{rel}/off', drop: true}}\n"
     );
     let (mut daemon, cfg) = start_daemon(&ns, &config);
     let state = cfg.with_extension("state.json");
@@ -34,8 +34,9 @@ fn inspection_commands_on_live_state() {
     assert!(out.contains("table inet cgtproxy: present, 2 classified cgroups"), "{out}");
     assert!(out.contains("routing: fwmark 0xbb8 lookup 300 (IPv4 and IPv6): in place"), "{out}");
     let row = |fields: &[&str]| out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == fields);
-    assert!(row(&["tproxy", "px", "0", &format!("{rel}/app")]), "{out}");
-    assert!(row(&["drop", "1", &format!("{rel}/off")]), "{out}");
+    // TARGET, RULE, PACKETS, BYTES, PATH (nothing sent yet)
+    assert!(row(&["tproxy", "px", "0", "0", "0", &format!("{rel}/app")]), "{out}");
+    assert!(row(&["drop", "1", "0", "0", &format!("{rel}/off")]), "{out}");
     let (ok, out) = run("status --json");
     assert!(ok, "{out}");
     let json: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -45,10 +46,26 @@ fn inspection_commands_on_live_state() {
     assert_eq!(json["daemon"]["pid"], daemon.child.id());
     assert_eq!(json["cgroups"].as_array().unwrap().len(), 2);
 
+    // counters: traffic from `app` is counted on its element
+    let sent = sh(&format!(
+        "echo $$ > {}/app/cgroup.procs && {} python3 -c \"import socket; [socket.socket(2, 2).sendto(b'x' * 100, ('127.0.0.1', 9)) for _ in range(5)]\" && echo sent",
+        cg.dir.display(),
+        ns.enter()
+    ));
+    assert!(sent.contains("sent"), "{sent}");
+    let (ok, out) = run("status --json");
+    assert!(ok, "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let app = json["cgroups"].as_array().unwrap().iter().find(|c| c["path"] == format!("{rel}/app")).unwrap().clone();
+    assert!(app["packets"].as_u64().unwrap() >= 5 && app["bytes"].as_u64().unwrap() >= 500, "{app}");
+    assert!(json["traffic"]["tproxy px"][0].as_u64().unwrap() >= 5, "{json}");
+    let (_, out) = run("status");
+    assert!(out.contains("PACKETS") && out.contains(" packets, "), "{out}");
+
     // explain: a matched cgroup, an unmatched child, a PID
     let (ok, out) = run(&format!("explain {rel}/app"));
     assert!(ok, "{out}");
-    assert!(out.contains("rule 0 (line 4") && out.contains("-> tproxy px"), "{out}");
+    assert!(out.contains("rule 0 (line 5") && out.contains("-> tproxy px"), "{out}");
     assert!(out.contains("kernel: cgroup-class holds 0x00000bb8 (tproxy px) for it"), "{out}");
     let (ok, out) = run(&format!("explain {rel}/app/child"));
     assert!(ok, "{out}");

@@ -108,6 +108,8 @@ pub struct Config {
     pub strict: bool,
     /// Deepest level checked for unknown cgroups in strict mode.
     pub strict_depth: u32,
+    /// Count packets and bytes per classified cgroup (`cgtproxy status`).
+    pub counters: bool,
 }
 
 impl Config {
@@ -122,6 +124,7 @@ impl Config {
             rules: Vec::new(),
             strict: false,
             strict_depth: DEFAULT_STRICT_DEPTH,
+            counters: false,
         }
     }
 

@@ -35,6 +35,8 @@ struct RawConfig {
     rules: Vec<Spanned<RawRule>>,
     #[serde(default)]
     strict: bool,
+    #[serde(default)]
+    counters: bool,
     strict_depth: Option<Spanned<i64>>,
 }
 
@@ -159,6 +161,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         tproxies,
         rules,
         strict: raw.strict,
+        counters: raw.counters,
         strict_depth,
     })
 }

@@ -50,7 +50,14 @@ pub fn full(b: &mut Batch, rs: &Ruleset) {
     let ids = SetIds {
         bypass4: Some(set(b, SET_BYPASS4, NFT_SET_INTERVAL, TYPE_IPADDR, 4, SetData::None)),
         bypass6: Some(set(b, SET_BYPASS6, NFT_SET_INTERVAL, TYPE_IP6ADDR, 16, SetData::None)),
-        cgroup: Some(set(b, MAP_CGROUP, NFT_SET_MAP, TYPE_CGROUPV2, 8, SetData::Mark)),
+        cgroup: Some(set(
+            b,
+            MAP_CGROUP,
+            if rs.counters { NFT_SET_MAP | NFT_SET_EXPR } else { NFT_SET_MAP },
+            TYPE_CGROUPV2,
+            8,
+            if rs.counters { SetData::CountedMark } else { SetData::Mark },
+        )),
         mark: Some(set(b, MAP_MARK, NFT_SET_MAP, TYPE_MARK, 4, SetData::Verdict)),
         mark_dns: Some(set(b, MAP_MARK_DNS, NFT_SET_MAP, TYPE_MARK, 4, SetData::Verdict)),
     };
@@ -110,6 +117,8 @@ enum SetData {
     Verdict,
     /// A data map to a mark-sized value (host order).
     Mark,
+    /// Like `Mark`, with a packet/byte counter on every element.
+    CountedMark,
 }
 
 fn set(b: &mut Batch, name: &str, flags: u32, key_type: u32, key_len: u32, data: SetData) -> u32 {
@@ -128,10 +137,21 @@ fn set(b: &mut Batch, name: &str, flags: u32, key_type: u32, key_len: u32, data:
             b.w.u32be(NFTA_SET_DATA_TYPE, NFT_DATA_VERDICT);
             b.w.u32be(NFTA_SET_DATA_LEN, 0);
         }
-        SetData::Mark => {
+        SetData::Mark | SetData::CountedMark => {
             b.w.u32be(NFTA_SET_DATA_TYPE, TYPE_MARK);
             b.w.u32be(NFTA_SET_DATA_LEN, 4);
         }
+    }
+    if data == SetData::CountedMark {
+        // `counter` in the set: each element gets its own, updated when a
+        // lookup finds it.
+        let x = b.w.nest(NFTA_SET_EXPR);
+        b.w.str(NFTA_EXPR_NAME, "counter");
+        let d = b.w.nest(NFTA_EXPR_DATA);
+        b.w.u64be(NFTA_COUNTER_BYTES, 0);
+        b.w.u64be(NFTA_COUNTER_PACKETS, 0);
+        b.w.nest_end(d);
+        b.w.nest_end(x);
     }
     b.w.u32be(NFTA_SET_ID, id);
     // Only for `nft list`: how to print keys. Marks and cgroup ids are in
@@ -141,7 +161,7 @@ fn set(b: &mut Batch, name: &str, flags: u32, key_type: u32, key_len: u32, data:
         if key_type == TYPE_IPADDR || key_type == TYPE_IP6ADDR { BYTEORDER_BIG_ENDIAN } else { BYTEORDER_HOST_ENDIAN };
     let mut udata = vec![NFTNL_UDATA_SET_KEYBYTEORDER, 4];
     udata.extend_from_slice(&order.to_ne_bytes());
-    if data == SetData::Mark {
+    if matches!(data, SetData::Mark | SetData::CountedMark) {
         udata.extend_from_slice(&[NFTNL_UDATA_SET_DATABYTEORDER, 4]);
         udata.extend_from_slice(&BYTEORDER_HOST_ENDIAN.to_ne_bytes());
     }

@@ -13,6 +13,9 @@ use crate::netlink::{NLM_F_REQUEST, NetlinkError, NlSocket};
 use crate::ruleset::{Ruleset, TABLE};
 use sys::*;
 
+/// `cgroup-class` by cgroup id: the verdict and, with counters, (packets, bytes).
+pub type CountedMap = std::collections::BTreeMap<u64, (crate::ruleset::Verdict, Option<(u64, u64)>)>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
     #[error("cannot open an nf_tables netlink socket: {0}")]
@@ -151,6 +154,12 @@ impl Nft {
 impl Nft {
     /// The elements of `cgroup-class` as the kernel holds them.
     pub fn cgroup_map(&mut self) -> Result<std::collections::BTreeMap<u64, crate::ruleset::Verdict>, NftError> {
+        Ok(self.cgroup_map_counted()?.into_iter().map(|(id, (v, _))| (id, v)).collect())
+    }
+
+    /// Like [`Nft::cgroup_map`], with each element's (packets, bytes) when
+    /// the map has counters.
+    pub fn cgroup_map_counted(&mut self) -> Result<CountedMap, NftError> {
         use crate::netlink::attrs;
         let req = self.get(NFT_MSG_GETSETELEM, NFPROTO_INET, crate::netlink::NLM_F_DUMP, |w| {
             w.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
@@ -166,7 +175,7 @@ impl Nft {
                 attrs(payload.get(4..).unwrap_or_default()).filter(|(t, _)| *t == NFTA_SET_ELEM_LIST_ELEMENTS)
             {
                 for (_, elem) in attrs(list) {
-                    let (mut key, mut class) = (None, None);
+                    let (mut key, mut class, mut counter) = (None, None, None);
                     for (ety, ev) in attrs(elem) {
                         match ety {
                             NFTA_SET_ELEM_KEY => {
@@ -175,11 +184,13 @@ impl Nft {
                             NFTA_SET_ELEM_DATA => {
                                 class = value(ev).and_then(|v| <[u8; 4]>::try_from(v).ok()).map(u32::from_ne_bytes)
                             }
+                            NFTA_SET_ELEM_EXPR => counter = parse_counter(ev),
+                            NFTA_SET_ELEM_EXPRESSIONS => counter = attrs(ev).find_map(|(_, x)| parse_counter(x)),
                             _ => {}
                         }
                     }
                     if let (Some(k), Some(c)) = (key, class) {
-                        out.insert(k, crate::ruleset::Verdict::from_class(c));
+                        out.insert(k, (crate::ruleset::Verdict::from_class(c), counter));
                     }
                 }
             }
@@ -206,4 +217,30 @@ impl Nft {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// (packets, bytes) of a `counter` expression (NFTA_EXPR_NAME + DATA).
+fn parse_counter(expr: &[u8]) -> Option<(u64, u64)> {
+    use crate::netlink::attrs;
+    let mut is_counter = false;
+    let mut out = None;
+    for (ty, v) in attrs(expr) {
+        match ty {
+            NFTA_EXPR_NAME => is_counter = v == b"counter\0",
+            NFTA_EXPR_DATA if is_counter => {
+                let (mut packets, mut bytes) = (0, 0);
+                for (cty, cv) in attrs(v) {
+                    let n = <[u8; 8]>::try_from(cv).map(u64::from_be_bytes).unwrap_or(0);
+                    match cty {
+                        NFTA_COUNTER_PACKETS => packets = n,
+                        NFTA_COUNTER_BYTES => bytes = n,
+                        _ => {}
+                    }
+                }
+                out = Some((packets, bytes));
+            }
+            _ => {}
+        }
+    }
+    out
 }

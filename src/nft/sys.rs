@@ -58,6 +58,12 @@ pub const NFTA_SET_DATA_TYPE: u16 = 6;
 pub const NFTA_SET_DATA_LEN: u16 = 7;
 pub const NFTA_SET_ID: u16 = 10;
 pub const NFTA_SET_USERDATA: u16 = 13;
+pub const NFTA_SET_EXPR: u16 = 17;
+pub const NFT_SET_EXPR: u32 = 0x100;
+pub const NFTA_SET_ELEM_EXPR: u16 = 7;
+pub const NFTA_SET_ELEM_EXPRESSIONS: u16 = 11;
+pub const NFTA_COUNTER_BYTES: u16 = 1;
+pub const NFTA_COUNTER_PACKETS: u16 = 2;
 /// libnftnl set udata types and nftables' byte order values.
 pub const NFTNL_UDATA_SET_KEYBYTEORDER: u8 = 0;
 pub const NFTNL_UDATA_SET_DATABYTEORDER: u8 = 1;

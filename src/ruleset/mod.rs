@@ -117,6 +117,8 @@ pub struct Ruleset {
     /// Zero-leak mode: hold packets of cgroups not classified yet, at
     /// levels 1..=strict_depth.
     pub strict: Option<u32>,
+    /// A packet and byte counter on every `cgroup-class` element.
+    pub counters: bool,
     /// The verdict of each rule target.
     verdicts: BTreeMap<Target, Verdict>,
 }
@@ -133,6 +135,7 @@ impl Ruleset {
             levels: if cfg.strict { (1..=cfg.strict_depth).collect() } else { BTreeSet::new() },
             elements: BTreeMap::new(),
             strict: cfg.strict.then_some(cfg.strict_depth),
+            counters: cfg.counters,
             verdicts: cfg
                 .rules
                 .iter()

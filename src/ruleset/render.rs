@@ -17,17 +17,17 @@ pub(super) fn render(rs: &Ruleset) -> String {
         .values()
         .map(|e| format!("{:?} : {}", e.path.trim_start_matches('/'), mark(e.verdict.class())))
         .collect();
-    map(w, MAP_CGROUP, "cgroupsv2", "mark", &cgroups);
+    map(w, MAP_CGROUP, if rs.counters { "cgroupsv2 : mark\n\t\tcounter" } else { "cgroupsv2 : mark" }, &cgroups);
     let marks: Vec<String> =
         rs.tproxies.iter().map(|t| format!("{} : goto {}", mark(t.mark), tproxy_chain(&t.name))).collect();
-    map(w, MAP_MARK, "mark", "verdict", &marks);
+    map(w, MAP_MARK, "mark : verdict", &marks);
     let dns: Vec<String> = rs
         .tproxies
         .iter()
         .filter(|t| t.dns_hijack.is_some())
         .map(|t| format!("{} : goto {}", mark(t.mark), dns_chain(&t.name)))
         .collect();
-    map(w, MAP_MARK_DNS, "mark", "verdict", &dns);
+    map(w, MAP_MARK_DNS, "mark : verdict", &dns);
 
     for c in rs.chains() {
         let base = c.hook.map(|h| format!("type {} hook {} priority {}", h.kind, h.hook, h.priority_name));
@@ -89,8 +89,9 @@ fn set(w: &mut String, name: &str, ty: &str, items: &[String]) {
     let _ = writeln!(w, "\t}}\n");
 }
 
-fn map(w: &mut String, name: &str, key: &str, data: &str, items: &[String]) {
-    let _ = writeln!(w, "\tmap {name} {{\n\t\ttype {key} : {data}");
+/// `ty` is the `type KEY : DATA` line's text (and any lines after it).
+fn map(w: &mut String, name: &str, ty: &str, items: &[String]) {
+    let _ = writeln!(w, "\tmap {name} {{\n\t\ttype {ty}");
     elements(w, items);
     let _ = writeln!(w, "\t}}\n");
 }
