@@ -316,6 +316,11 @@ impl std::ops::Deref for TempFile {
 impl Drop for TempFile {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.0);
+        // A daemon's state file sits beside its config; a SIGKILLed daemon
+        // cannot remove it itself.
+        if self.0.extension().is_some_and(|e| e == "yaml") {
+            let _ = std::fs::remove_file(self.0.with_extension("state.json"));
+        }
     }
 }
 
