@@ -254,27 +254,11 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(verdict(NFT_JUMP, Some(CHAIN_CLASSIFY)));
         }
         Stmt::ClassifyLevel { level } => {
-            e.extend(meta_eq(NFT_META_MARK, &[0; 4]));
-            e.push(Expr::SocketCgroup { level: *level, dreg: NFT_REG_1 });
-            e.push(Expr::Lookup {
-                set: MAP_CGROUP.into(),
-                set_id: ids.of(MAP_CGROUP),
-                sreg: NFT_REG_1,
-                dreg: Some(NFT_REG_1),
-                invert: false,
-            });
+            e.extend(unclassified_socket_lookup(*level, ids, Some(NFT_REG_1), false));
             e.push(Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 });
         }
         Stmt::UnknownCgroupDrop { level } => {
-            e.extend(meta_eq(NFT_META_MARK, &[0; 4]));
-            e.push(Expr::SocketCgroup { level: *level, dreg: NFT_REG_1 });
-            e.push(Expr::Lookup {
-                set: MAP_CGROUP.into(),
-                set_id: ids.of(MAP_CGROUP),
-                sreg: NFT_REG_1,
-                dreg: None,
-                invert: true,
-            });
+            e.extend(unclassified_socket_lookup(*level, ids, None, true));
             e.push(verdict(NF_DROP, None));
         }
         Stmt::Unmark { mark, only } => {
@@ -344,6 +328,15 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(Expr::Dnat { family: nfproto, reg_addr: NFT_REG_1, reg_proto: NFT_REG_2 });
         }
     }
+    e
+}
+
+/// `meta mark 0x00000000 socket cgroupv2 level N [!=] @cgroup-class`, the
+/// lookup's value (the class) loaded into `dreg` when given.
+fn unclassified_socket_lookup(level: u32, ids: &SetIds, dreg: Option<u32>, invert: bool) -> Vec<Expr> {
+    let mut e = meta_eq(NFT_META_MARK, &[0; 4]).to_vec();
+    e.push(Expr::SocketCgroup { level, dreg: NFT_REG_1 });
+    e.push(Expr::Lookup { set: MAP_CGROUP.into(), set_id: ids.of(MAP_CGROUP), sreg: NFT_REG_1, dreg, invert });
     e
 }
 
