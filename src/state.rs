@@ -57,6 +57,12 @@ pub fn read() -> Option<DaemonState> {
     std::path::Path::new(&format!("/proc/{}", state.pid)).exists().then_some(state)
 }
 
+/// Remove the state file, and its directory when that is now empty (a
+/// manual run created /run/cgtproxy; systemd's RuntimeDirectory= goes anyway).
 pub fn remove() {
-    let _ = std::fs::remove_file(path());
+    let path = path();
+    let _ = std::fs::remove_file(&path);
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::remove_dir(dir);
+    }
 }
