@@ -210,6 +210,7 @@ impl Daemon {
     fn event_loop(&mut self, signals: &Signals) -> Result<(), DaemonError> {
         let mut next_check = Instant::now() + HEALTH_INTERVAL;
         let mut next_ping = Instant::now();
+        let mut ticks: u64 = 0;
         loop {
             if let Some(interval) = self.watchdog
                 && Instant::now() >= next_ping
@@ -245,6 +246,10 @@ impl Daemon {
             }
             if Instant::now() >= next_check {
                 let started = Instant::now();
+                ticks += 1;
+                if self.watcher.degraded && ticks % 4 == 0 {
+                    self.rescan_unwatched();
+                }
                 self.health_check();
                 debug!(elapsed_us = started.elapsed().as_micros() as u64, "health check");
                 next_check = Instant::now() + HEALTH_INTERVAL;
@@ -324,6 +329,20 @@ impl Daemon {
         }
         self.generation = self.nft.generation()?;
         Ok(())
+    }
+
+    /// Degraded mode (not every directory watched): scan the tree and
+    /// send what changed.
+    fn rescan_unwatched(&mut self) {
+        match self.watcher.rewatch_all() {
+            Ok(all) => {
+                let delta = self.tracker.reconcile(&all);
+                if !delta.is_empty() {
+                    self.commit(&delta);
+                }
+            }
+            Err(e) => warn!("rescan of {}: {e}", self.root.display()),
+        }
     }
 
     /// Rescan the tree and replace the whole table.

@@ -32,6 +32,11 @@ pub struct Watcher {
     /// Relative path of each watched directory ("" is the root).
     dirs: HashMap<WatchDescriptor, Arc<str>>,
     buf: Vec<u8>,
+    /// Some directories could not be watched (fs.inotify.max_user_watches
+    /// reached): the daemon rescans periodically instead.
+    pub degraded: bool,
+    /// The watch limit was reported (once per run).
+    warned: bool,
 }
 
 fn mask() -> WatchMask {
@@ -45,6 +50,8 @@ impl Watcher {
             root: root.to_path_buf(),
             dirs: HashMap::new(),
             buf: vec![0; 64 * 1024],
+            degraded: false,
+            warned: false,
         })
     }
 
@@ -75,6 +82,18 @@ impl Watcher {
                     self.dirs.insert(wd, rel.clone());
                 }
                 Err(e) if cgroup::vanished(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                    // Out of inotify watches: keep going unwatched here.
+                    if !self.warned {
+                        self.warned = true;
+                        tracing::error!(
+                            dir = %dir.display(),
+                            "fs.inotify.max_user_watches is exhausted: cgroups below unwatched directories are \
+                             found by a rescan every second until it is raised"
+                        );
+                    }
+                    self.degraded = true;
+                }
                 Err(e) => {
                     return Err(io::Error::new(e.kind(), format!("inotify watch on {}: {e}", dir.display())));
                 }
@@ -150,6 +169,7 @@ impl Watcher {
         for (wd, _) in self.dirs.drain() {
             let _ = self.inotify.watches().remove(wd);
         }
+        self.degraded = false;
         self.watch_tree("")
     }
 }
