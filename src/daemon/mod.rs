@@ -247,7 +247,7 @@ impl Daemon {
             if Instant::now() >= next_check {
                 let started = Instant::now();
                 ticks += 1;
-                if self.watcher.degraded && ticks % 4 == 0 {
+                if self.watcher.degraded && ticks.is_multiple_of(4) {
                     self.rescan_unwatched();
                 }
                 self.health_check();
