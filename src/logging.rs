@@ -1,5 +1,5 @@
-//! Logs: native journald entries with structured fields (CGROUP, RULE,
-//! TARGET, ...) when started by systemd with stderr connected to the
+//! Logs: native journald entries with structured fields (F_CGROUP,
+//! F_RULE, F_TARGET, ...) when started by systemd with stderr connected to the
 //! journal, readable text on a terminal or a pipe otherwise.
 
 use std::os::unix::fs::MetadataExt;

@@ -114,3 +114,85 @@ fn man_page_and_completions() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn journald_entries_carry_cgroup_rule_target() {
+    if !root("journald_entries_carry_cgroup_rule_target") {
+        return;
+    }
+    // A private mount namespace in which /run/systemd/journal/socket is our
+    // socket, and stderr is announced as the journal stream: the daemon logs
+    // native journal entries there, as under systemd.
+    let ns = NetNs::new("journal");
+    let cg = TestCgroups::new("journal");
+    let dir = std::env::temp_dir().join(format!("cgtproxy-journal-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock_path = dir.join("socket");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+    let config = TempFile(dir.join("config.yaml"));
+    std::fs::write(&*config, format!("version: 1\nrules:\n  - {{match: '^{}/app', drop: true}}\n", cg.rel)).unwrap();
+    let script = format!(
+        "mount --make-rprivate / && mkdir -p /run/systemd && mount -t tmpfs none /run/systemd && \
+         mkdir /run/systemd/journal && touch /run/systemd/journal/socket && \
+         mount --bind {sock} /run/systemd/journal/socket && \
+         JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) CGTPROXY_STATE={dir}/state.json \
+         exec {enter} {bin} -c {cfg}",
+        sock = sock_path.display(),
+        dir = dir.display(),
+        enter = ns.enter(),
+        bin = env!("CARGO_BIN_EXE_cgtproxy"),
+        cfg = config.display()
+    );
+    let mut daemon = Proc::spawn(&format!("unshare -m sh -c {}", shell_quote(&script)));
+    wait_entry(&sock, "ready", 10);
+    cg.mkdir("app");
+    let entry = wait_entry(&sock, "classified", 10);
+    let app = format!("{}/app", cg.rel);
+    for (key, value) in
+        [("F_CGROUP", app.as_str()), ("F_RULE", "0"), ("F_TARGET", "drop"), ("SYSLOG_IDENTIFIER", "cgtproxy")]
+    {
+        assert_eq!(entry.get(key).map(String::as_str), Some(value), "{key} in {entry:?}");
+    }
+    assert!(daemon.stop().success());
+    assert_clean(&ns);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Decode a native journal entry: `KEY=value\n`, or `KEY\n` + u64 LE
+/// length + value + `\n` for values that may hold newlines.
+fn decode_entry(mut b: &[u8]) -> std::collections::HashMap<String, String> {
+    let mut out = std::collections::HashMap::new();
+    while let Some(nl) = b.iter().position(|&c| c == b'\n') {
+        let line = &b[..nl];
+        if let Some(eq) = line.iter().position(|&c| c == b'=') {
+            out.insert(String::from_utf8_lossy(&line[..eq]).into(), String::from_utf8_lossy(&line[eq + 1..]).into());
+            b = &b[nl + 1..];
+        } else {
+            let rest = &b[nl + 1..];
+            if rest.len() < 8 {
+                break;
+            }
+            let len = u64::from_le_bytes(rest[..8].try_into().unwrap()) as usize;
+            let value = &rest[8..(8 + len).min(rest.len())];
+            out.insert(String::from_utf8_lossy(line).into(), String::from_utf8_lossy(value).into());
+            b = rest.get(8 + len + 1..).unwrap_or_default();
+        }
+    }
+    out
+}
+
+/// The first native journal entry whose MESSAGE starts with `message`.
+fn wait_entry(sock: &UnixDatagram, message: &str, secs: u64) -> std::collections::HashMap<String, String> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut buf = vec![0u8; 65536];
+    while Instant::now() < deadline {
+        if let Ok(n) = sock.recv(&mut buf) {
+            let entry = decode_entry(&buf[..n]);
+            if entry.get("MESSAGE").is_some_and(|m| m.starts_with(message)) {
+                return entry;
+            }
+        }
+    }
+    panic!("no journal entry with MESSAGE {message:?} within {secs}s");
+}
