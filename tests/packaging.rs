@@ -125,8 +125,8 @@ fn journald_entries_carry_cgroup_rule_target() {
     // native journal entries there, as under systemd.
     let ns = NetNs::new("journal");
     let cg = TestCgroups::new("journal");
-    let dir = std::env::temp_dir().join(format!("cgtproxy-journal-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = TempDir::new("journal");
+    let dir = tmp.0.clone();
     let sock_path = dir.join("socket");
     let sock = UnixDatagram::bind(&sock_path).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
@@ -156,7 +156,6 @@ fn journald_entries_carry_cgroup_rule_target() {
     }
     assert!(daemon.stop().success());
     assert_clean(&ns);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Decode a native journal entry: `KEY=value\n`, or `KEY\n` + u64 LE

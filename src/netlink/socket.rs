@@ -3,7 +3,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::{NLM_F_ACK, NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR, NetlinkError, messages, parse_error, strerror};
+use super::{NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR, NetlinkError, messages, parse_error, strerror};
 
 const NETLINK_EXT_ACK: libc::c_int = 11;
 const NETLINK_CAP_ACK: libc::c_int = 10;
@@ -221,7 +221,6 @@ impl NlSocket {
 
     /// Like [`NlSocket::transact`] for a single request expecting an ack.
     pub fn request(&mut self, buf: &[u8], seq: u32, what: &str) -> Result<(), NetlinkError> {
-        let _ = NLM_F_ACK;
         self.transact(buf, &[(seq, what.to_owned())])
     }
 }
