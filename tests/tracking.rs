@@ -206,6 +206,21 @@ fn reload_valid_and_invalid() {
     // Still following the tree on the old config.
     s.cg.mkdir("w");
     s.assert_in_step(5, "after a refused reload");
+    // A new mark and route table: the new routing is added, the old removed.
+    let moved = format!(
+        "version: 1\nroute-table: 301\ntproxies:\n  px: {{mark: 3001, port: 7893}}\nrules:\n  - {{match: '^{}/', tproxy: px}}\n",
+        s.cg.rel
+    );
+    std::fs::write(&*s.config, moved).unwrap();
+    s.daemon.signal(libc::SIGHUP);
+    s.daemon.wait_for("reloaded", 10);
+    for fam in ["-4", "-6"] {
+        let rules = s.ns.sh(&format!("ip {fam} rule show"));
+        assert!(rules.contains("fwmark 0xbb9 lookup 301") && !rules.contains("lookup 300"), "{rules}");
+        assert!(s.ns.sh(&format!("ip {fam} route show table 301")).contains("local default dev lo"));
+        assert_eq!(s.ns.sh(&format!("ip {fam} route show table 300")).trim(), "");
+    }
+    assert!(s.nft.cgroup_map().unwrap().values().all(|v| *v == Verdict::Tproxy(3001)));
     s.stop();
 }
 

@@ -180,31 +180,28 @@ impl Daemon {
         if let Err(e) = self.nft.apply_full(&self.tracker.ruleset) {
             // The old table is still in force (the batch changed nothing):
             // drop the routing only the new config would have used.
-            let (old_marks, old_table) = &self.routed;
-            let new: Vec<u32> =
-                marks.iter().copied().filter(|m| *old_table != table || !old_marks.contains(m)).collect();
-            let mut errors = self.routes.remove_rules(&new, table);
-            if !new.is_empty() && (*old_table != table || old_marks.is_empty()) {
-                errors.extend(self.routes.remove_local_routes(table));
-            }
-            for e in errors {
-                warn!("undoing routing after a failed apply: {e}");
-            }
+            let routed = self.routed.clone();
+            self.remove_routing_except((&marks, table), (&routed.0, routed.1), "undoing routing after a failed apply");
             return Err(e.into());
         }
         self.handles = self.nft.level_handles()?;
         self.generation = self.nft.generation()?;
-        // Routing the previous config needed and this one does not.
         let (old_marks, old_table) = std::mem::replace(&mut self.routed, (marks.clone(), table));
-        let stale: Vec<u32> = old_marks.iter().copied().filter(|m| old_table != table || !marks.contains(m)).collect();
-        let mut errors = self.routes.remove_rules(&stale, old_table);
-        if !old_marks.is_empty() && (old_table != table || marks.is_empty()) {
-            errors.extend(self.routes.remove_local_routes(old_table));
+        self.remove_routing_except((&old_marks, old_table), (&marks, table), "removing routing of the previous config");
+        Ok(())
+    }
+
+    /// Remove the routing of `(marks, table)` that `(keep, keep_table)`
+    /// does not also use; errors are logged with `why`.
+    fn remove_routing_except(&mut self, (marks, table): (&[u32], u32), (keep, keep_table): (&[u32], u32), why: &str) {
+        let unused: Vec<u32> = marks.iter().copied().filter(|m| table != keep_table || !keep.contains(m)).collect();
+        let mut errors = self.routes.remove_rules(&unused, table);
+        if !marks.is_empty() && (table != keep_table || keep.is_empty()) {
+            errors.extend(self.routes.remove_local_routes(table));
         }
         for e in errors {
-            warn!("removing routing of the previous config: {e}");
+            warn!("{why}: {e}");
         }
-        Ok(())
     }
 
     fn event_loop(&mut self, signals: &Signals) -> Result<(), DaemonError> {
@@ -225,7 +222,8 @@ impl Daemon {
                 libc::pollfd { fd: self.watcher.fd(), events: libc::POLLIN, revents: 0 },
             ];
             // SAFETY: two valid pollfds.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout.as_millis() as i32) };
+            // Round up: a timeout rounded down to 0 ms would spin.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout.as_micros().div_ceil(1000) as i32) };
             if rc < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
                 return Err(DaemonError::Signals(std::io::Error::last_os_error()));
             }
