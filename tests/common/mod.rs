@@ -338,6 +338,7 @@ impl Drop for TempFile {
         // cannot remove it itself.
         if self.0.extension().is_some_and(|e| e == "yaml") {
             let _ = std::fs::remove_file(self.0.with_extension("state.json"));
+            let _ = std::fs::remove_file(self.0.with_extension("state.json.tmp"));
         }
     }
 }
