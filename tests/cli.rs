@@ -3,10 +3,6 @@
 mod common;
 use common::*;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_cgtproxy")
-}
-
 #[test]
 fn bad_config_changes_nothing_and_fails() {
     if !root("bad_config_changes_nothing_and_fails") {

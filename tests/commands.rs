@@ -4,10 +4,6 @@
 mod common;
 use common::*;
 
-fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_cgtproxy")
-}
-
 #[test]
 fn inspection_commands_on_live_state() {
     if !root("inspection_commands_on_live_state") {
@@ -98,13 +94,7 @@ fn inspection_commands_on_live_state() {
         "{out}"
     );
     daemon.signal(libc::SIGCONT);
-    for _ in 0..100 {
-        if run("print --diff").0 {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert!(run("print --diff").0, "the daemon caught up");
+    assert!(wait_until(2, || run("print --diff").0), "the daemon caught up");
 
     // reload through the state file
     let (ok, out) = run("reload");

@@ -162,22 +162,13 @@ fn outside_flush_is_restored() {
     eprintln!("restored after flush in {elapsed:?}");
     // Deleting the chain's rules only (firewalld-style partial change).
     s.ns.sh("nft flush chain inet cgtproxy classify");
-    for _ in 0..100 {
-        if s.ns.sh("nft list chain inet cgtproxy classify").contains("socket cgroupv2 level 2") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert!(s.ns.sh("nft list chain inet cgtproxy classify").contains("socket cgroupv2 level 2"));
+    let restored =
+        wait_until(2, || s.ns.sh("nft list chain inet cgtproxy classify").contains("socket cgroupv2 level 2"));
+    assert!(restored, "classify chain not restored:\n{}", tail(&s.daemon.output()));
     // And the routing rule.
     s.ns.sh("ip rule del fwmark 3000 lookup 300");
-    for _ in 0..100 {
-        if s.ns.sh("ip rule show").contains("fwmark 0xbb8 lookup 300") {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    assert!(s.ns.sh("ip rule show").contains("fwmark 0xbb8 lookup 300"), "{}", tail(&s.daemon.output()));
+    let restored = wait_until(2, || s.ns.sh("ip rule show").contains("fwmark 0xbb8 lookup 300"));
+    assert!(restored, "routing rule not restored:\n{}", tail(&s.daemon.output()));
     s.stop();
 }
 

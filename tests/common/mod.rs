@@ -5,6 +5,23 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// The cgtproxy binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_cgtproxy")
+}
+
+/// Poll `cond` every 20 ms for up to `secs`; whether it became true.
+pub fn wait_until(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    cond()
+}
+
 /// True when tests that need root can run; otherwise says why they skip.
 pub fn root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
