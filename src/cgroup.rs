@@ -131,45 +131,56 @@ pub fn level_of(path: &str) -> u32 {
 /// Every cgroup below `root` (not the root itself), parents before children.
 /// Directories that vanish while we walk are skipped: cgroups come and go.
 pub fn scan(root: &Path) -> io::Result<Vec<Cgroup>> {
-    let mut out = Vec::new();
-    scan_into(root, root, &mut out)?;
-    Ok(out)
+    walk(root, "", |_, _| Ok(true))
 }
 
 /// Like [`scan`], but starting at `dir` (included), below `root`.
 pub fn scan_into(root: &Path, dir: &Path, out: &mut Vec<Cgroup>) -> io::Result<()> {
-    let mut stack = vec![dir.to_path_buf()];
-    let mut first = true;
-    while let Some(d) = stack.pop() {
-        if d != root {
-            let Some(path) = relative_path(root, &d) else {
-                continue;
-            };
-            match id_of(&d) {
-                Ok(id) => out.push(Cgroup { level: level_of(&path), path: path.into(), id }),
+    if let Some(rel) = relative_path(root, dir) {
+        out.extend(walk(root, &rel, |_, _| Ok(true))?);
+    }
+    Ok(())
+}
+
+/// Walk the cgroup at relative path `start` ("" is the root, which is not
+/// returned) and everything below it, parents before children. `enter` runs
+/// on each directory before it is listed (the watcher adds its inotify watch
+/// there, so no child created meanwhile is missed); `Ok(false)` skips the
+/// directory. Directories that vanish meanwhile are skipped.
+pub fn walk(
+    root: &Path,
+    start: &str,
+    mut enter: impl FnMut(&Path, &Arc<str>) -> io::Result<bool>,
+) -> io::Result<Vec<Cgroup>> {
+    let mut found = Vec::new();
+    let mut stack: Vec<Arc<str>> = vec![start.into()];
+    while let Some(rel) = stack.pop() {
+        let dir = root.join(rel.trim_start_matches('/'));
+        match enter(&dir, &rel) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(e) if vanished(&e) => continue,
+            Err(e) => return Err(e),
+        }
+        if !rel.is_empty() {
+            match id_of(&dir) {
+                Ok(id) => found.push(Cgroup { level: level_of(&rel), path: rel.clone(), id }),
                 Err(e) if vanished(&e) => continue,
                 Err(e) => return Err(e),
             }
         }
-        let entries = match std::fs::read_dir(&d) {
-            Ok(e) => e,
-            Err(e) if vanished(&e) && !first => continue,
-            Err(e) if vanished(&e) => return Ok(()),
+        let entries = match std::fs::read_dir(&dir) {
+            Ok(entries) => entries,
+            Err(e) if vanished(&e) => continue,
             Err(e) => return Err(e),
         };
-        first = false;
-        for entry in entries {
-            let entry = match entry {
-                Ok(e) => e,
-                Err(e) if vanished(&e) => continue,
-                Err(e) => return Err(e),
-            };
+        for entry in entries.flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(entry.path());
+                stack.push(format!("{rel}/{}", entry.file_name().to_string_lossy()).into());
             }
         }
     }
-    Ok(())
+    Ok(found)
 }
 
 /// Errors that mean "this cgroup was removed meanwhile".

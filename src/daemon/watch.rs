@@ -64,59 +64,35 @@ impl Watcher {
         self.dirs.len()
     }
 
-    /// The directory of the cgroup at relative path `rel` ("" is the root).
-    fn abs(&self, rel: &str) -> PathBuf {
-        self.root.join(rel.trim_start_matches('/'))
-    }
-
     /// Watch the cgroup at relative path `rel` ("" for the root) and
     /// everything below it; returns the cgroups found (`rel` included
-    /// unless it is the root). Directories that vanish meanwhile are skipped.
+    /// unless it is the root). Each directory is watched before it is
+    /// listed (see [`cgroup::walk`]).
     pub fn watch_tree(&mut self, rel: &str) -> io::Result<Vec<Cgroup>> {
-        let mut found = Vec::new();
-        let mut stack: Vec<Arc<str>> = vec![rel.into()];
-        while let Some(rel) = stack.pop() {
-            let dir = self.abs(&rel);
-            match self.inotify.watches().add(&dir, mask()) {
-                Ok(wd) => {
-                    self.dirs.insert(wd, rel.clone());
-                }
-                Err(e) if cgroup::vanished(&e) || e.raw_os_error() == Some(libc::ENOTDIR) => continue,
-                Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
-                    // Out of inotify watches: keep going unwatched here.
-                    if !self.warned {
-                        self.warned = true;
-                        tracing::error!(
-                            dir = %dir.display(),
-                            "fs.inotify.max_user_watches is exhausted: cgroups below unwatched directories are \
-                             found by a rescan every second until it is raised"
-                        );
-                    }
-                    self.degraded = true;
-                }
-                Err(e) => {
-                    return Err(io::Error::new(e.kind(), format!("inotify watch on {}: {e}", dir.display())));
-                }
+        let root = self.root.clone();
+        cgroup::walk(&root, rel, |dir, rel| match self.inotify.watches().add(dir, mask()) {
+            Ok(wd) => {
+                self.dirs.insert(wd, rel.clone());
+                Ok(true)
             }
-            if !rel.is_empty() {
-                match cgroup::id_of(&dir) {
-                    Ok(id) => found.push(Cgroup { level: cgroup::level_of(&rel), path: rel.clone(), id }),
-                    Err(e) if cgroup::vanished(&e) => continue,
-                    Err(e) => return Err(e),
+            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(false),
+            // Vanished: the walk skips it.
+            Err(e) if cgroup::vanished(&e) => Err(e),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+                // Out of inotify watches: keep going unwatched here.
+                if !self.warned {
+                    self.warned = true;
+                    tracing::error!(
+                        dir = %dir.display(),
+                        "fs.inotify.max_user_watches is exhausted: cgroups below unwatched directories are \
+                         found by a rescan every second until it is raised"
+                    );
                 }
+                self.degraded = true;
+                Ok(true)
             }
-            let entries = match std::fs::read_dir(&dir) {
-                Ok(entries) => entries,
-                Err(e) if cgroup::vanished(&e) => continue,
-                Err(e) => return Err(e),
-            };
-            for entry in entries.flatten() {
-                if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                    stack.push(format!("{rel}/{}", entry.file_name().to_string_lossy()).into());
-                }
-            }
-        }
-        Ok(found)
+            Err(e) => Err(io::Error::new(e.kind(), format!("inotify watch on {}: {e}", dir.display()))),
+        })
     }
 
     /// Read every queued event without blocking and turn them into changes.
