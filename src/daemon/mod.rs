@@ -343,14 +343,18 @@ impl Daemon {
         }
     }
 
-    /// Rescan the tree and replace the whole table.
+    /// Watch and scan the whole tree again, then replace the whole table and
+    /// routing for the tracker's config.
+    fn rebuild(&mut self) -> Result<(), DaemonError> {
+        let all = self.watcher.rewatch_all().map_err(|e| watch_error(&self.root, e))?;
+        self.tracker.reset(&all);
+        self.sync_all()
+    }
+
+    /// [`Daemon::rebuild`] after an outside change or a failed update.
     fn resync(&mut self) {
         self.state.resyncs += 1;
-        let result = self.watcher.rewatch_all().map_err(|e| watch_error(&self.root, e)).and_then(|all| {
-            self.tracker = Tracker::new(self.tracker.cfg.clone(), &all);
-            self.sync_all()
-        });
-        if let Err(e) = result {
+        if let Err(e) = self.rebuild() {
             error!("cannot restore the ruleset: {e}");
         }
         self.save_state();
@@ -400,10 +404,7 @@ impl Daemon {
                 }
                 Ok(_) => {
                     let old = std::mem::replace(&mut self.tracker.cfg, cfg);
-                    match self.watcher.rewatch_all().map_err(|e| watch_error(&self.root, e)).and_then(|all| {
-                        self.tracker = Tracker::new(self.tracker.cfg.clone(), &all);
-                        self.sync_all()
-                    }) {
+                    match self.rebuild() {
                         Ok(()) => {
                             self.state.reloads += 1;
                             self.save_state();

@@ -55,9 +55,15 @@ pub struct Tracker {
 impl Tracker {
     /// A tracker for `cfg` that knows `cgroups`.
     pub fn new(cfg: Config, cgroups: &[Cgroup]) -> Self {
-        let ruleset = Ruleset::build(&cfg, cgroups);
-        let paths = cgroups.iter().map(|c| (c.path.clone(), c.id)).collect();
-        Tracker { cfg, ruleset, paths }
+        let mut tracker = Tracker { ruleset: Ruleset::new(&cfg), cfg, paths: BTreeMap::new() };
+        tracker.reset(cgroups);
+        tracker
+    }
+
+    /// Forget everything and know exactly `cgroups` under the current config.
+    pub fn reset(&mut self, cgroups: &[Cgroup]) {
+        self.ruleset = Ruleset::build(&self.cfg, cgroups);
+        self.paths = cgroups.iter().map(|c| (c.path.clone(), c.id)).collect();
     }
 
     /// Cgroups that appeared (a new directory and what was found inside).
