@@ -29,13 +29,9 @@ pub fn path() -> PathBuf {
     if let Some(p) = std::env::var_os("CGTPROXY_STATE") {
         return PathBuf::from(p);
     }
-    match std::env::var_os("RUNTIME_DIRECTORY") {
-        Some(dirs) if !dirs.is_empty() => {
-            let dirs = dirs.to_string_lossy().into_owned();
-            PathBuf::from(dirs.split(':').next().unwrap_or_default()).join("state.json")
-        }
-        _ => PathBuf::from("/run/cgtproxy/state.json"),
-    }
+    crate::config::systemd_directory("RUNTIME_DIRECTORY")
+        .unwrap_or_else(|| PathBuf::from("/run/cgtproxy"))
+        .join("state.json")
 }
 
 /// Write the state file (temporary file, then rename).

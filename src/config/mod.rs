@@ -151,14 +151,16 @@ impl Config {
 /// `$CONFIGURATION_DIRECTORY` (set by systemd's `ConfigurationDirectory=`),
 /// else /etc/cgtproxy.
 pub fn default_path() -> PathBuf {
-    match std::env::var_os("CONFIGURATION_DIRECTORY") {
-        Some(dirs) if !dirs.is_empty() => {
-            let dirs = dirs.to_string_lossy().into_owned();
-            let first = dirs.split(':').next().unwrap_or_default();
-            Path::new(first).join("config.yaml")
-        }
-        _ => PathBuf::from(DEFAULT_PATH),
-    }
+    systemd_directory("CONFIGURATION_DIRECTORY")
+        .map_or_else(|| PathBuf::from(DEFAULT_PATH), |dir| dir.join("config.yaml"))
+}
+
+/// The first directory systemd lists in `var` (`$CONFIGURATION_DIRECTORY`,
+/// `$RUNTIME_DIRECTORY`: colon-separated), when set and not empty.
+pub fn systemd_directory(var: &str) -> Option<PathBuf> {
+    let dirs = std::env::var_os(var)?;
+    let dirs = dirs.to_string_lossy();
+    dirs.split(':').next().filter(|d| !d.is_empty()).map(PathBuf::from)
 }
 
 #[cfg(test)]
