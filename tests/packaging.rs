@@ -195,3 +195,123 @@ fn wait_entry(sock: &UnixDatagram, message: &str, secs: u64) -> std::collections
     }
     panic!("no journal entry with MESSAGE {message:?} within {secs}s");
 }
+
+/// The man page's SUBCOMMANDS section names `cgtproxy-SUB(1)`: each such
+/// page must exist.
+#[test]
+fn man_page_references_resolve() {
+    let dir = TempDir::new("gen-refs");
+    sh(&format!("{} {}", env!("CARGO_BIN_EXE_cgtproxy-gen"), dir.0.display()));
+    let man = std::fs::read_to_string(dir.0.join("cgtproxy.1")).unwrap();
+    let refs: Vec<String> = regex::Regex::new(r"cgtproxy\\-([a-z]+)\(1\)")
+        .unwrap()
+        .captures_iter(&man)
+        .map(|c| format!("cgtproxy-{}.1", &c[1]))
+        .collect();
+    assert!(refs.len() >= 6, "subcommand references in cgtproxy.1: {refs:?}");
+    for page in refs {
+        let text = std::fs::read_to_string(dir.0.join(&page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        let name = page.trim_end_matches(".1");
+        assert!(text.contains(&format!(".TH {name} 1")), "{page} has no .TH {name}");
+        assert!(text.contains(r"\fBcgtproxy\fR(1)"), "{page} does not point back to cgtproxy(1)");
+    }
+}
+
+/// `make install` copies what `make` built and never runs cargo (so
+/// `sudo make install` builds nothing as root); both honour CARGO_TARGET_DIR.
+#[test]
+fn make_install_does_not_build_and_honours_cargo_target_dir() {
+    if !try_sh("command -v make").0 {
+        eprintln!("SKIPPED make_install_does_not_build_and_honours_cargo_target_dir: make is not installed");
+        return;
+    }
+    let top = env!("CARGO_MANIFEST_DIR");
+    let empty = TempDir::new("make-empty");
+    let dest = TempDir::new("make-dest");
+    let (ok, out) = try_sh(&format!(
+        "make -C {top} install CARGO=false CARGO_TARGET_DIR={} DESTDIR={} 2>&1",
+        empty.0.display(),
+        dest.0.display()
+    ));
+    assert!(!ok && out.contains("run make (as yourself) before make install"), "{out}");
+    assert!(!out.contains("false build"), "make install ran cargo: {out}");
+    let plan = sh(&format!("make -C {top} -n all CARGO_TARGET_DIR={}", empty.0.display()));
+    assert!(plan.contains(&format!("{}/release/cgtproxy-gen {}/gen", empty.0.display(), empty.0.display())), "{plan}");
+
+    // With the build in place, install copies it into DESTDIR.
+    let built = &empty.0;
+    std::fs::create_dir_all(built.join("release")).unwrap();
+    std::fs::copy(bin(), built.join("release/cgtproxy")).unwrap();
+    sh(&format!("{} {}", env!("CARGO_BIN_EXE_cgtproxy-gen"), built.join("gen").display()));
+    let out = sh(&format!(
+        "make -C {top} install CARGO=false CARGO_TARGET_DIR={} DESTDIR={} PREFIX=/usr 2>&1",
+        built.display(),
+        dest.0.display()
+    ));
+    for f in [
+        "usr/bin/cgtproxy",
+        "usr/share/man/man1/cgtproxy.1",
+        "usr/share/man/man1/cgtproxy-exec.1",
+        "usr/lib/systemd/system/cgtproxy.service",
+        "usr/share/doc/cgtproxy/LICENSE",
+    ] {
+        assert!(dest.0.join(f).exists(), "make install did not install {f}: {out}");
+    }
+}
+
+/// The .deb as CI builds it (misc/debian/mkdeb, from the binary under
+/// test): maintainer scripts, conffile, changelog, copyright, Maintainer
+/// with an address, and lintian finds no error or warning.
+#[test]
+fn deb_is_complete_and_lintian_clean() {
+    for tool in ["dpkg-deb", "dpkg-shlibdeps", "strip"] {
+        if !try_sh(&format!("command -v {tool}")).0 {
+            eprintln!(
+                "SKIPPED deb_is_complete_and_lintian_clean: {tool} is not installed (apt-get install dpkg-dev binutils)"
+            );
+            return;
+        }
+    }
+    let out = TempDir::new("deb");
+    let deb = build_deb(&out.0, None);
+    let info = sh(&format!("dpkg-deb --info {deb}"));
+    for needle in ["postinst", "prerm", "postrm", "conffiles", "Maintainer: ", "@", "Depends: libc6"] {
+        assert!(info.contains(needle), "dpkg-deb --info lacks {needle}:\n{info}");
+    }
+    let synopsis = info.lines().find_map(|l| l.trim().strip_prefix("Description: ")).unwrap();
+    assert!(synopsis.len() <= 80 && !synopsis.ends_with(':'), "synopsis {synopsis:?}");
+    let files = sh(&format!("dpkg-deb --contents {deb}"));
+    for f in [
+        "./usr/bin/cgtproxy",
+        "./lib/systemd/system/cgtproxy.service",
+        "./etc/cgtproxy/config.yaml",
+        "./usr/share/doc/cgtproxy/copyright",
+        "./usr/share/doc/cgtproxy/changelog.Debian.gz",
+        "./usr/share/man/man1/cgtproxy.1.gz",
+        "./usr/share/man/man1/cgtproxy-exec.1.gz",
+    ] {
+        assert!(files.lines().any(|l| l.ends_with(f)), "the .deb lacks {f}:\n{files}");
+    }
+    if !try_sh("command -v lintian").0 {
+        eprintln!("SKIPPED lintian part of deb_is_complete_and_lintian_clean: lintian is not installed");
+        return;
+    }
+    let (_, report) = try_sh(&format!("lintian --no-tag-display-limit {deb} 2>&1"));
+    let bad: Vec<&str> = report.lines().filter(|l| l.starts_with("E:") || l.starts_with("W:")).collect();
+    assert!(bad.is_empty(), "lintian:\n{report}");
+}
+
+/// Build the .deb from the binary under test into `out`; its path.
+fn build_deb(out: &std::path::Path, version: Option<&str>) -> String {
+    let gendir = out.join("gen");
+    sh(&format!("{} {}", env!("CARGO_BIN_EXE_cgtproxy-gen"), gendir.display()));
+    let version = version.map(|v| format!("-v {v}")).unwrap_or_default();
+    let deb = sh(&format!(
+        "{}/misc/debian/mkdeb -b {} -g {} -o {} {version}",
+        env!("CARGO_MANIFEST_DIR"),
+        bin(),
+        gendir.display(),
+        out.display()
+    ));
+    deb.trim().to_string()
+}

@@ -1,7 +1,10 @@
-//! Build helper: writes the man page and shell completions generated from
+//! Build helper: writes the man pages and shell completions generated from
 //! the command line definition.
 //!
-//!     cgtproxy-gen OUTDIR     # OUTDIR/cgtproxy.1, OUTDIR/completions/*
+//!     cgtproxy-gen OUTDIR     # OUTDIR/cgtproxy.1, OUTDIR/cgtproxy-SUB.1, OUTDIR/completions/*
+//!
+//! clap_mangen's SUBCOMMANDS section refers to `cgtproxy-SUB(1)`, so each
+//! subcommand gets that page (as git does), and the references resolve.
 
 use std::path::PathBuf;
 
@@ -11,17 +14,30 @@ use clap_complete::Shell;
 fn main() -> std::io::Result<()> {
     let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "target/gen".into()));
     std::fs::create_dir_all(out.join("completions"))?;
-    let cmd = cgtproxy::cli::Cli::command();
+    let mut cmd = cgtproxy::cli::Cli::command().disable_help_subcommand(true);
+    // build() gives subcommands their display names ("cgtproxy-check"),
+    // which name their pages.
+    cmd.build();
     let mut page = Vec::new();
-    clap_mangen::Man::new(cmd.clone()).render(&mut page)?;
+    clap_mangen::Man::new(cmd.clone()).source(SOURCE).render(&mut page)?;
     page.extend_from_slice(MAN_EXTRA.as_bytes());
     std::fs::write(out.join("cgtproxy.1"), page)?;
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        let man = clap_mangen::Man::new(sub.clone()).source(SOURCE);
+        let mut page = Vec::new();
+        man.render(&mut page)?;
+        page.extend_from_slice(b".SH SEE ALSO\n\\fBcgtproxy\\fR(1)\n");
+        std::fs::write(out.join(man.get_filename()), page)?;
+    }
     for shell in [Shell::Bash, Shell::Zsh, Shell::Fish] {
         clap_complete::generate_to(shell, &mut cmd.clone(), "cgtproxy", out.join("completions"))?;
     }
-    println!("wrote {}/cgtproxy.1 and {}/completions/", out.display(), out.display());
+    println!("wrote {0}/cgtproxy.1, {0}/cgtproxy-*.1 and {0}/completions/", out.display());
     Ok(())
 }
+
+/// The .TH footer: package and version (clap gives subcommands none).
+const SOURCE: &str = concat!("cgtproxy ", env!("CARGO_PKG_VERSION"));
 
 /// Sections clap does not know about.
 const MAN_EXTRA: &str = r#".SH FILES
