@@ -4,9 +4,13 @@
 //! A cgroup's id (what `socket cgroupv2` compares) is the inode number of its
 //! directory on cgroup2 (the kernfs node id), so no name resolution is needed.
 
+use std::ffi::{CStr, CString};
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::config::CgroupRoot;
@@ -77,7 +81,6 @@ fn unescape_mountinfo(s: &str) -> String {
 }
 
 fn is_cgroup2(path: &Path) -> io::Result<bool> {
-    use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     // SAFETY: statfs writes into a zeroed struct we own; c is NUL-terminated.
@@ -144,43 +147,189 @@ pub fn scan_into(root: &Path, dir: &Path, out: &mut Vec<Cgroup>) -> io::Result<(
 
 /// Walk the cgroup at relative path `start` ("" is the root, which is not
 /// returned) and everything below it, parents before children. `enter` runs
-/// on each directory before it is listed (the watcher adds its inotify watch
-/// there, so no child created meanwhile is missed); `Ok(false)` skips the
-/// directory. Directories that vanish meanwhile are skipped.
+/// on each directory (given by its absolute path) before anything about it
+/// is read: the watcher adds its inotify watch there, so a child created
+/// meanwhile is either seen here or reported by an event. `Ok(false)` skips
+/// the directory. Directories that vanish meanwhile are skipped.
+///
+/// System calls, which are nearly all of startup's cost: a leaf cgroup
+/// costs `enter` plus one `fstatat` relative to its parent, which gives its
+/// id (the inode number) and its link count; a directory's link count is 2
+/// plus its subdirectories (kernfs, like tmpfs and ext4, keeps it so), so a
+/// count of 2 means there is nothing to list. Only a cgroup with children
+/// is opened (relative to its parent) and listed with `getdents64`.
 pub fn walk(
     root: &Path,
     start: &str,
-    mut enter: impl FnMut(&Path, &Arc<str>) -> io::Result<bool>,
+    mut enter: impl FnMut(&CStr, &Arc<str>) -> io::Result<bool>,
 ) -> io::Result<Vec<Cgroup>> {
-    let mut found = Vec::new();
-    let mut stack: Vec<Arc<str>> = vec![start.into()];
-    while let Some(rel) = stack.pop() {
-        let dir = root.join(rel.trim_start_matches('/'));
-        match enter(&dir, &rel) {
-            Ok(true) => {}
-            Ok(false) => continue,
-            Err(e) if vanished(&e) => continue,
+    let mut w = Walk { found: Vec::new(), abs: Vec::new(), root: root.as_os_str().as_bytes(), buf: Vec::new() };
+    let rel: Arc<str> = start.into();
+    w.set_abs(&rel);
+    let abs = CString::from_vec_with_nul(w.abs.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // The start directory by its absolute path; the rest relative to parents.
+    let has_children = if rel.is_empty() {
+        match enter(&abs, &rel) {
+            Ok(true) => true,
+            Ok(false) => return Ok(w.found),
+            Err(e) if vanished(&e) => return Ok(w.found),
             Err(e) => return Err(e),
         }
-        if !rel.is_empty() {
-            match id_of(&dir) {
-                Ok(id) => found.push(Cgroup { level: level_of(&rel), path: rel.clone(), id }),
-                Err(e) if vanished(&e) => continue,
-                Err(e) => return Err(e),
-            }
+    } else {
+        match w.visit(&mut enter, libc::AT_FDCWD, &abs, rel.clone())? {
+            Some(has_children) => has_children,
+            None => return Ok(w.found),
         }
-        let entries = match std::fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) if vanished(&e) => continue,
-            Err(e) => return Err(e),
-        };
-        for entry in entries.flatten() {
-            if entry.file_type().is_ok_and(|t| t.is_dir()) {
-                stack.push(format!("{rel}/{}", entry.file_name().to_string_lossy()).into());
-            }
-        }
+    };
+    if !has_children {
+        return Ok(w.found);
     }
-    Ok(found)
+    let mut stack = vec![Pending { parent: None, name: abs, rel }];
+    while let Some(dir) = stack.pop() {
+        let at = dir.parent.as_ref().map_or(libc::AT_FDCWD, |p| p.as_raw_fd());
+        // SAFETY: `at` is AT_FDCWD or an open directory; name is NUL-terminated.
+        let fd = unsafe {
+            libc::openat(at, dir.name.as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC | libc::O_NOFOLLOW)
+        };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            if vanished(&e) || e.raw_os_error() == Some(libc::ENOTDIR) {
+                continue;
+            }
+            w.set_abs(&dir.rel);
+            return Err(w.error("open", e));
+        }
+        // SAFETY: a fresh descriptor we own.
+        let fd = Rc::new(unsafe { OwnedFd::from_raw_fd(fd) });
+        w.list(&mut enter, &fd, &dir.rel, &mut stack)?;
+    }
+    Ok(w.found)
+}
+
+/// A directory with subdirectories, still to be listed.
+struct Pending {
+    /// Open directory `name` is relative to (None: `name` is absolute).
+    parent: Option<Rc<OwnedFd>>,
+    name: CString,
+    rel: Arc<str>,
+}
+
+struct Walk<'a> {
+    found: Vec<Cgroup>,
+    root: &'a [u8],
+    /// Absolute path of the directory at hand, NUL-terminated.
+    abs: Vec<u8>,
+    /// getdents64 buffer, allocated when the first directory is listed.
+    buf: Vec<u8>,
+}
+
+/// `struct linux_dirent64`: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name.
+const DIRENT_NAME: usize = 19;
+
+impl Walk<'_> {
+    fn set_abs(&mut self, rel: &str) {
+        self.abs.clear();
+        self.abs.extend_from_slice(self.root);
+        self.abs.extend_from_slice(rel.as_bytes());
+        self.abs.push(0);
+    }
+
+    fn abs(&self) -> &CStr {
+        CStr::from_bytes_with_nul(&self.abs).unwrap_or_default()
+    }
+
+    fn error(&self, what: &str, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("{what} {}: {e}", self.abs().to_string_lossy()))
+    }
+
+    /// `enter`, then `fstatat(at, name)`: records the cgroup and returns
+    /// whether it has subdirectories; None when it is skipped or gone.
+    fn visit(
+        &mut self,
+        enter: &mut impl FnMut(&CStr, &Arc<str>) -> io::Result<bool>,
+        at: RawFd,
+        name: &CStr,
+        rel: Arc<str>,
+    ) -> io::Result<Option<bool>> {
+        self.set_abs(&rel);
+        match enter(self.abs(), &rel) {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            Err(e) if vanished(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        // SAFETY: a zeroed stat we own as the out-pointer; `at` is AT_FDCWD
+        // or an open directory and name NUL-terminated.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::fstatat(at, name.as_ptr(), &mut st, libc::AT_SYMLINK_NOFOLLOW) } != 0 {
+            let e = io::Error::last_os_error();
+            return if vanished(&e) { Ok(None) } else { Err(self.error("stat", e)) };
+        }
+        if st.st_mode & libc::S_IFMT != libc::S_IFDIR {
+            return Ok(None);
+        }
+        self.found.push(Cgroup { level: level_of(&rel), path: rel, id: st.st_ino });
+        // 1 is "not counted" (btrfs); 2 is "no subdirectories".
+        Ok(Some(st.st_nlink != 2))
+    }
+
+    /// List `fd` (the directory at `rel`) and visit every subdirectory;
+    /// those with children of their own go on `stack`.
+    fn list(
+        &mut self,
+        enter: &mut impl FnMut(&CStr, &Arc<str>) -> io::Result<bool>,
+        fd: &Rc<OwnedFd>,
+        rel: &Arc<str>,
+        stack: &mut Vec<Pending>,
+    ) -> io::Result<()> {
+        let mut buf = std::mem::take(&mut self.buf);
+        buf.resize(32 * 1024, 0);
+        let result = loop {
+            // SAFETY: fd is an open directory and buf a writable buffer of its length.
+            let n = unsafe { libc::syscall(libc::SYS_getdents64, fd.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                if vanished(&e) {
+                    break Ok(());
+                }
+                self.set_abs(rel);
+                break Err(self.error("list", e));
+            }
+            if n == 0 {
+                break Ok(());
+            }
+            let mut off = 0;
+            let mut failed = None;
+            while off < n as usize {
+                let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+                let d_type = buf[off + 18];
+                let entry = &buf[off + DIRENT_NAME..off + reclen];
+                off += reclen;
+                if d_type != libc::DT_DIR && d_type != libc::DT_UNKNOWN {
+                    continue;
+                }
+                let Ok(name) = CStr::from_bytes_until_nul(entry) else { continue };
+                if name.to_bytes() == b"." || name.to_bytes() == b".." {
+                    continue;
+                }
+                let child: Arc<str> = format!("{rel}/{}", name.to_string_lossy()).into();
+                match self.visit(enter, fd.as_raw_fd(), name, child.clone()) {
+                    Ok(Some(true)) => stack.push(Pending { parent: Some(fd.clone()), name: name.into(), rel: child }),
+                    Ok(_) => {}
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                break Err(e);
+            }
+        };
+        self.buf = buf;
+        result
+    }
 }
 
 /// Errors that mean "this cgroup was removed meanwhile".

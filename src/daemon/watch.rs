@@ -6,12 +6,11 @@
 //! queue overflow, or a rename, is answered with a full rescan.
 
 use std::collections::HashMap;
+use std::ffi::CStr;
 use std::io;
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-
-use inotify::{EventMask, Inotify, WatchDescriptor, WatchMask};
 
 use crate::cgroup::{self, Cgroup};
 
@@ -27,10 +26,12 @@ pub enum Change {
 }
 
 pub struct Watcher {
-    inotify: Inotify,
+    /// The inotify instance (non-blocking).
+    fd: OwnedFd,
     root: PathBuf,
-    /// Relative path of each watched directory ("" is the root).
-    dirs: HashMap<WatchDescriptor, Arc<str>>,
+    /// Relative path of each watched directory ("" is the root), by watch
+    /// descriptor.
+    dirs: HashMap<i32, Arc<str>>,
     buf: Vec<u8>,
     /// Some directories could not be watched (fs.inotify.max_user_watches
     /// reached): the daemon rescans periodically instead.
@@ -39,14 +40,21 @@ pub struct Watcher {
     warned: bool,
 }
 
-fn mask() -> WatchMask {
-    WatchMask::CREATE | WatchMask::DELETE | WatchMask::MOVED_FROM | WatchMask::MOVED_TO | WatchMask::ONLYDIR
-}
+const MASK: u32 = libc::IN_CREATE | libc::IN_DELETE | libc::IN_MOVED_FROM | libc::IN_MOVED_TO | libc::IN_ONLYDIR;
+
+/// `struct inotify_event`: wd i32, mask u32, cookie u32, len u32, name.
+const EVENT_HEADER: usize = 16;
 
 impl Watcher {
     pub fn new(root: &Path) -> io::Result<Self> {
+        // SAFETY: inotify_init1 has no memory arguments.
+        let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
         Ok(Watcher {
-            inotify: Inotify::init()?,
+            // SAFETY: a fresh descriptor we own.
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
             root: root.to_path_buf(),
             dirs: HashMap::new(),
             buf: vec![0; 64 * 1024],
@@ -56,7 +64,7 @@ impl Watcher {
     }
 
     pub fn fd(&self) -> RawFd {
-        self.inotify.as_raw_fd()
+        self.fd.as_raw_fd()
     }
 
     /// Number of watched directories.
@@ -69,21 +77,31 @@ impl Watcher {
     /// unless it is the root). Each directory is watched before it is
     /// listed (see [`cgroup::walk`]).
     pub fn watch_tree(&mut self, rel: &str) -> io::Result<Vec<Cgroup>> {
-        let root = self.root.clone();
-        cgroup::walk(&root, rel, |dir, rel| match self.inotify.watches().add(dir, mask()) {
-            Ok(wd) => {
-                self.dirs.insert(wd, rel.clone());
-                Ok(true)
-            }
-            Err(e) if e.raw_os_error() == Some(libc::ENOTDIR) => Ok(false),
+        let root = std::mem::take(&mut self.root);
+        let found = cgroup::walk(&root, rel, |dir, rel| self.add(dir, rel));
+        self.root = root;
+        found
+    }
+
+    /// Add the watch of one directory; Ok(false) when it is not one.
+    fn add(&mut self, dir: &CStr, rel: &Arc<str>) -> io::Result<bool> {
+        // SAFETY: dir is NUL-terminated; the fd is our inotify instance.
+        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), dir.as_ptr(), MASK) };
+        if wd >= 0 {
+            self.dirs.insert(wd, rel.clone());
+            return Ok(true);
+        }
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENOTDIR) => Ok(false),
             // Vanished: the walk skips it.
-            Err(e) if cgroup::vanished(&e) => Err(e),
-            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => {
+            _ if cgroup::vanished(&e) => Err(e),
+            Some(libc::ENOSPC) => {
                 // Out of inotify watches: keep going unwatched here.
                 if !self.warned {
                     self.warned = true;
                     tracing::error!(
-                        dir = %dir.display(),
+                        dir = %dir.to_string_lossy(),
                         "fs.inotify.max_user_watches is exhausted: cgroups below unwatched directories are \
                          found by a rescan every second until it is raised"
                     );
@@ -91,59 +109,77 @@ impl Watcher {
                 self.degraded = true;
                 Ok(true)
             }
-            Err(e) => Err(io::Error::new(e.kind(), format!("inotify watch on {}: {e}", dir.display()))),
-        })
+            _ => Err(io::Error::new(e.kind(), format!("inotify watch on {}: {e}", dir.to_string_lossy()))),
+        }
     }
 
     /// Read every queued event without blocking and turn them into changes.
     pub fn read(&mut self) -> io::Result<Vec<Change>> {
-        let mut raw: Vec<(WatchDescriptor, EventMask, Option<std::ffi::OsString>)> = Vec::new();
-        loop {
-            match self.inotify.read_events(&mut self.buf) {
-                Ok(events) => {
-                    let before = raw.len();
-                    raw.extend(events.map(|e| (e.wd, e.mask, e.name.map(|n| n.to_os_string()))));
-                    if raw.len() == before {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) => return Err(e),
-            }
-        }
         let mut changes = Vec::new();
-        for (wd, mask, name) in raw {
-            if mask.contains(EventMask::Q_OVERFLOW) {
+        let mut buf = std::mem::take(&mut self.buf);
+        let result = loop {
+            // SAFETY: buf is a writable buffer of its length.
+            let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                match e.kind() {
+                    io::ErrorKind::WouldBlock => break Ok(()),
+                    io::ErrorKind::Interrupted => continue,
+                    _ => break Err(e),
+                }
+            }
+            if n == 0 {
+                break Ok(());
+            }
+            if let Err(e) = self.events(&buf[..n as usize], &mut changes) {
+                break Err(e);
+            }
+        };
+        self.buf = buf;
+        result.map(|()| changes)
+    }
+
+    /// Turn one read's worth of events into changes.
+    fn events(&mut self, mut buf: &[u8], changes: &mut Vec<Change>) -> io::Result<()> {
+        let field = |b: &[u8], at: usize| u32::from_ne_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        while buf.len() >= EVENT_HEADER {
+            let wd = field(buf, 0) as i32;
+            let mask = field(buf, 4);
+            let len = field(buf, 12) as usize;
+            let name = &buf[EVENT_HEADER..(EVENT_HEADER + len).min(buf.len())];
+            buf = &buf[(EVENT_HEADER + len).min(buf.len())..];
+            if mask & libc::IN_Q_OVERFLOW != 0 {
                 changes.push(Change::Rescan);
                 continue;
             }
-            if mask.contains(EventMask::IGNORED) {
+            if mask & libc::IN_IGNORED != 0 {
                 self.dirs.remove(&wd);
                 continue;
             }
-            if !mask.contains(EventMask::ISDIR) {
+            if mask & libc::IN_ISDIR == 0 {
                 continue;
             }
-            let (Some(parent), Some(name)) = (self.dirs.get(&wd), name) else {
+            let (Some(parent), Ok(name)) = (self.dirs.get(&wd), CStr::from_bytes_until_nul(name)) else {
                 continue;
             };
             let rel = format!("{parent}/{}", name.to_string_lossy());
-            if mask.intersects(EventMask::MOVED_FROM | EventMask::MOVED_TO) {
+            if mask & (libc::IN_MOVED_FROM | libc::IN_MOVED_TO) != 0 {
                 // Watches below a renamed directory keep old paths.
                 changes.push(Change::Rescan);
-            } else if mask.contains(EventMask::CREATE) {
+            } else if mask & libc::IN_CREATE != 0 {
                 changes.push(Change::Appeared(self.watch_tree(&rel)?));
-            } else if mask.contains(EventMask::DELETE) {
+            } else if mask & libc::IN_DELETE != 0 {
                 changes.push(Change::Vanished(rel));
             }
         }
-        Ok(changes)
+        Ok(())
     }
 
     /// Forget every watch and watch the whole tree again; returns every cgroup.
     pub fn rewatch_all(&mut self) -> io::Result<Vec<Cgroup>> {
         for (wd, _) in self.dirs.drain() {
-            let _ = self.inotify.watches().remove(wd);
+            // SAFETY: removing a watch of our own instance.
+            unsafe { libc::inotify_rm_watch(self.fd.as_raw_fd(), wd) };
         }
         self.degraded = false;
         self.watch_tree("")
