@@ -39,7 +39,13 @@ pub fn describe(cfg: &Config) -> String {
             if t.no_ipv6 { ", no-ipv6" } else { "" },
             t.dns_hijack
                 .as_ref()
-                .map(|d| format!(", dns-hijack {}:{}{}", d.ip, d.port, if d.tcp { " (+tcp)" } else { "" }))
+                .map(|d| format!(
+                    ", dns-hijack {}:{}{}{}",
+                    d.ip,
+                    d.port,
+                    d.ip6.map(|ip6| format!(" and [{ip6}]:{}", d.port)).unwrap_or_default(),
+                    if d.tcp { " (+tcp)" } else { "" }
+                ))
                 .unwrap_or_default()
         );
     }
@@ -105,4 +111,18 @@ fn probe_kernel() -> Result<(), crate::nft::NftError> {
     encode::full(&mut b, &rs);
     encode::table(&mut b, sys::NFT_MSG_DELTABLE, 0, "delete scratch table");
     nft.commit(b)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn summary_names_every_dns_hijack_key() {
+        let cfg = crate::config::Config::parse(
+            "version: 1\ntproxies:\n  p: {mark: 1, port: 7, dns-hijack: {ip: 127.0.0.2, ip6: '::1', port: 1053, tcp: true}}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let text = super::describe(&cfg);
+        assert!(text.contains("tproxy p: mark 0x1, port 7, dns-hijack 127.0.0.2:1053 and [::1]:1053 (+tcp)"), "{text}");
+    }
 }

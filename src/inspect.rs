@@ -61,6 +61,12 @@ pub struct CgroupStatus {
 #[derive(Debug, Serialize)]
 pub struct Status {
     pub daemon: Option<DaemonState>,
+    /// The daemon runs in another network namespace than this command: the
+    /// table and routing seen here are not its own.
+    pub other_netns: bool,
+    /// Why the kernel's table could not be read (no CAP_NET_ADMIN); the
+    /// `cgroups` are then what the config classifies, not the kernel's.
+    pub kernel_unreadable: Option<String>,
     pub table: bool,
     pub routing: bool,
     pub route_table: u32,
@@ -77,12 +83,52 @@ fn scan(root: &Path) -> Result<Vec<Cgroup>, InspectError> {
     cgroup::scan(root).map_err(|source| InspectError::Scan { root: root.display().to_string(), source })
 }
 
+/// The sentence for a kernel read refused for lack of privilege, or the
+/// error itself for any other failure.
+fn privileged<T>(r: Result<T, NftError>) -> Result<Result<T, String>, InspectError> {
+    match r {
+        Err(NftError::Netlink(e)) if matches!(e.errno(), Some(libc::EPERM | libc::EACCES)) => {
+            Ok(Err(format!("reading the kernel needs CAP_NET_ADMIN: run as root (sudo) to see it ({e})")))
+        }
+        Err(e) => Err(e.into()),
+        Ok(v) => Ok(Ok(v)),
+    }
+}
+
+/// This process's network namespace (the inode of /proc/self/ns/net).
+pub fn own_netns() -> Option<u64> {
+    std::fs::metadata("/proc/self/ns/net").ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m))
+}
+
+/// A note when the running daemon lives in another network namespace.
+fn netns_note(daemon: Option<&DaemonState>) -> Option<String> {
+    let d = daemon?;
+    let here = own_netns()?;
+    (d.netns != 0 && d.netns != here).then(|| {
+        format!(
+            "the daemon (pid {}) runs in another network namespace (net:[{}]) than this command (net:[{here}]): \
+             the table and routing below are this namespace's, not the daemon's; \
+             run `nsenter --net=/proc/{}/ns/net cgtproxy ...` to see its own",
+            d.pid, d.netns, d.pid
+        )
+    })
+}
+
 pub fn status(cfg: &Config) -> Result<Status, InspectError> {
     let root = cgroup::resolve_root(&cfg.cgroup_root)?;
-    let by_id: HashMap<u64, Cgroup> = scan(&root)?.into_iter().map(|c| (c.id, c)).collect();
+    let all = scan(&root)?;
+    let by_id: HashMap<u64, &Cgroup> = all.iter().map(|c| (c.id, c)).collect();
     let mut nft = Nft::open()?;
-    let table = nft.table_exists()?;
-    let map = if table { nft.cgroup_map_counted()? } else { BTreeMap::new() };
+    let (table, map, kernel_unreadable) = match privileged(nft.table_exists())? {
+        Ok(false) => (false, BTreeMap::new(), None),
+        Ok(true) => (true, nft.cgroup_map_counted()?, None),
+        Err(why) => {
+            // What the config classifies, without counters: the best that
+            // can be shown without privilege.
+            let want = Ruleset::build(cfg, &all);
+            (false, want.elements.iter().map(|(id, e)| (*id, (e.verdict, None))).collect(), Some(why))
+        }
+    };
     let marks: Vec<u32> = cfg.tproxies.values().map(|t| t.mark).collect();
     let routing = Routes::open()?.present(&marks, cfg.route_table)?;
     let mut cgroups = Vec::new();
@@ -94,6 +140,9 @@ pub fn status(cfg: &Config) -> Result<Status, InspectError> {
             stale += 1;
             continue;
         };
+        if verdict == Verdict::Continue && kernel_unreadable.is_some() {
+            continue;
+        }
         let target = describe(verdict, cfg);
         *totals.entry(target.clone()).or_insert(0) += 1;
         if let Some((packets, bytes)) = counter {
@@ -106,7 +155,20 @@ pub fn status(cfg: &Config) -> Result<Status, InspectError> {
         cgroups.push(CgroupStatus { path: cg.path.to_string(), id, target, rule, packets, bytes });
     }
     cgroups.sort_by(|a, b| a.path.cmp(&b.path));
-    Ok(Status { daemon: state::read(), table, routing, route_table: cfg.route_table, cgroups, totals, traffic, stale })
+    let daemon = state::read();
+    let other_netns = netns_note(daemon.as_ref()).is_some();
+    Ok(Status {
+        daemon,
+        other_netns,
+        kernel_unreadable,
+        table,
+        routing,
+        route_table: cfg.route_table,
+        cgroups,
+        totals,
+        traffic,
+        stale,
+    })
 }
 
 impl Status {
@@ -126,7 +188,13 @@ impl Status {
             }
             None => s.push_str("daemon: not running (no live state file)\n"),
         }
-        if !self.table {
+        if let Some(note) = netns_note(self.daemon.as_ref()) {
+            let _ = writeln!(s, "NOTE: {note}");
+        }
+        if let Some(why) = &self.kernel_unreadable {
+            let _ = writeln!(s, "table inet cgtproxy: not shown: {why}");
+            let _ = writeln!(s, "  (the cgroups below are what the config classifies now, not read from the kernel)");
+        } else if !self.table {
             s.push_str("table inet cgtproxy: ABSENT (no traffic is classified)\n");
         } else {
             let _ = writeln!(s, "table inet cgtproxy: present, {} classified cgroups", self.cgroups.len());
@@ -239,10 +307,20 @@ pub fn explain(cfg: &Config, target: &str) -> Result<String, InspectError> {
             );
         }
     }
+    if let Some(note) = netns_note(state::read().as_ref()) {
+        let _ = writeln!(s, "NOTE: {note}");
+    }
     let mut nft = Nft::open()?;
-    if !nft.table_exists()? {
-        s.push_str("kernel: table inet cgtproxy is absent: traffic is not classified\n");
-        return Ok(s);
+    match privileged(nft.table_exists())? {
+        Ok(true) => {}
+        Ok(false) => {
+            s.push_str("kernel: table inet cgtproxy is absent: traffic is not classified\n");
+            return Ok(s);
+        }
+        Err(why) => {
+            let _ = writeln!(s, "kernel: not shown: {why}");
+            return Ok(s);
+        }
     }
     // The kernel's answer: the deepest ancestor-or-self with an element.
     let map = nft.cgroup_map()?;

@@ -23,6 +23,10 @@ pub struct DaemonState {
     pub cgroups: usize,
     pub elements: usize,
     pub strict: bool,
+    /// The daemon's network namespace (inode of /proc/self/ns/net), so
+    /// `status` run elsewhere can say so; 0 when unknown (older files).
+    #[serde(default)]
+    pub netns: u64,
 }
 
 pub fn path() -> PathBuf {

@@ -122,3 +122,84 @@ fn exec_builds_the_systemd_run_command() {
     let (ok, out) = try_sh(&format!("{} exec 'a/b' --dry-run -- true", bin()));
     assert!(!ok && out.contains("letters, digits"), "{out}");
 }
+
+#[test]
+fn status_and_explain_as_a_user_and_from_another_netns() {
+    if !root("status_and_explain_as_a_user_and_from_another_netns") {
+        return;
+    }
+    let ns = NetNs::new("user");
+    let cg = TestCgroups::new("user");
+    cg.mkdir("app");
+    let rel = cg.rel.clone();
+    let config = format!(
+        "version: 1\ntproxies: {{px: {{mark: 3000, port: 7893}}}}\nrules:\n  - {{match: '^{rel}/app$', tproxy: px}}\n"
+    );
+    let (mut daemon, cfg) = start_daemon(&ns, &config);
+    let state = cfg.with_extension("state.json");
+    // nobody, with no capability at all, in the daemon's namespace.
+    let as_user = |args: &str| {
+        ns.try_sh(&format!(
+            "CGTPROXY_STATE={} setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all \
+             {} -c {} {args}",
+            state.display(),
+            bin(),
+            cfg.display()
+        ))
+    };
+    let (ok, out) = as_user("status");
+    assert!(ok, "what could be shown exits 0: {out}");
+    assert!(out.contains(&format!("daemon: running, pid {}", daemon.child.id())), "{out}");
+    assert!(out.contains("table inet cgtproxy: not shown: reading the kernel needs CAP_NET_ADMIN"), "{out}");
+    assert!(out.contains("what the config classifies now"), "{out}");
+    let row = |out: &str, fields: &[&str]| out.lines().any(|l| l.split_whitespace().collect::<Vec<_>>() == fields);
+    assert!(row(&out, &["tproxy", "px", "0", &format!("{rel}/app")]), "{out}");
+    assert!(out.contains("routing: fwmark 0xbb8 lookup 300 (IPv4 and IPv6): in place"), "{out}");
+    let (ok, out) = as_user("status --json");
+    assert!(ok, "{out}");
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(json["kernel_unreadable"].as_str().unwrap().contains("CAP_NET_ADMIN"), "{json}");
+    let (ok, out) = as_user(&format!("explain {rel}/app"));
+    assert!(ok, "{out}");
+    assert!(out.contains("rule 0 (line 4") && out.contains("-> tproxy px"), "{out}");
+    assert!(out.contains("kernel: not shown: reading the kernel needs CAP_NET_ADMIN"), "{out}");
+
+    // As root, from a namespace that is not the daemon's.
+    let (ok, out) =
+        try_sh(&format!("CGTPROXY_STATE={} unshare -n {} -c {} status", state.display(), bin(), cfg.display()));
+    assert!(ok, "{out}");
+    assert!(out.contains("runs in another network namespace") && out.contains("nsenter --net=/proc/"), "{out}");
+    let (ok, out) = run_in(&ns, &state, &cfg, "status");
+    assert!(ok && !out.contains("another network namespace"), "{out}");
+    assert!(daemon.stop().success());
+}
+
+fn run_in(ns: &NetNs, state: &std::path::Path, cfg: &std::path::Path, args: &str) -> (bool, String) {
+    ns.try_sh(&format!("CGTPROXY_STATE={} {} -c {} {args}", state.display(), bin(), cfg.display()))
+}
+
+/// `cgtproxy print | nft -f -` loads on this host, hybrid (cgroup2 at
+/// /sys/fs/cgroup/unified) or not, and nft reads back the same cgroups.
+#[test]
+fn print_output_loads_with_nft() {
+    if !root("print_output_loads_with_nft") {
+        return;
+    }
+    let cg = TestCgroups::new("print");
+    cg.mkdir("app");
+    let rel = cg.rel.clone();
+    let tmp = TempDir::new("print");
+    let cfg = tmp.0.join("config.yaml");
+    std::fs::write(
+        &cfg,
+        format!("version: 1\ntproxies: {{px: {{mark: 3000, port: 7893}}}}\nrules:\n  - {{match: '^{rel}/app$', tproxy: px}}\n"),
+    )
+    .unwrap();
+    let (ok, out) = try_sh(&format!(
+        "unshare -n sh -c '{} -c {} print | nft -f - && nft list map inet cgtproxy cgroup-class'",
+        bin(),
+        cfg.display()
+    ));
+    assert!(ok, "{out}");
+    assert!(out.contains(&format!("{}/app\" : 0x00000bb8", rel)), "{out}");
+}

@@ -154,6 +154,13 @@ fn journald_entries_carry_cgroup_rule_target() {
     {
         assert_eq!(entry.get(key).map(String::as_str), Some(value), "{key} in {entry:?}");
     }
+    // The text says it too: `journalctl -u cgtproxy` shows only MESSAGE.
+    assert_eq!(entry.get("MESSAGE").map(String::as_str), Some(format!("classified {app}: drop (rule 0)").as_str()));
+    // unshare, sh and nsenter exec into the daemon: the child is the daemon.
+    daemon.signal(libc::SIGHUP);
+    let entry = wait_entry(&sock, "reloaded", 10);
+    let text = &entry["MESSAGE"];
+    assert!(text.starts_with(&format!("reloaded {}: ", config.display())) && text.contains("map elements"), "{text}");
     assert!(daemon.stop().success());
     assert_clean(&ns);
 }

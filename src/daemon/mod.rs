@@ -61,7 +61,7 @@ impl ConfigSource {
             Err(ConfigError::Read { source, .. })
                 if !self.explicit && source.kind() == std::io::ErrorKind::NotFound =>
             {
-                warn!(path = %self.path.display(), "config file not found; using the built-in default (everything direct)");
+                warn!(path = %self.path.display(), "config file {} not found; using the built-in default (everything direct)", self.path.display());
                 Ok(Config::builtin_default())
             }
             other => other,
@@ -128,7 +128,12 @@ pub fn run(source: ConfigSource) -> Result<(), DaemonError> {
         cgroups = d.tracker.paths.len(),
         elements = d.tracker.ruleset.elements.len(),
         elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "ready: all cgroups classified"
+        "ready: all cgroups classified ({} cgroups below {}, {} map elements, config {}, {:.1} ms)",
+        d.tracker.paths.len(),
+        d.root.display(),
+        d.tracker.ruleset.elements.len(),
+        d.tracker.cfg.origin,
+        started.elapsed().as_secs_f64() * 1000.0
     );
     d.state = crate::state::DaemonState {
         pid: std::process::id(),
@@ -137,6 +142,7 @@ pub fn run(source: ConfigSource) -> Result<(), DaemonError> {
         cgroup_root: d.root.display().to_string(),
         started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_secs()).unwrap_or(0),
         startup_ms: started.elapsed().as_secs_f64() * 1000.0,
+        netns: crate::inspect::own_netns().unwrap_or(0),
         ..Default::default()
     };
     d.save_state();
@@ -231,7 +237,7 @@ impl Daemon {
                 for s in signals.read() {
                     match s {
                         Signal::Terminate(n) => {
-                            info!(signal = n, "stopping: removing table, rules and routes");
+                            info!(signal = n, "stopping on signal {n}: removing table, rules and routes");
                             notify(&[sd_notify::NotifyState::Stopping]);
                             return Ok(());
                         }
@@ -283,21 +289,34 @@ impl Daemon {
         match self.try_commit(delta) {
             Ok(()) if delta.add.len() <= 64 => {
                 for (_, e) in delta.add.iter().filter(|(_, e)| e.verdict != crate::ruleset::Verdict::Continue) {
+                    let target = crate::inspect::describe(e.verdict, &self.tracker.cfg);
+                    let rule = e.rule.map_or_else(|| "no rule".to_owned(), |r| format!("rule {r}"));
                     info!(
                         cgroup = %e.path,
                         rule = e.rule.map(|r| r as i64).unwrap_or(-1),
-                        target = %crate::inspect::describe(e.verdict, &self.tracker.cfg),
-                        "classified"
+                        target = %target,
+                        "classified {}: {target} ({rule})",
+                        e.path
                     );
                 }
-                debug!(added = delta.add.len(), deleted = delta.del.len(), "applied");
+                debug!(
+                    added = delta.add.len(),
+                    deleted = delta.del.len(),
+                    "applied: {} elements added, {} deleted",
+                    delta.add.len(),
+                    delta.del.len()
+                );
             }
             Ok(()) => info!(
                 added = delta.add.len(),
                 deleted = delta.del.len(),
                 levels = ?delta.new_levels,
                 elapsed_us = started.elapsed().as_micros() as u64,
-                "applied"
+                "applied: {} elements added, {} deleted, new levels {:?}, {} µs",
+                delta.add.len(),
+                delta.del.len(),
+                delta.new_levels,
+                started.elapsed().as_micros()
             ),
             Err(e) => {
                 warn!("incremental update failed ({e}); rebuilding the whole table");
@@ -379,7 +398,8 @@ impl Daemon {
         if generation != self.generation {
             warn!(
                 table_present = table_ok,
-                "the nftables ruleset was changed by another program; restoring table inet cgtproxy"
+                "the nftables ruleset was changed by another program (table inet cgtproxy {}); restoring it",
+                if table_ok { "still present" } else { "gone" }
             );
         }
         if !routes_ok {
@@ -400,7 +420,7 @@ impl Daemon {
             Ok(cfg) => match cgroup::resolve_root(&cfg.cgroup_root) {
                 Err(e) => error!("reload refused, keeping the running config: {e}"),
                 Ok(root) if root != self.root => {
-                    error!(old = %self.root.display(), new = %root.display(), "reload refused: cgroup-root cannot change while running; restart instead")
+                    error!(old = %self.root.display(), new = %root.display(), "reload refused: cgroup-root cannot change while running ({} -> {}); restart instead", self.root.display(), root.display())
                 }
                 Ok(_) => {
                     let old = std::mem::replace(&mut self.tracker.cfg, cfg);
@@ -412,7 +432,10 @@ impl Daemon {
                                 config = %self.tracker.cfg.origin,
                                 elements = self.tracker.ruleset.elements.len(),
                                 elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-                                "reloaded"
+                                "reloaded {}: {} map elements, {:.1} ms",
+                                self.tracker.cfg.origin,
+                                self.tracker.ruleset.elements.len(),
+                                started.elapsed().as_secs_f64() * 1000.0
                             )
                         }
                         Err(e) => {

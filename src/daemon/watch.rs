@@ -102,8 +102,9 @@ impl Watcher {
                     self.warned = true;
                     tracing::error!(
                         dir = %dir.to_string_lossy(),
-                        "fs.inotify.max_user_watches is exhausted: cgroups below unwatched directories are \
-                         found by a rescan every second until it is raised"
+                        "fs.inotify.max_user_watches is exhausted at {}: cgroups below unwatched directories are \
+                         found by a rescan every second until it is raised",
+                        dir.to_string_lossy()
                     );
                 }
                 self.degraded = true;

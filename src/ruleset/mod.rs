@@ -264,9 +264,17 @@ impl Ruleset {
         chains
     }
 
-    /// `nft -f` text for this ruleset.
+    /// `nft -f` text for this ruleset, cgroup paths relative to the cgroup2
+    /// mount.
     pub fn render(&self) -> String {
-        render::render(self)
+        render::render(self, "")
+    }
+
+    /// `nft -f` text that `nft` can load on this host: cgroup paths relative
+    /// to /sys/fs/cgroup (`unified/...` on hybrid hosts), for a cgroup2
+    /// mount at `root`. None when nft cannot resolve paths below `root`.
+    pub fn render_for_nft(&self, root: &std::path::Path) -> Option<String> {
+        render::nft_cgroup_prefix(root).map(|prefix| render::render(self, &prefix))
     }
 }
 

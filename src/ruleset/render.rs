@@ -5,7 +5,18 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::*;
 
-pub(super) fn render(rs: &Ruleset) -> String {
+/// What `nft` needs before a cgroup path relative to the cgroup2 mount
+/// `root`: nft resolves `cgroupsv2` elements against /sys/fs/cgroup, so on a
+/// hybrid host (cgroup2 at /sys/fs/cgroup/unified) that is `unified/`. None
+/// when the mount is not below /sys/fs/cgroup (nft cannot resolve it at all).
+pub fn nft_cgroup_prefix(root: &std::path::Path) -> Option<String> {
+    let rest = root.strip_prefix("/sys/fs/cgroup").ok()?;
+    let rest = rest.to_str()?;
+    Some(if rest.is_empty() { String::new() } else { format!("{rest}/") })
+}
+
+/// `prefix` goes before every cgroup path (see [`nft_cgroup_prefix`]).
+pub(super) fn render(rs: &Ruleset, prefix: &str) -> String {
     let mut o = String::new();
     let w = &mut o;
     let _ = writeln!(w, "table inet {TABLE} {{");
@@ -15,7 +26,7 @@ pub(super) fn render(rs: &Ruleset) -> String {
     let cgroups: Vec<String> = rs
         .elements
         .values()
-        .map(|e| format!("{:?} : {}", e.path.trim_start_matches('/'), mark(e.verdict.class())))
+        .map(|e| format!("{:?} : {}", format!("{prefix}{}", e.path.trim_start_matches('/')), mark(e.verdict.class())))
         .collect();
     map(w, MAP_CGROUP, if rs.counters { "cgroupsv2 : mark\n\t\tcounter" } else { "cgroupsv2 : mark" }, &cgroups);
     let marks: Vec<String> =

@@ -109,3 +109,15 @@ fn strict_ruleset_golden() {
     assert_eq!(rs.level_rules(5), [Stmt::ClassifyLevel { level: 5 }]);
     golden("strict.nft", &rs.render());
 }
+
+#[test]
+fn nft_text_paths_are_relative_to_sys_fs_cgroup() {
+    use std::path::Path;
+    assert_eq!(render::nft_cgroup_prefix(Path::new("/sys/fs/cgroup")).as_deref(), Some(""));
+    assert_eq!(render::nft_cgroup_prefix(Path::new("/sys/fs/cgroup/unified")).as_deref(), Some("unified/"));
+    assert_eq!(render::nft_cgroup_prefix(Path::new("/mnt/cg")), None);
+    let rs = Ruleset::build(&example(), &desktop());
+    let hybrid = rs.render_for_nft(Path::new("/sys/fs/cgroup/unified")).unwrap();
+    assert!(hybrid.contains("\"unified/user.slice/"), "{hybrid}");
+    assert_eq!(rs.render_for_nft(Path::new("/sys/fs/cgroup")).unwrap(), rs.render());
+}
