@@ -62,7 +62,7 @@ pub enum CheckError {
     #[error(transparent)]
     Cgroup(#[from] cgroup::CgroupError),
     #[error(
-        "the kernel cannot hold cgtproxy's rules: {0} (needs nf_tables with socket, tproxy, nat, ct and interval sets)"
+        "the kernel cannot hold cgtproxy's rules: {0} (needs nf_tables with socket, tproxy, nat, reject, ct and interval sets)"
     )]
     Kernel(#[source] crate::nft::NftError),
 }
@@ -80,7 +80,7 @@ pub fn permission(cfg: &Config) -> Result<Vec<String>, CheckError> {
     ok.push(format!("cgroup2: mounted at {}", root.display()));
     probe_kernel().map_err(CheckError::Kernel)?;
     ok.push(
-        "kernel: accepted the full ruleset in a scratch table (socket cgroupv2, tproxy, dnat, ct, interval sets)"
+        "kernel: accepted the full ruleset in a scratch table (socket cgroupv2, tproxy, dnat, reject, ct, interval sets)"
             .to_owned(),
     );
     Ok(ok)
@@ -90,7 +90,7 @@ fn probe_kernel() -> Result<(), crate::nft::NftError> {
     // A config that uses every feature, so the probe covers them all even
     // when the user's config does not.
     let probe = Config::parse(
-        "version: 1\nbypass: [127.0.0.0/8, '::1']\ntproxies:\n  p: {mark: 1, port: 1, dns-hijack: {tcp: true}}\n  q: {mark: 2, port: 2, no-udp: true, no-ipv6: true}\nrules: [{match: x, tproxy: p}]\n",
+        "version: 1\nbypass: [127.0.0.0/8, '::1']\ntproxies:\n  p: {mark: 1, port: 1, dns-hijack: {tcp: true}}\n  q: {mark: 2, port: 2, no-udp: true, no-ipv6: true}\nrules: [{match: x, tproxy: p}, {match: y, reject: true}]\n",
         "<probe>",
     )
     .expect("the probe config is valid");

@@ -38,6 +38,7 @@ pub fn describe(verdict: Verdict, cfg: &Config) -> String {
     match verdict {
         Verdict::Direct => "direct".into(),
         Verdict::Drop => "drop".into(),
+        Verdict::Reject => "reject".into(),
         Verdict::Continue => "unmatched (strict)".into(),
         Verdict::Tproxy(mark) => match cfg.tproxies.values().find(|t| t.mark == mark) {
             Some(t) => format!("tproxy {}", t.name),

@@ -92,6 +92,7 @@ fn kernel_listing_equals_rendered_ruleset() {
              rules:\n\
              \x20 - {{match: '^{rel}/user\\.slice/app$', tproxy: px4}}\n\
              \x20 - {{match: '^{rel}/user\\.slice', tproxy: px}}\n\
+             \x20 - {{match: '^{rel}/drop\\.slice/deep/er$', reject: true}}\n\
              \x20 - {{match: '^{rel}/drop\\.slice', drop: true}}\n\
              \x20 - {{match: '^{rel}$', direct: true}}\n"
         ),

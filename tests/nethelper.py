@@ -14,6 +14,7 @@
   cps ADDR PORT COUNT     COUNT TCP connections (connect, send, answer, close);
                           prints connections per second
   client PROTO ADDR PORT TOKEN [TIMEOUT]
+                          PROTO tcp, udp, or udpc (a connected UDP socket);
                           sends TOKEN, prints the answer, or TIMEOUT / ERROR <reason>
 
 Servers print READY once listening. Every answer is one line of text.
@@ -124,6 +125,13 @@ def client(proto, addr, port, token, timeout=2.0):
             s = socket.create_connection((addr, port), timeout=timeout)
             s.sendall((token + "\n").encode())
             print(s.recv(256).decode().strip() or "EMPTY")
+        elif proto == "udpc":
+            # A connected UDP socket, as resolvers use: ICMP errors reach it.
+            s = socket.socket(fam, socket.SOCK_DGRAM)
+            s.settimeout(timeout)
+            s.connect((addr, port))
+            s.send((token + "\n").encode())
+            print(s.recv(256).decode().strip())
         else:
             s = socket.socket(fam, socket.SOCK_DGRAM)
             s.settimeout(timeout)

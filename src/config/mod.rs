@@ -49,6 +49,8 @@ pub enum CgroupRoot {
 pub enum Target {
     Direct,
     Drop,
+    /// Refused at once: TCP reset, ICMP port unreachable for the rest.
+    Reject,
     /// The name of an entry of `tproxies`.
     Tproxy(String),
 }
@@ -58,6 +60,7 @@ impl std::fmt::Display for Target {
         match self {
             Target::Direct => f.write_str("direct"),
             Target::Drop => f.write_str("drop"),
+            Target::Reject => f.write_str("reject"),
             Target::Tproxy(name) => write!(f, "tproxy {name}"),
         }
     }

@@ -71,11 +71,13 @@ struct RawRule {
     direct: bool,
     #[serde(default)]
     drop: bool,
+    #[serde(default)]
+    reject: bool,
     tproxy: Option<Spanned<String>>,
 }
 
 /// Chains the ruleset always has; a tproxy's chains must not collide with them.
-const BUILTIN_CHAINS: [&str; 3] = ["output-mangle", "prerouting", "output-nat"];
+const BUILTIN_CHAINS: [&str; 5] = ["output-mangle", "classify", "prerouting", "output-nat", "dns-hijack"];
 
 /// Route tables the kernel reserves: unspec, default, main, local.
 const RESERVED_TABLES: [i64; 4] = [0, 253, 254, 255];
@@ -204,11 +206,12 @@ fn parse_tproxies(
                 }
             },
         };
-        if mark == crate::ruleset::CLASS_DIRECT || mark == crate::ruleset::CLASS_DROP {
+        if [crate::ruleset::CLASS_DIRECT, crate::ruleset::CLASS_DROP, crate::ruleset::CLASS_REJECT].contains(&mark) {
             let m = t.mark.as_ref().expect("mark checked above");
-            return Err(
-                ctx.at(m, format!("tproxies.{name}.mark {mark:#x} is reserved by cgtproxy (direct/drop classes)"))
-            );
+            return Err(ctx.at(
+                m,
+                format!("tproxies.{name}.mark {mark:#x} is reserved by cgtproxy (direct/drop/reject classes)"),
+            ));
         }
         if let Some(other) = marks.insert(mark, name) {
             let m = t.mark.as_ref().expect("mark checked above");
@@ -266,6 +269,9 @@ fn parse_rules(
         if r.value.drop {
             targets.push(Target::Drop);
         }
+        if r.value.reject {
+            targets.push(Target::Reject);
+        }
         if let Some(name) = &r.value.tproxy {
             if !tproxies.contains_key(&name.value) {
                 let known: Vec<&str> = tproxies.keys().map(String::as_str).collect();
@@ -283,12 +289,12 @@ fn parse_rules(
         let target = match targets.len() {
             1 => targets.remove(0),
             0 => {
-                return Err(here("no target: set exactly one of `direct: true`, `drop: true`, `tproxy: NAME`".into()));
+                return Err(here("no target: set exactly one of `direct: true`, `drop: true`, `reject: true`, `tproxy: NAME`".into()));
             }
             _ => {
                 let names: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
                 return Err(here(format!(
-                    "{} targets ({}): set exactly one of `direct: true`, `drop: true`, `tproxy: NAME`",
+                    "{} targets ({}): set exactly one of `direct: true`, `drop: true`, `reject: true`, `tproxy: NAME`",
                     targets.len(),
                     names.join(", ")
                 )));

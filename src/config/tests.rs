@@ -190,3 +190,13 @@ fn missing_default_file_path() {
     unsafe { std::env::remove_var("CONFIGURATION_DIRECTORY") };
     assert_eq!(default_path(), PathBuf::from(DEFAULT_PATH));
 }
+
+#[test]
+fn reject_target() {
+    let cfg = Config::parse("version: 1\nrules:\n  - {match: x, reject: true}\n", "r.yaml").unwrap();
+    assert_eq!(cfg.rules[0].target, Target::Reject);
+    let e = err("version: 1\nrules:\n  - {match: x, reject: true, drop: true}\n");
+    assert!(e.contains("2 targets (drop, reject)"), "{e}");
+    let e = err("version: 1\ntproxies:\n  p:\n    mark: 0x43475403\n    port: 1\n");
+    assert!(e.contains("reserved by cgtproxy"), "{e}");
+}

@@ -3,7 +3,7 @@
 use crate::netlink::{MsgWriter, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
 use crate::ruleset::stmt::Only;
 use crate::ruleset::{
-    CHAIN_CLASSIFY, CLASS_DROP, Chain, Element, Interval, MAP_CGROUP, MAP_MARK, MAP_MARK_DNS, Ruleset, SET_BYPASS4,
+    CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DROP, CLASS_REJECT, Chain, Element, Interval, MAP_CGROUP, MAP_MARK, MAP_MARK_DNS, Ruleset, SET_BYPASS4,
     SET_BYPASS6, Stmt, TABLE,
 };
 
@@ -253,6 +253,27 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
         Stmt::JumpClassify => {
             e.push(verdict(NFT_JUMP, Some(CHAIN_CLASSIFY)));
         }
+        Stmt::JumpDns => {
+            // [ meta load l4proto => reg 1 ] [ lookup reg 1 set __set%d ]
+            // [ payload load 2b @ transport header + 2 => reg 1 ] [ cmp eq reg 1 0x00003500 ]
+            // [ immediate reg 0 jump -> dns-hijack ]
+            let l = tcp_udp_lookup(b, false);
+            e.push(Expr::MetaLoad { key: NFT_META_L4PROTO, dreg: NFT_REG_1 });
+            e.push(l);
+            e.push(Expr::Payload { base: NFT_PAYLOAD_TRANSPORT_HEADER, offset: 2, len: 2, dreg: NFT_REG_1 });
+            e.push(Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: 53u16.to_be_bytes().to_vec() });
+            e.push(verdict(NFT_JUMP, Some(CHAIN_DNS)));
+        }
+        Stmt::DnsKeep { mark, l4, v6 } => {
+            e.extend(meta_eq(NFT_META_MARK, &mark.to_ne_bytes()));
+            e.extend(meta_eq(NFT_META_NFPROTO, &[if *v6 { NFPROTO_IPV6 } else { NFPROTO_IPV4 }]));
+            e.extend(meta_eq(NFT_META_L4PROTO, &[l4.proto()]));
+            e.push(verdict(NF_ACCEPT, None));
+        }
+        Stmt::ResetMark => {
+            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(vec![0; 4]) });
+            e.push(Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 });
+        }
         Stmt::ClassifyLevel { level } => {
             e.extend(unclassified_socket_lookup(*level, ids, Some(NFT_REG_1), false));
             e.push(Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 });
@@ -285,6 +306,18 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
         Stmt::DropClass => {
             e.extend(meta_eq(NFT_META_MARK, &CLASS_DROP.to_ne_bytes()));
             e.push(verdict(NF_DROP, None));
+        }
+        Stmt::RejectClass { tcp } => {
+            e.extend(meta_eq(NFT_META_MARK, &CLASS_REJECT.to_ne_bytes()));
+            if *tcp {
+                // `meta l4proto tcp reject with tcp reset`: [ reject type 1 code 0 ]
+                e.extend(meta_eq(NFT_META_L4PROTO, &[libc::IPPROTO_TCP as u8]));
+                e.push(Expr::Reject { ty: NFT_REJECT_TCP_RST, code: 0 });
+            } else {
+                // `reject` in an inet table: [ reject type 2 code 1 ]
+                // (icmpx port-unreachable: ICMP or ICMPv6 as the packet is).
+                e.push(Expr::Reject { ty: NFT_REJECT_ICMPX_UNREACH, code: NFT_REJECT_ICMPX_PORT_UNREACH });
+            }
         }
         Stmt::MarkVmap { map } => {
             e.push(Expr::MetaLoad { key: NFT_META_MARK, dreg: NFT_REG_1 });

@@ -35,6 +35,8 @@ pub enum Expr {
     SocketCgroup { level: u32, dreg: u32 },
     /// `[ tproxy FAMILY port reg REG ]`
     Tproxy { family: u8, reg_port: u32 },
+    /// `[ reject type TYPE code CODE ]`
+    Reject { ty: u32, code: u8 },
     /// `[ nat dnat FAMILY addr_min reg ADDR proto_min reg PROTO ]`
     Dnat { family: u8, reg_addr: u32, reg_proto: u32 },
 }
@@ -68,6 +70,7 @@ impl Expr {
             Expr::SocketCgroup { .. } => "socket",
             Expr::Tproxy { .. } => "tproxy",
             Expr::Dnat { .. } => "nat",
+            Expr::Reject { .. } => "reject",
         }
     }
 
@@ -132,6 +135,10 @@ impl Expr {
             Expr::Tproxy { family, reg_port } => {
                 w.u32be(NFTA_TPROXY_FAMILY, u32::from(*family));
                 w.u32be(NFTA_TPROXY_REG_PORT, *reg_port);
+            }
+            Expr::Reject { ty, code } => {
+                w.u32be(NFTA_REJECT_TYPE, *ty);
+                w.attr(NFTA_REJECT_ICMP_CODE, &[*code]);
             }
             Expr::Dnat { family, reg_addr, reg_proto } => {
                 w.u32be(NFTA_NAT_TYPE, NFT_NAT_DNAT);

@@ -145,6 +145,12 @@ pub const NFTA_NAT_FAMILY: u16 = 2;
 pub const NFTA_NAT_REG_ADDR_MIN: u16 = 3;
 pub const NFTA_NAT_REG_PROTO_MIN: u16 = 5;
 pub const NFT_NAT_DNAT: u32 = 1;
+/// enum nft_reject_attributes and nft_reject_types / nft_reject_inet_code.
+pub const NFTA_REJECT_TYPE: u16 = 1;
+pub const NFTA_REJECT_ICMP_CODE: u16 = 2;
+pub const NFT_REJECT_TCP_RST: u32 = 1;
+pub const NFT_REJECT_ICMPX_UNREACH: u32 = 2;
+pub const NFT_REJECT_ICMPX_PORT_UNREACH: u8 = 1;
 /// IPS_DST_NAT in enum ip_conntrack_status.
 pub const IPS_DST_NAT: u32 = 0x20;
 /// IP_CT_DIR_REPLY.

@@ -30,12 +30,15 @@ pub const CHAIN_OUTPUT: &str = "output-mangle";
 pub const CHAIN_CLASSIFY: &str = "classify";
 pub const CHAIN_PREROUTING: &str = "prerouting";
 pub const CHAIN_OUTPUT_NAT: &str = "output-nat";
+pub const CHAIN_DNS: &str = "dns-hijack";
 
 /// Class of direct cgroups, held in the packet mark only inside
 /// output-mangle ("CGT" 1). Tproxy marks may not use it.
 pub const CLASS_DIRECT: u32 = 0x4347_5401;
 /// Class of dropped cgroups ("CGT" 2).
 pub const CLASS_DROP: u32 = 0x4347_5402;
+/// Class of rejected cgroups ("CGT" 3).
+pub const CLASS_REJECT: u32 = 0x4347_5403;
 
 /// What `cgroup-class` says about a cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -43,6 +46,8 @@ pub enum Verdict {
     /// The traffic leaves normally.
     Direct,
     Drop,
+    /// Refused: TCP reset, ICMP port unreachable otherwise.
+    Reject,
     /// Marked with this tproxy mark and so routed to the TPROXY server.
     Tproxy(u32),
     /// Strict mode, a cgroup no rule matches: known, so not held, and
@@ -55,6 +60,7 @@ impl Verdict {
         match target {
             Target::Direct => Verdict::Direct,
             Target::Drop => Verdict::Drop,
+            Target::Reject => Verdict::Reject,
             Target::Tproxy(name) => Verdict::Tproxy(tproxies.get(name).map_or(0, |t| t.mark)),
         }
     }
@@ -64,6 +70,7 @@ impl Verdict {
         match self {
             Verdict::Direct => CLASS_DIRECT,
             Verdict::Drop => CLASS_DROP,
+            Verdict::Reject => CLASS_REJECT,
             Verdict::Tproxy(mark) => mark,
             Verdict::Continue => 0,
         }
@@ -73,6 +80,7 @@ impl Verdict {
         match class {
             CLASS_DIRECT => Verdict::Direct,
             CLASS_DROP => Verdict::Drop,
+            CLASS_REJECT => Verdict::Reject,
             0 => Verdict::Continue,
             mark => Verdict::Tproxy(mark),
         }
@@ -191,8 +199,15 @@ impl Ruleset {
 
     /// The chains, in the order they are created and printed.
     pub fn chains(&self) -> Vec<Chain> {
-        let mut output = vec![
-            Stmt::CtReplyReturn,
+        let mut output = vec![Stmt::CtReplyReturn];
+        // DNS of hijacking cgroups is hijacked whatever its destination:
+        // before the bypass sets, so a stub resolver on 127.0.0.53 (in the
+        // usual `bypass: 127.0.0.0/8`) is covered too.
+        let dns_keep = self.dns_keep();
+        if !dns_keep.is_empty() {
+            output.push(Stmt::JumpDns);
+        }
+        output.extend([
             Stmt::BypassReturn { v6: false },
             Stmt::BypassReturn { v6: true },
             Stmt::NotTcpUdpReturn,
@@ -200,7 +215,13 @@ impl Ruleset {
             Stmt::JumpClassify,
             Stmt::Unmark { mark: CLASS_DIRECT, only: None },
             Stmt::DropClass,
-        ];
+        ]);
+        // Only configs with a `reject` rule get these (other rulesets, and
+        // their golden files, stay as they were).
+        if self.verdicts.values().any(|v| *v == Verdict::Reject) {
+            output.push(Stmt::RejectClass { tcp: true });
+            output.push(Stmt::RejectClass { tcp: false });
+        }
         for t in &self.tproxies {
             // Leave unmarked what this tproxy does not take, so it goes
             // direct (the Go implementation marked it and blackholed it).
@@ -247,6 +268,12 @@ impl Ruleset {
                 rules: vec![Stmt::MarkVmap { map: MAP_MARK_DNS }],
             },
         ];
+        if !dns_keep.is_empty() {
+            let mut rules = vec![Stmt::MarkedReturn, Stmt::JumpClassify];
+            rules.extend(dns_keep);
+            rules.push(Stmt::ResetMark);
+            chains.push(Chain { name: CHAIN_DNS.into(), hook: None, rules });
+        }
         for t in &self.tproxies {
             chains.push(Chain { name: tproxy_chain(&t.name), hook: None, rules: tproxy_rules(t) });
             if let Some(d) = &t.dns_hijack {
@@ -262,6 +289,26 @@ impl Ruleset {
             }
         }
         chains
+    }
+
+    /// The `dns-hijack` chain's accept rules: exactly the (mark, family,
+    /// protocol) combinations a `NAME-DNS` chain rewrites, so any other DNS
+    /// takes the normal path.
+    fn dns_keep(&self) -> Vec<Stmt> {
+        let mut keep = Vec::new();
+        for t in &self.tproxies {
+            let Some(d) = &t.dns_hijack else { continue };
+            let protos: &[L4] = if d.tcp { &[L4::Udp, L4::Tcp] } else { &[L4::Udp] };
+            for &l4 in protos {
+                // no-udp leaves DNS marked (it is hijacked); no-tcp does not exist.
+                keep.push(Stmt::DnsKeep { mark: t.mark, l4, v6: false });
+                // no-ipv6 unmarks all IPv6, DNS included.
+                if d.ip6.is_some() && !t.no_ipv6 {
+                    keep.push(Stmt::DnsKeep { mark: t.mark, l4, v6: true });
+                }
+            }
+        }
+        keep
     }
 
     /// `nft -f` text for this ruleset, cgroup paths relative to the cgroup2

@@ -5,7 +5,7 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use super::{CHAIN_CLASSIFY, CLASS_DROP, MAP_CGROUP, SET_BYPASS4, SET_BYPASS6};
+use super::{CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DROP, CLASS_REJECT, MAP_CGROUP, SET_BYPASS4, SET_BYPASS6};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum L4 {
@@ -59,6 +59,13 @@ pub enum Stmt {
     MarkedReturn,
     /// `jump classify`
     JumpClassify,
+    /// `meta l4proto { tcp, udp } th dport 53 jump dns-hijack`
+    JumpDns,
+    /// `meta mark M meta nfproto ipv4 meta l4proto udp accept`: DNS a
+    /// `NAME-DNS` chain will rewrite keeps its mark and skips the bypass.
+    DnsKeep { mark: u32, l4: L4, v6: bool },
+    /// `meta mark set 0x00000000`
+    ResetMark,
     /// `meta mark 0x00000000 meta mark set socket cgroupv2 level N map
     /// @cgroup-class`: the deepest known cgroup decides.
     ClassifyLevel { level: u32 },
@@ -70,6 +77,10 @@ pub enum Stmt {
     Unmark { mark: u32, only: Option<Only> },
     /// `meta mark 0x43475402 drop`
     DropClass,
+    /// `meta mark 0x43475403 meta l4proto tcp reject with tcp reset`
+    /// (`tcp`), else `meta mark 0x43475403 reject` (ICMP/ICMPv6 port
+    /// unreachable): the app fails at once instead of timing out.
+    RejectClass { tcp: bool },
     /// `meta mark vmap @MAP`
     MarkVmap { map: &'static str },
     /// `ct status dnat return`
@@ -89,6 +100,12 @@ impl fmt::Display for Stmt {
             Stmt::NotTcpUdpReturn => f.write_str("meta l4proto != { tcp, udp } return"),
             Stmt::MarkedReturn => f.write_str("meta mark != 0x00000000 return"),
             Stmt::JumpClassify => write!(f, "jump {CHAIN_CLASSIFY}"),
+            Stmt::JumpDns => write!(f, "meta l4proto {{ tcp, udp }} th dport 53 jump {CHAIN_DNS}"),
+            Stmt::DnsKeep { mark, l4, v6 } => {
+                let family = if *v6 { "ipv6" } else { "ipv4" };
+                write!(f, "meta mark {mark:#010x} meta nfproto {family} meta l4proto {l4} accept")
+            }
+            Stmt::ResetMark => f.write_str("meta mark set 0x00000000"),
             Stmt::ClassifyLevel { level } => {
                 write!(f, "meta mark 0x00000000 meta mark set socket cgroupv2 level {level} map @{MAP_CGROUP}")
             }
@@ -107,6 +124,10 @@ impl fmt::Display for Stmt {
                 f.write_str("meta mark set 0x00000000")
             }
             Stmt::DropClass => write!(f, "meta mark {CLASS_DROP:#010x} drop"),
+            Stmt::RejectClass { tcp: true } => {
+                write!(f, "meta mark {CLASS_REJECT:#010x} meta l4proto tcp reject with tcp reset")
+            }
+            Stmt::RejectClass { tcp: false } => write!(f, "meta mark {CLASS_REJECT:#010x} reject"),
             Stmt::MarkVmap { map } => write!(f, "meta mark vmap @{map}"),
             Stmt::CtDnatReturn => f.write_str("ct status dnat return"),
             Stmt::Tproxy { port, ipv4_only, tcp_only } => {
