@@ -289,7 +289,9 @@ fn parse_rules(
         let target = match targets.len() {
             1 => targets.remove(0),
             0 => {
-                return Err(here("no target: set exactly one of `direct: true`, `drop: true`, `reject: true`, `tproxy: NAME`".into()));
+                return Err(here(
+                    "no target: set exactly one of `direct: true`, `drop: true`, `reject: true`, `tproxy: NAME`".into(),
+                ));
             }
             _ => {
                 let names: Vec<String> = targets.iter().map(|t| t.to_string()).collect();

@@ -3,8 +3,8 @@
 use crate::netlink::{MsgWriter, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
 use crate::ruleset::stmt::Only;
 use crate::ruleset::{
-    CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DROP, CLASS_REJECT, Chain, Element, Interval, MAP_CGROUP, MAP_MARK, MAP_MARK_DNS, Ruleset, SET_BYPASS4,
-    SET_BYPASS6, Stmt, TABLE,
+    CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DROP, CLASS_REJECT, Chain, Element, Interval, MAP_CGROUP, MAP_MARK, MAP_MARK_DNS,
+    Ruleset, SET_BYPASS4, SET_BYPASS6, Stmt, TABLE,
 };
 
 use super::batch::Batch;
