@@ -192,6 +192,12 @@ impl Status {
         if let Some(note) = netns_note(self.daemon.as_ref()) {
             let _ = writeln!(s, "NOTE: {note}");
         }
+        if let Some(d) = self.daemon.as_ref().filter(|d| !d.guard.is_empty()) {
+            s.push_str("proxy guard:\n");
+            for line in &d.guard {
+                let _ = writeln!(s, "  {line}");
+            }
+        }
         if let Some(why) = &self.kernel_unreadable {
             let _ = writeln!(s, "table inet cgtproxy: not shown: {why}");
             let _ = writeln!(s, "  (the cgroups below are what the config classifies now, not read from the kernel)");

@@ -16,4 +16,5 @@ pub mod netlink;
 pub mod nft;
 pub mod route;
 pub mod ruleset;
+pub mod sockdiag;
 pub mod state;

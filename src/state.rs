@@ -27,6 +27,10 @@ pub struct DaemonState {
     /// `status` run elsewhere can say so; 0 when unknown (older files).
     #[serde(default)]
     pub netns: u64,
+    /// The proxy-loop guard's findings: tproxy listeners, the cgroups kept
+    /// direct, mark collisions.
+    #[serde(default)]
+    pub guard: Vec<String>,
 }
 
 pub fn path() -> PathBuf {

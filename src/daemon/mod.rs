@@ -2,6 +2,7 @@
 //! cleanup. All kernel and filesystem I/O of `cgtproxy` run lives here; the
 //! decisions are made by [`tracker::Tracker`] and [`crate::ruleset`].
 
+mod guard;
 mod signals;
 pub mod tracker;
 pub mod watch;
@@ -87,6 +88,8 @@ struct Daemon {
     state: crate::state::DaemonState,
     /// systemd's watchdog interval, when enabled.
     watchdog: Option<Duration>,
+    /// Keeps the cgroups of the tproxies' own listeners direct.
+    guard: guard::Guard,
 }
 
 /// Run until SIGTERM/SIGINT; everything added is removed before returning.
@@ -114,6 +117,7 @@ pub fn run(source: ConfigSource) -> Result<(), DaemonError> {
         routed: (Vec::new(), 0),
         state: Default::default(),
         watchdog: sd_notify::watchdog_enabled(),
+        guard: guard::Guard::new(),
     };
     if let Err(e) = d.sync_all() {
         let cleanup = d.cleanup();
@@ -145,6 +149,7 @@ pub fn run(source: ConfigSource) -> Result<(), DaemonError> {
         netns: crate::inspect::own_netns().unwrap_or(0),
         ..Default::default()
     };
+    d.guard_check(true);
     d.save_state();
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("all cgroups classified")]);
     let result = d.event_loop(&signals);
@@ -172,6 +177,7 @@ impl Daemon {
         self.state.elements = self.tracker.ruleset.elements.len();
         self.state.strict = self.tracker.cfg.strict;
         self.state.config = self.tracker.cfg.origin.clone();
+        self.state.guard = self.guard.findings.clone();
         if let Err(e) = crate::state::write(&self.state) {
             warn!(path = %crate::state::path().display(), "cannot write the state file: {e}");
         }
@@ -280,7 +286,21 @@ impl Daemon {
         if !delta.is_empty() {
             self.commit(&delta);
         }
+        self.guard_check(false);
         Ok(())
+    }
+
+    /// Run the proxy-loop guard and send what it changes; `full` after a
+    /// start, reload or rebuild.
+    fn guard_check(&mut self, full: bool) {
+        let before = self.guard.findings.clone();
+        let delta = self.guard.check(&mut self.tracker, full);
+        if !delta.is_empty() {
+            self.commit(&delta);
+        }
+        if self.guard.findings != before {
+            self.save_state();
+        }
     }
 
     /// Send a delta as one batch; on any failure resynchronise everything.
@@ -376,6 +396,7 @@ impl Daemon {
         if let Err(e) = self.rebuild() {
             error!("cannot restore the ruleset: {e}");
         }
+        self.guard_check(true);
         self.save_state();
     }
 
@@ -426,6 +447,7 @@ impl Daemon {
                     let old = std::mem::replace(&mut self.tracker.cfg, cfg);
                     match self.rebuild() {
                         Ok(()) => {
+                            self.guard_check(true);
                             self.state.reloads += 1;
                             self.save_state();
                             info!(

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use crate::cgroup::Cgroup;
 use crate::config::Config;
-use crate::ruleset::{Element, Ruleset};
+use crate::ruleset::{Element, Ruleset, Verdict};
 
 /// Changes to send to the kernel in one batch.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -50,12 +50,15 @@ pub struct Tracker {
     /// Every known cgroup path (matched or not) and its id.
     /// Ordered, so a subtree is one range (`p/` up to `p0`).
     pub paths: BTreeMap<Arc<str>, u64>,
+    /// Cgroups kept direct whatever the rules say, because a TPROXY server
+    /// listens in them (the proxy-loop guard), by id.
+    pub pins: BTreeMap<u64, Arc<str>>,
 }
 
 impl Tracker {
     /// A tracker for `cfg` that knows `cgroups`.
     pub fn new(cfg: Config, cgroups: &[Cgroup]) -> Self {
-        let mut tracker = Tracker { ruleset: Ruleset::new(&cfg), cfg, paths: BTreeMap::new() };
+        let mut tracker = Tracker { ruleset: Ruleset::new(&cfg), cfg, paths: BTreeMap::new(), pins: BTreeMap::new() };
         tracker.reset(cgroups);
         tracker
     }
@@ -64,6 +67,66 @@ impl Tracker {
     pub fn reset(&mut self, cgroups: &[Cgroup]) {
         self.ruleset = Ruleset::build(&self.cfg, cgroups);
         self.paths = cgroups.iter().map(|c| (c.path.clone(), c.id)).collect();
+        let pins = std::mem::take(&mut self.pins);
+        for (id, path) in pins {
+            if self.paths.get(&path) == Some(&id) {
+                self.pin(id, path);
+            }
+        }
+    }
+
+    /// Keep cgroup `id` at `path` direct (a proxy listens in it); the delta
+    /// replaces its element.
+    pub fn pin(&mut self, id: u64, path: Arc<str>) -> Delta {
+        let mut delta = Delta::default();
+        self.pins.insert(id, path.clone());
+        match self.ruleset.elements.get(&id) {
+            Some(e) if e.verdict == Verdict::Direct => return delta,
+            // An element with other data cannot be added over: delete it
+            // first, in the same batch.
+            Some(_) => delta.del.push(id),
+            None => {}
+        }
+        let level = crate::cgroup::level_of(&path);
+        if self.ruleset.levels.insert(level) {
+            delta.new_levels.push(level);
+        }
+        let e = Element { path, level, verdict: Verdict::Direct, rule: None };
+        self.ruleset.elements.insert(id, e.clone());
+        delta.add.push((id, e));
+        delta
+    }
+
+    /// Give a pinned cgroup back to its rules.
+    pub fn unpin(&mut self, id: u64) -> Delta {
+        let mut delta = Delta::default();
+        let Some(path) = self.pins.remove(&id) else { return delta };
+        if self.ruleset.elements.remove(&id).is_some() {
+            delta.del.push(id);
+        }
+        let level = crate::cgroup::level_of(&path);
+        if let Some(e) = self.ruleset.classify(&self.cfg, &Cgroup { path, id, level }) {
+            delta.add.push((id, e.clone()));
+        }
+        delta
+    }
+
+    /// The verdict the kernel applies to sockets of the cgroup at `path`:
+    /// its own element or its nearest classified ancestor's.
+    pub fn effective(&self, path: &str) -> Option<Verdict> {
+        let mut p = path;
+        loop {
+            if let Some(id) = self.paths.get(p)
+                && let Some(e) = self.ruleset.elements.get(id)
+                && e.verdict != Verdict::Continue
+            {
+                return Some(e.verdict);
+            }
+            match p.rfind('/') {
+                Some(0) | None => return None,
+                Some(i) => p = &p[..i],
+            }
+        }
     }
 
     /// Cgroups that appeared (a new directory and what was found inside).
@@ -102,10 +165,11 @@ impl Tracker {
             gone.push(p.clone());
         }
         for p in gone {
-            if let Some(id) = self.paths.remove(&p)
-                && self.ruleset.elements.remove(&id).is_some()
-            {
-                delta.del.push(id);
+            if let Some(id) = self.paths.remove(&p) {
+                self.pins.remove(&id);
+                if self.ruleset.elements.remove(&id).is_some() {
+                    delta.del.push(id);
+                }
             }
         }
         delta
@@ -119,10 +183,11 @@ impl Tracker {
         let gone: Vec<Arc<str>> =
             self.paths.iter().filter(|(p, id)| now.get(&***p) != Some(id)).map(|(p, _)| p.clone()).collect();
         for p in gone {
-            if let Some(id) = self.paths.remove(&p)
-                && self.ruleset.elements.remove(&id).is_some()
-            {
-                delta.del.push(id);
+            if let Some(id) = self.paths.remove(&p) {
+                self.pins.remove(&id);
+                if self.ruleset.elements.remove(&id).is_some() {
+                    delta.del.push(id);
+                }
             }
         }
         let fresh: Vec<Cgroup> = cgroups.iter().filter(|c| !self.paths.contains_key(&*c.path)).cloned().collect();
@@ -196,5 +261,31 @@ mod tests {
         d.merge(t.vanished("/a"));
         assert_eq!(d.del, [1]);
         assert!(d.add.is_empty());
+    }
+
+    #[test]
+    fn pins_keep_a_cgroup_direct_until_unpinned() {
+        let mut t = Tracker::new(cfg(), &[cg("/a", 1), cg("/a/b", 3), cg("/z", 4), cg("/z/p", 5)]);
+        t.ruleset.elements.insert(4, Element { path: "/z".into(), level: 1, verdict: Verdict::Tproxy(1), rule: None });
+        assert_eq!(t.effective("/z/p"), Some(Verdict::Tproxy(1)), "inherited from /z");
+        let d = t.pin(5, "/z/p".into());
+        assert_eq!((d.del.len(), d.add.len(), d.new_levels.clone()), (0, 1, vec![]), "level 2 exists (/a/b)");
+        assert_eq!(t.effective("/z/p"), Some(Verdict::Direct));
+        assert!(t.pin(5, "/z/p".into()).is_empty(), "pinning twice changes nothing");
+        // A pinned cgroup with an element of its own: replaced in one batch.
+        let d = t.pin(3, "/a/b".into());
+        assert_eq!((d.del.clone(), d.add.len()), (vec![3], 1));
+        // A rebuild keeps the pins.
+        t.reset(&[cg("/a", 1), cg("/a/b", 3), cg("/z", 4), cg("/z/p", 5)]);
+        assert_eq!(t.effective("/a/b"), Some(Verdict::Direct));
+        assert_eq!(t.effective("/z/p"), Some(Verdict::Direct));
+        let d = t.unpin(3);
+        assert_eq!((d.del.clone(), d.add[0].1.verdict), (vec![3], Verdict::Drop));
+        let d = t.unpin(5);
+        assert_eq!((d.del.clone(), d.add.len()), (vec![5], 0), "unmatched: no element of its own");
+        assert_eq!(t.effective("/z/p"), None);
+        t.pin(5, "/z/p".into());
+        t.vanished("/z/p");
+        assert!(t.pins.is_empty(), "a vanished cgroup is no longer pinned");
     }
 }
