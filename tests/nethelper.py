@@ -13,6 +13,8 @@
                           and prints "T <milliseconds>"; prints "RACED COUNT"
   cps ADDR PORT COUNT     COUNT TCP connections (connect, send, answer, close);
                           prints connections per second
+  dnsq ADDR PORT NAME [tcp]
+                          one DNS A query; prints "ANSWER <addresses>"
   client PROTO ADDR PORT TOKEN [TIMEOUT]
                           PROTO tcp, udp, or udpc (a connected UDP socket);
                           sends TOKEN, prints the answer, or TIMEOUT / ERROR <reason>
@@ -143,6 +145,46 @@ def client(proto, addr, port, token, timeout=2.0):
         print("ERROR", e.strerror or e)
 
 
+def dnsq(addr, port, name, proto="udp", timeout=2.0):
+    """One A query; prints the addresses of the answer, or TIMEOUT / ERROR."""
+    import random
+    fam = socket.AF_INET6 if ":" in addr else socket.AF_INET
+    qid = random.randrange(65536)
+    q = struct.pack("!HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    q += b"".join(bytes([len(p)]) + p.encode() for p in name.split(".")) + b"\0" + struct.pack("!HH", 1, 1)
+    try:
+        if proto == "tcp":
+            s = socket.create_connection((addr, port), timeout=timeout)
+            s.sendall(struct.pack("!H", len(q)) + q)
+            data = b""
+            while len(data) < 2 or len(data) < 2 + struct.unpack("!H", data[:2])[0]:
+                chunk = s.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            r = data[2:]
+        else:
+            s = socket.socket(fam, socket.SOCK_DGRAM)
+            s.settimeout(timeout)
+            s.sendto(q, (addr, port))
+            r = s.recv(4096)
+        ancount = struct.unpack("!H", r[6:8])[0]
+        off = len(q)
+        out = []
+        for _ in range(ancount):
+            off += 2 if r[off] & 0xC0 == 0xC0 else r.index(b"\0", off) + 1 - off
+            rtype, _, _, rdlen = struct.unpack("!HHIH", r[off:off + 10])
+            off += 10
+            if rtype == 1:
+                out.append(socket.inet_ntop(socket.AF_INET, r[off:off + 4]))
+            off += rdlen
+        print("ANSWER", " ".join(out) or "NONE")
+    except socket.timeout:
+        print("TIMEOUT")
+    except OSError as e:
+        print("ERROR", e.strerror or e)
+
+
 def race(parent, count, addr, port, proto="udp"):
     import os
     import time
@@ -204,6 +246,8 @@ def main(argv):
         cps(argv[2], int(argv[3]), int(argv[4]))
     elif mode == "race":
         race(argv[2], int(argv[3]), argv[4], int(argv[5]), *(argv[6:7]))
+    elif mode == "dnsq":
+        dnsq(argv[2], int(argv[3]), argv[4], *(argv[5:6]))
     elif mode == "client":
         timeout = float(argv[6]) if len(argv) > 6 else 2.0
         client(argv[2], argv[3], int(argv[4]), argv[5], timeout)
