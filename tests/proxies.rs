@@ -34,7 +34,11 @@ fn config(rel: &str) -> String {
 fn spawn_in(bed: &Testbed, cg: &TestCgroups, sub: &str, cmd: &str) -> Proc {
     Proc::spawn(&format!(
         "sh -c {}",
-        shell_quote(&format!("echo $$ > {}/cgroup.procs && exec {} {cmd}", cg.dir.join(sub).display(), bed.local.enter()))
+        shell_quote(&format!(
+            "echo $$ > {}/cgroup.procs && exec {} {cmd}",
+            cg.dir.join(sub).display(),
+            bed.local.enter()
+        ))
     ))
 }
 
