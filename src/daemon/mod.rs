@@ -294,7 +294,9 @@ impl Daemon {
     /// start, reload or rebuild.
     fn guard_check(&mut self, full: bool) {
         let before = self.guard.findings.clone();
+        let started = Instant::now();
         let delta = self.guard.check(&mut self.tracker, full);
+        debug!(elapsed_us = started.elapsed().as_micros() as u64, full, "proxy-loop guard checked");
         if !delta.is_empty() {
             self.commit(&delta);
         }
