@@ -314,8 +314,17 @@ pub fn explain(cfg: &Config, target: &str) -> Result<String, InspectError> {
             );
         }
     }
-    if let Some(note) = netns_note(state::read().as_ref()) {
+    let daemon = state::read();
+    if let Some(note) = netns_note(daemon.as_ref()) {
         let _ = writeln!(s, "NOTE: {note}");
+    }
+    // The proxy-loop guard overrides the rules for a proxy's own cgroup.
+    let needle = format!("cgroup {path},");
+    let needle_colon = format!("cgroup {path}:");
+    for line in daemon.iter().flat_map(|d| &d.guard) {
+        if line.contains(&needle) || line.contains(&needle_colon) {
+            let _ = writeln!(s, "proxy guard: {line}");
+        }
     }
     let mut nft = Nft::open()?;
     match privileged(nft.table_exists())? {

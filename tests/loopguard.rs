@@ -56,6 +56,11 @@ fn listener_in_a_proxied_cgroup_is_kept_direct() {
         "{status}"
     );
 
+    let explain =
+        ns.sh(&format!("CGTPROXY_STATE={} {} -c {} explain {rel}/proxy", state.display(), bin(), cfg.display()));
+    assert!(explain.contains("proxy guard: ") && explain.contains("kept direct"), "{explain}");
+    assert!(explain.contains("effective: direct"), "{explain}");
+
     // The proxy stops: at the next cgroup event its cgroup follows its rule again.
     let _ = proxy.child.kill();
     let _ = proxy.child.wait();
