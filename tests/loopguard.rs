@@ -46,6 +46,7 @@ fn listener_in_a_proxied_cgroup_is_kept_direct() {
         line.contains(&format!("tproxy px (tcp port 7893), tproxy px (udp port 7893) listens in cgroup {rel}/proxy")),
         "{line}"
     );
+    daemon.wait_for(&format!("classified {rel}/proxy: direct (proxy-loop guard)"), 10);
     assert_eq!(class_of(&ns, &cg, "proxy").as_deref(), Some("0x43475401"), "the proxy's cgroup is direct");
     assert_eq!(class_of(&ns, &cg, "app").as_deref(), Some("0x00000bb8"), "other cgroups keep their rule");
     let state = cfg.with_extension("state.json");

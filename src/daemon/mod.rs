@@ -312,7 +312,8 @@ impl Daemon {
             Ok(()) if delta.add.len() <= 64 => {
                 for (_, e) in delta.add.iter().filter(|(_, e)| e.verdict != crate::ruleset::Verdict::Continue) {
                     let target = crate::inspect::describe(e.verdict, &self.tracker.cfg);
-                    let rule = e.rule.map_or_else(|| "no rule".to_owned(), |r| format!("rule {r}"));
+                    // Only the proxy-loop guard adds a non-strict element without a rule.
+                    let rule = e.rule.map_or_else(|| "proxy-loop guard".to_owned(), |r| format!("rule {r}"));
                     info!(
                         cgroup = %e.path,
                         rule = e.rule.map(|r| r as i64).unwrap_or(-1),
