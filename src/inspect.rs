@@ -187,7 +187,12 @@ impl Status {
                     d.pid, d.config, up, d.reloads, d.resyncs, d.startup_ms
                 );
             }
-            None => s.push_str("daemon: not running (no live state file)\n"),
+            None => match state::unreadable() {
+                Some(why) => {
+                    let _ = writeln!(s, "daemon: unknown: cannot read its state file {why}");
+                }
+                None => s.push_str("daemon: not running (no live state file)\n"),
+            },
         }
         if let Some(note) = netns_note(self.daemon.as_ref()) {
             let _ = writeln!(s, "NOTE: {note}");

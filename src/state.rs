@@ -51,6 +51,9 @@ pub fn write(state: &DaemonState) -> io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     let text = serde_json::to_string_pretty(state).map_err(io::Error::other)?;
     std::fs::write(&tmp, text)?;
+    // Readable by everyone (`status` as a normal user), whatever the umask
+    // (the unit's UMask=0077): it holds no secret.
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
     std::fs::rename(&tmp, &path)
 }
 
@@ -59,6 +62,15 @@ pub fn read() -> Option<DaemonState> {
     let text = std::fs::read_to_string(path()).ok()?;
     let state: DaemonState = serde_json::from_str(&text).ok()?;
     std::path::Path::new(&format!("/proc/{}", state.pid)).exists().then_some(state)
+}
+
+/// Why the state file exists but cannot be read (a message), if so.
+pub fn unreadable() -> Option<String> {
+    let path = path();
+    match std::fs::read_to_string(&path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Some(format!("{}: {e}", path.display())),
+        _ => None,
+    }
 }
 
 /// Remove the state file, and its directory when that is now empty (a

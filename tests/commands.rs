@@ -135,8 +135,23 @@ fn status_and_explain_as_a_user_and_from_another_netns() {
     let config = format!(
         "version: 1\ntproxies: {{px: {{mark: 3000, port: 7893}}}}\nrules:\n  - {{match: '^{rel}/app$', tproxy: px}}\n"
     );
-    let (mut daemon, cfg) = start_daemon(&ns, &config);
-    let state = cfg.with_extension("state.json");
+    // As under the shipped unit (UMask=0077): the state file must still be
+    // readable by everyone.
+    let tmp = TempDir::new("user");
+    let cfg = tmp.0.join("config.yaml");
+    std::fs::write(&cfg, &config).unwrap();
+    let state = tmp.0.join("state.json");
+    let mut daemon = Proc::spawn(&format!(
+        "sh -c 'umask 077; CGTPROXY_STATE={} exec {} {} -c {}'",
+        state.display(),
+        ns.enter(),
+        bin(),
+        cfg.display()
+    ));
+    daemon.wait_for("ready", 20);
+    assert!(wait_until(5, || state.exists()));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o644);
     // nobody, with no capability at all, in the daemon's namespace.
     let as_user = |args: &str| {
         ns.try_sh(&format!(
