@@ -118,7 +118,12 @@ impl SockDiag {
     /// sockets (`ss -Hltun --cgroup 'sport = :PORT'`).
     pub fn listeners(&mut self, ports: &[u16]) -> Result<Vec<SockInfo>, SockDiagError> {
         let mut out = self.sockets(L4::Tcp, TCP_LISTEN)?;
-        out.extend(self.sockets(L4::Udp, UDP_UNCONNECTED)?);
+        match self.sockets(L4::Udp, UDP_UNCONNECTED) {
+            Ok(udp) => out.extend(udp),
+            // No udp_diag module: TCP listeners are enough to find a proxy.
+            Err(SockDiagError::Netlink(e)) if e.errno() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(e),
+        }
         out.retain(|s| ports.contains(&s.local.port()));
         Ok(out)
     }

@@ -59,7 +59,9 @@ impl Guard {
         let listeners = match listeners {
             Ok(l) => l,
             Err(e) => {
-                warn!("proxy-loop guard: cannot list the sockets on the tproxy ports: {e}");
+                // Once, not at every event: the kernel lacks inet_diag.
+                warn!("proxy-loop guard disabled: cannot list the sockets on the tproxy ports: {e}");
+                self.diag = None;
                 return delta;
             }
         };
