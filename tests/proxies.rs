@@ -25,6 +25,7 @@ fn config(rel: &str) -> String {
          \x20 ss: {{mark: 3001, port: 7894}}\n\
          rules:\n\
          \x20 - {{match: '^{rel}/v2ray$', direct: true}}\n\
+         \x20 - {{match: '^{rel}/v2ray-marked$', drop: true}}\n\
          \x20 - {{match: '^{rel}/app-v2', tproxy: v2}}\n\
          \x20 - {{match: '^{rel}/app-ss', tproxy: ss}}\n"
     )
@@ -62,6 +63,62 @@ fn wait_listen(bed: &Testbed, port: u16) {
     assert!(ok, "nothing listens on {port}");
 }
 
+/// v2ray in the test cgroup `sub`: a dokodemo-door TPROXY inbound on port
+/// 7893 and a freedom outbound with `outbound_sockopt` (say `"mark": 255`).
+fn start_v2ray(bed: &Testbed, cg: &TestCgroups, tmp: &TempDir, sub: &str, outbound_sockopt: &str) -> Proc {
+    // One dual-stack listener ("::") serves the tproxy port for IPv4 and IPv6.
+    let v2 = tmp.0.join("v2ray.json");
+    std::fs::write(
+        &v2,
+        format!(
+            r#"{{
+  "log": {{"loglevel": "info"}},
+  "inbounds": [{{
+    "port": 7893, "listen": "::", "protocol": "dokodemo-door",
+    "settings": {{"network": "tcp,udp", "followRedirect": true}},
+    "streamSettings": {{"sockopt": {{"tproxy": "tproxy"}}}}
+  }}],
+  "outbounds": [{{"protocol": "freedom", "streamSettings": {{"sockopt": {{{outbound_sockopt}}}}}}}]
+}}"#
+        ),
+    )
+    .unwrap();
+    let v2ray = spawn_in(bed, cg, sub, &format!("v2ray -config {}", v2.display()));
+    wait_listen(bed, 7893);
+    v2ray
+}
+
+/// A routing mark unlike every tproxy mark keeps the proxy's own traffic
+/// out of cgtproxy's rules: here v2ray runs in a cgroup whose rule is
+/// `drop`, and its marked connections still leave.
+#[test]
+fn v2ray_with_a_routing_mark() {
+    let test = "v2ray_with_a_routing_mark";
+    if !root(test) || !have(test, "v2ray", "v2ray") {
+        return;
+    }
+    let bed = Testbed::new("v2m");
+    let cg = TestCgroups::new("v2m");
+    for sub in ["v2ray-marked", "app-v2"] {
+        cg.mkdir(sub);
+    }
+    let tmp = TempDir::new("v2m");
+    let v2ray = start_v2ray(&bed, &cg, &tmp, "v2ray-marked", r#""mark": 255"#);
+    let (mut daemon, _cfg) = start_daemon(&bed.local, &config(&cg.rel));
+    for proto in ["tcp", "udp"] {
+        for addr in [REMOTE4, REMOTE6] {
+            let got = ask(&bed, &cg, "app-v2", proto, addr, 8080);
+            assert!(got.starts_with("REMOTE app-v2"), "{proto} {addr}: {got}\nv2ray:\n{}", v2ray.output());
+        }
+    }
+    assert!(v2ray.output().contains(&format!("tcp:{REMOTE4}:8080")), "{}", v2ray.output());
+    // Without the mark, a program in that cgroup is dropped: its rule holds.
+    let unmarked = ask(&bed, &cg, "v2ray-marked", "tcp", REMOTE4, 8080);
+    assert!(unmarked == "TIMEOUT" || unmarked.starts_with("ERROR"), "{unmarked}");
+    assert!(daemon.stop().success(), "{}", daemon.output());
+    assert_clean(&bed.local);
+}
+
 #[test]
 fn v2ray_dokodemo_tproxy_and_dnsmasq_hijack() {
     let test = "v2ray_dokodemo_tproxy_and_dnsmasq_hijack";
@@ -74,23 +131,7 @@ fn v2ray_dokodemo_tproxy_and_dnsmasq_hijack() {
         cg.mkdir(sub);
     }
     let tmp = TempDir::new("v2r");
-    // One dual-stack listener ("::") serves the tproxy port for IPv4 and IPv6.
-    let v2 = tmp.0.join("v2ray.json");
-    std::fs::write(
-        &v2,
-        r#"{
-  "log": {"loglevel": "info"},
-  "inbounds": [{
-    "port": 7893, "listen": "::", "protocol": "dokodemo-door",
-    "settings": {"network": "tcp,udp", "followRedirect": true},
-    "streamSettings": {"sockopt": {"tproxy": "tproxy"}}
-  }],
-  "outbounds": [{"protocol": "freedom"}]
-}"#,
-    )
-    .unwrap();
-    let v2ray = spawn_in(&bed, &cg, "v2ray", &format!("v2ray -config {}", v2.display()));
-    wait_listen(&bed, 7893);
+    let v2ray = start_v2ray(&bed, &cg, &tmp, "v2ray", "");
     let dnsmasq = spawn_in(
         &bed,
         &cg,
