@@ -52,6 +52,9 @@ pub fn describe(cfg: &Config) -> String {
     for r in &cfg.rules {
         let _ = writeln!(s, "  rule {} (line {}): {} -> {}", r.index, r.line, r.pattern, r.target);
     }
+    for e in &cfg.gateway {
+        let _ = writeln!(s, "  gateway {} (line {}): {} -> {}", e.index, e.line, e.conditions(), e.target);
+    }
     s
 }
 
@@ -80,21 +83,48 @@ pub fn permission(cfg: &Config) -> Result<Vec<String>, CheckError> {
     ok.push(format!("cgroup2: mounted at {}", root.display()));
     probe_kernel().map_err(CheckError::Kernel)?;
     ok.push(
-        "kernel: accepted the full ruleset in a scratch table (socket cgroupv2, tproxy, dnat, reject, ct, interval sets)"
+        "kernel: accepted the full ruleset in a scratch table (socket cgroupv2, tproxy, dnat, reject, ct, interval \
+         sets, fib, redirect)"
             .to_owned(),
     );
+    if cfg.gateway.iter().any(|e| matches!(e.target, crate::config::Target::Tproxy(_))) {
+        ok.push(gateway_bridge_line(Nft::open().map_err(CheckError::Kernel)?.can_broute()));
+    }
     Ok(ok)
+}
+
+/// What gateway mode does about br_netfilter on this kernel.
+pub fn gateway_bridge_line(can_broute: bool) -> String {
+    let brnf = std::fs::read_to_string(crate::daemon::gateway::SYSCTLS[0]).ok();
+    let brnf = match brnf.as_deref().map(str::trim) {
+        None => "br_netfilter not loaded".to_owned(),
+        Some(v) => format!("bridge-nf-call-iptables={v}"),
+    };
+    if can_broute {
+        format!(
+            "gateway: the kernel can broute (nft_meta_bridge): bridged clients are proxied with {brnf} left as it is"
+        )
+    } else {
+        format!(
+            "gateway: the kernel CANNOT broute (no nft_meta_bridge / CONFIG_NFT_BRIDGE_META); {brnf}; the daemon \
+             sets bridge-nf-call-iptables/ip6tables to 0 in its network namespace while running and restores \
+             them on exit"
+        )
+    }
 }
 
 fn probe_kernel() -> Result<(), crate::nft::NftError> {
     // A config that uses every feature, so the probe covers them all even
     // when the user's config does not.
     let probe = Config::parse(
-        "version: 1\nbypass: [127.0.0.0/8, '::1']\ntproxies:\n  p: {mark: 1, port: 1, dns-hijack: {tcp: true}}\n  q: {mark: 2, port: 2, no-udp: true, no-ipv6: true}\nrules: [{match: x, tproxy: p}, {match: y, reject: true}]\n",
+        "version: 1\nbypass: [127.0.0.0/8, '::1']\ntproxies:\n  p: {mark: 1, port: 1, dns-hijack: {tcp: true}}\n  q: {mark: 2, port: 2, no-udp: true, no-ipv6: true}\nrules: [{match: x, tproxy: p}, {match: y, reject: true}]\ngateway: [{interface: 'x*', source: [192.0.2.0/24], tproxy: p}]\n",
         "<probe>",
     )
     .expect("the probe config is valid");
     let mut rs = Ruleset::new(&probe);
+    // Brouting is probed on its own (Nft::can_broute): the daemon works
+    // without it.
+    rs.broute = false;
     rs.levels.insert(1);
     rs.elements.insert(
         1,

@@ -31,6 +31,10 @@ pub struct DaemonState {
     /// direct, mark collisions.
     #[serde(default)]
     pub guard: Vec<String>,
+    /// Gateway mode: how bridged clients escape br_netfilter (empty: no
+    /// gateway tproxy entry).
+    #[serde(default)]
+    pub gateway_bridge: String,
 }
 
 pub fn path() -> PathBuf {

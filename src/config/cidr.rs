@@ -46,6 +46,17 @@ impl Cidr {
         Cidr { addr, ..self }
     }
 
+    /// Is `ip` inside this prefix (same family)?
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let x = match (self.addr, ip) {
+            (IpAddr::V4(_), IpAddr::V4(a)) => u128::from(u32::from(a)),
+            (IpAddr::V6(_), IpAddr::V6(a)) => u128::from(a),
+            _ => return false,
+        };
+        let (start, end) = self.range();
+        (start..=end).contains(&x)
+    }
+
     /// First and last address as integers (IPv4 in the low 32 bits).
     pub fn range(&self) -> (u128, u128) {
         match self.addr {

@@ -5,6 +5,7 @@
 //! touches the kernel or the cgroup filesystem, so every error is unit-tested.
 
 mod cidr;
+pub mod gateway;
 mod raw;
 pub mod regex_compat;
 
@@ -13,6 +14,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 pub use cidr::Cidr;
+pub use gateway::{GatewayEntry, Iface};
 use regex::Regex;
 
 /// Where the config lives when `-c` is not given.
@@ -113,6 +115,9 @@ pub struct Config {
     pub strict_depth: u32,
     /// Count packets and bytes per classified cgroup (`cgtproxy status`).
     pub counters: bool,
+    /// Forwarded traffic (containers, VMs, LAN clients, VPN peers), first
+    /// match wins; empty: forwarded traffic is not touched.
+    pub gateway: Vec<GatewayEntry>,
 }
 
 impl Config {
@@ -128,6 +133,7 @@ impl Config {
             strict: false,
             strict_depth: DEFAULT_STRICT_DEPTH,
             counters: false,
+            gateway: Vec::new(),
         }
     }
 

@@ -38,6 +38,8 @@ struct RawConfig {
     #[serde(default)]
     counters: bool,
     strict_depth: Option<Spanned<i64>>,
+    #[serde(default)]
+    gateway: Vec<Spanned<super::gateway::RawEntry>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -77,17 +79,26 @@ struct RawRule {
 }
 
 /// Chains the ruleset always has; a tproxy's chains must not collide with them.
-const BUILTIN_CHAINS: [&str; 5] = ["output-mangle", "classify", "prerouting", "output-nat", "dns-hijack"];
+const BUILTIN_CHAINS: [&str; 8] = [
+    "output-mangle",
+    "classify",
+    "prerouting",
+    "output-nat",
+    "dns-hijack",
+    "gateway",
+    "gateway-classify",
+    "gateway-nat",
+];
 
 /// Route tables the kernel reserves: unspec, default, main, local.
 const RESERVED_TABLES: [i64; 4] = [0, 253, 254, 255];
 
-struct Ctx<'a> {
-    file: &'a str,
+pub(super) struct Ctx<'a> {
+    pub(super) file: &'a str,
 }
 
 impl Ctx<'_> {
-    fn at<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> ConfigError {
+    pub(super) fn at<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             file: self.file.to_owned(),
             line: spanned.referenced.line(),
@@ -148,6 +159,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
 
     let tproxies = parse_tproxies(&ctx, &raw.tproxies)?;
     let rules = parse_rules(&ctx, &raw.rules, &tproxies)?;
+    let gateway = super::gateway::parse(&ctx, &raw.gateway, &tproxies)?;
 
     let strict_depth = match &raw.strict_depth {
         None => DEFAULT_STRICT_DEPTH,
@@ -165,6 +177,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         strict: raw.strict,
         counters: raw.counters,
         strict_depth,
+        gateway,
     })
 }
 
@@ -191,7 +204,7 @@ fn parse_tproxies(
         if !valid_name {
             return Err(here("the name must be 1 to 200 characters of A-Z a-z 0-9 - _ .".into()));
         }
-        for chain in [name.clone(), format!("{name}-MARK"), format!("{name}-DNS")] {
+        for chain in [name.clone(), format!("{name}-MARK"), format!("{name}-DNS"), format!("{name}-GW")] {
             if let Some(owner) = chains.insert(chain.clone(), name) {
                 return Err(here(format!("its chain {chain:?} collides with a chain of {owner}")));
             }
@@ -249,6 +262,51 @@ fn parse_tproxies(
         );
     }
     Ok(out)
+}
+
+/// The one-target check shared by `rules` and `gateway`: `what` names the
+/// entry in messages; an unknown tproxy is reported at its own position.
+pub(super) fn one_target(
+    ctx: &Ctx,
+    what: &str,
+    direct: bool,
+    drop: bool,
+    tproxy: Option<&Spanned<String>>,
+    tproxies: &BTreeMap<String, Tproxy>,
+) -> Result<Result<Target, String>, ConfigError> {
+    let mut targets = Vec::new();
+    if direct {
+        targets.push(Target::Direct);
+    }
+    if drop {
+        targets.push(Target::Drop);
+    }
+    if let Some(name) = tproxy {
+        if !tproxies.contains_key(&name.value) {
+            let known: Vec<&str> = tproxies.keys().map(String::as_str).collect();
+            return Err(ctx.at(
+                name,
+                format!(
+                    "{what}: tproxy {:?} is not defined in `tproxies` (defined: {})",
+                    name.value,
+                    if known.is_empty() { "none".into() } else { known.join(", ") }
+                ),
+            ));
+        }
+        targets.push(Target::Tproxy(name.value.clone()));
+    }
+    Ok(match targets.len() {
+        1 => Ok(targets.remove(0)),
+        0 => Err("no target: set exactly one of `direct: true`, `drop: true`, `tproxy: NAME`".into()),
+        _ => {
+            let names: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
+            Err(format!(
+                "{} targets ({}): set exactly one of `direct: true`, `drop: true`, `tproxy: NAME`",
+                targets.len(),
+                names.join(", ")
+            ))
+        }
+    })
 }
 
 fn parse_rules(

@@ -200,3 +200,71 @@ fn reject_target() {
     let e = err("version: 1\ntproxies:\n  p:\n    mark: 0x43475403\n    port: 1\n");
     assert!(e.contains("reserved by cgtproxy"), "{e}");
 }
+
+const GW_HEAD: &str = "version: 1\ntproxies:\n  mihomo: {mark: 3000, port: 7893}\n";
+
+#[test]
+fn gateway_issue_example_parses() {
+    let text = format!(
+        "{GW_HEAD}gateway:\n  - interface: \"br-*\"\n    tproxy: mihomo\n  - source: [192.168.50.0/24, \"fd00:50::/64\"]\n    tproxy: mihomo\n  - interface: virbr0\n    source: [192.168.122.0/24]\n    direct: true\n  - interface: eth1\n    drop: true\n"
+    );
+    let cfg = Config::parse(&text, "test.yaml").unwrap();
+    let g = &cfg.gateway;
+    assert_eq!(g.len(), 4);
+    assert_eq!(g[0].interface, Some(Iface::Prefix("br-".into())));
+    assert_eq!((g[0].index, g[0].line), (0, 5));
+    assert_eq!(g[1].source.len(), 2);
+    assert_eq!(g[1].source4().len(), 1);
+    assert_eq!(g[2].target, Target::Direct);
+    assert_eq!(g[3].target, Target::Drop);
+    assert_eq!(g[3].interface, Some(Iface::Exact("eth1".into())));
+    // first match wins
+    let from = |a: &str, i: &str| g.iter().find(|e| e.matches(a.parse().unwrap(), Some(i))).map(|e| e.index);
+    assert_eq!(from("192.168.50.7", "br-1234"), Some(0));
+    assert_eq!(from("192.168.50.7", "eth1"), Some(1));
+    assert_eq!(from("192.168.122.9", "virbr0"), Some(2));
+    assert_eq!(from("192.168.123.9", "virbr0"), None);
+    assert_eq!(from("203.0.113.1", "eth1"), Some(3));
+    // configs without it behave as today
+    assert!(Config::parse(GW_HEAD, "t").unwrap().gateway.is_empty());
+}
+
+/// Each gateway error names the entry and its line and column.
+#[test]
+fn gateway_errors_have_line_and_column() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("  - interface: eth0\n    tproxy: nope\n", "line 6 column 13", "gateway[0]: tproxy \"nope\" is not defined"),
+        ("  - interface: eth0\n", "line 5 column 5", "gateway[0]: no target"),
+        ("  - interface: eth0\n    direct: true\n    drop: true\n", "line 5 column 5", "gateway[0]: 2 targets"),
+        ("  - direct: true\n", "line 5 column 5", "gateway[0]: no condition"),
+        (
+            "  - {interface: eth0, direct: true}\n  - source: [10.0.0.0/33]\n    drop: true\n",
+            "line 6 column 14",
+            "gateway[1].source[0]",
+        ),
+        ("  - source: [10.0.0.1, nonsense]\n    drop: true\n", "line 5 column 24", "\"nonsense\" is not an IPv4/IPv6"),
+        ("  - source: []\n    drop: true\n", "line 5 column 13", "`source` is empty"),
+        ("  - interface: averyveryverylongname\n    drop: true\n", "line 5 column 16", "longer than 15 bytes"),
+        ("  - interface: \"br*x\"\n    drop: true\n", "line 5 column 16", "cannot match"),
+        ("  - interface: \"eth 0\"\n    drop: true\n", "line 5 column 16", "cannot match"),
+        ("  - interface: \"*\"\n    drop: true\n", "line 5 column 16", "matches every interface"),
+        ("  - interface: eth0\n    drop: true\n    iface: x\n", "line 7", "iface"),
+    ];
+    for (entry, at, what) in cases {
+        let e = err(&format!("{GW_HEAD}gateway:\n{entry}"));
+        assert!(e.contains(at) && e.contains(what), "want {at:?} and {what:?} in: {e}");
+    }
+    // A 15-byte name is fine, and so is a 15-byte prefix.
+    let ok = format!(
+        "{GW_HEAD}gateway:\n  - {{interface: abcdefghijklmno, drop: true}}\n  - {{interface: \"abcdefghijklmno*\", drop: true}}\n"
+    );
+    assert!(Config::parse(&ok, "t").is_ok());
+}
+
+#[test]
+fn gateway_chain_names_are_reserved() {
+    let e = err("version: 1\ntproxies:\n  gateway: {mark: 1, port: 1}\n");
+    assert!(e.contains("collides"), "{e}");
+    let e = err("version: 1\ntproxies:\n  a-GW: {mark: 1, port: 1}\n  a: {mark: 2, port: 2}\n");
+    assert!(e.contains("collides"), "{e}");
+}

@@ -2,6 +2,7 @@
 //! cleanup. All kernel and filesystem I/O of `cgtproxy` run lives here; the
 //! decisions are made by [`tracker::Tracker`] and [`crate::ruleset`].
 
+pub mod gateway;
 mod guard;
 mod signals;
 pub mod tracker;
@@ -43,6 +44,8 @@ pub enum DaemonError {
     Nft(#[from] NftError),
     #[error(transparent)]
     Route(#[from] RouteError),
+    #[error("gateway: {0}")]
+    Gateway(String),
     #[error("cleanup failed: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Cleanup(Vec<DaemonError>),
 }
@@ -90,6 +93,8 @@ struct Daemon {
     watchdog: Option<Duration>,
     /// Keeps the cgroups of the tproxies' own listeners direct.
     guard: guard::Guard,
+    /// Gateway mode outside the table: broute support, br_netfilter sysctls.
+    gateway: gateway::Gateway,
 }
 
 /// Run until SIGTERM/SIGINT; everything added is removed before returning.
@@ -118,6 +123,7 @@ pub fn run(source: ConfigSource) -> Result<(), DaemonError> {
         state: Default::default(),
         watchdog: sd_notify::watchdog_enabled(),
         guard: guard::Guard::new(),
+        gateway: Default::default(),
     };
     if let Err(e) = d.sync_all() {
         let cleanup = d.cleanup();
@@ -178,6 +184,10 @@ impl Daemon {
         self.state.strict = self.tracker.cfg.strict;
         self.state.config = self.tracker.cfg.origin.clone();
         self.state.guard = self.guard.findings.clone();
+        self.state.gateway_bridge = match self.gateway.mode {
+            Some(m) if m != gateway::BridgeMode::None => m.to_string(),
+            _ => String::new(),
+        };
         if let Err(e) = crate::state::write(&self.state) {
             warn!(path = %crate::state::path().display(), "cannot write the state file: {e}");
         }
@@ -189,6 +199,7 @@ impl Daemon {
         let marks: Vec<u32> = self.tracker.ruleset.marks().collect();
         let table = self.tracker.cfg.route_table;
         self.routes.install(&marks, table)?;
+        self.gateway.prepare(&mut self.nft, &mut self.tracker.ruleset);
         if let Err(e) = self.nft.apply_full(&self.tracker.ruleset) {
             // The old table is still in force (the batch changed nothing):
             // drop the routing only the new config would have used.
@@ -196,6 +207,7 @@ impl Daemon {
             self.remove_routing_except((&marks, table), (&routed.0, routed.1), "undoing routing after a failed apply");
             return Err(e.into());
         }
+        self.gateway.sync(&mut self.nft, &self.tracker.ruleset);
         self.handles = self.nft.level_handles()?;
         self.generation = self.nft.generation()?;
         let (old_marks, old_table) = std::mem::replace(&mut self.routed, (marks.clone(), table));
@@ -406,6 +418,10 @@ impl Daemon {
     /// Notice outside changes (`nft flush ruleset`, a firewall reload, a
     /// deleted ip rule) and restore everything.
     fn health_check(&mut self) {
+        if self.gateway.drifted() {
+            warn!("bridge-nf-call-iptables/ip6tables were set back to 1 by another program; setting them to 0 again");
+            self.gateway.turn_off();
+        }
         let generation = match self.nft.generation() {
             Ok(g) => g,
             Err(e) => {
@@ -481,6 +497,10 @@ impl Daemon {
         if let Err(e) = self.nft.delete_table() {
             errors.push(e.into());
         }
+        if let Err(e) = self.nft.delete_bridge_table() {
+            errors.push(e.into());
+        }
+        errors.extend(self.gateway.restore().into_iter().map(DaemonError::Gateway));
         let (marks, table) = std::mem::take(&mut self.routed);
         errors.extend(self.routes.remove(&marks, table).into_iter().map(DaemonError::from));
         errors

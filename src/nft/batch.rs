@@ -10,6 +10,9 @@ use super::sys::*;
 pub struct Batch {
     /// The table the messages address (a scratch table for `check`).
     pub table: String,
+    /// The family of the messages' table: inet, or bridge for the gateway's
+    /// brouting table.
+    pub family: u8,
     pub(crate) w: MsgWriter,
     pub(crate) acks: Vec<(u32, String)>,
     seq: u32,
@@ -21,6 +24,7 @@ impl Batch {
     pub fn new(seq: u32) -> Self {
         let mut b = Batch {
             table: crate::ruleset::TABLE.to_owned(),
+            family: NFPROTO_INET,
             w: MsgWriter::new(),
             acks: Vec::new(),
             seq,
@@ -39,12 +43,12 @@ impl Batch {
         self.w.end(start);
     }
 
-    /// Start an nf_tables message for the inet family; `what` is the `nft`
+    /// Start an nf_tables message for the batch's family; `what` is the `nft`
     /// command it equals, used in error messages.
     pub fn begin(&mut self, msg: u16, flags: u16, what: impl Into<String>) -> usize {
         self.seq = self.seq.wrapping_add(1);
         let start = self.w.begin((NFNL_SUBSYS_NFTABLES << 8) | msg, NLM_F_REQUEST | NLM_F_ACK | flags, self.seq);
-        self.w.raw(&[NFPROTO_INET, 0, 0, 0]);
+        self.w.raw(&[self.family, 0, 0, 0]);
         self.acks.push((self.seq, what.into()));
         start
     }

@@ -1,7 +1,7 @@
 //! The desired [`Ruleset`] as nf_tables netlink messages.
 
 use crate::netlink::{MsgWriter, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
-use crate::ruleset::stmt::Only;
+use crate::ruleset::stmt::{GwMatch, GwVerdict, Only};
 use crate::ruleset::{
     CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DROP, CLASS_REJECT, Chain, Element, Interval, MAP_CGROUP, MAP_MARK, MAP_MARK_DNS,
     Ruleset, SET_BYPASS4, SET_BYPASS6, Stmt, TABLE,
@@ -96,6 +96,71 @@ pub fn full(b: &mut Batch, rs: &Ruleset) {
         .collect();
     elements(b, MAP_MARK_DNS, ids.mark_dns, true, dns);
     cgroup_elements(b, rs.elements.iter(), ids.cgroup);
+    bridge_table(b, rs);
+}
+
+/// `table bridge cgtproxy` (gateway brouting), replacing a stale one, in the
+/// same batch as the inet table. Nothing when no gateway entry needs it.
+pub fn bridge_table(b: &mut Batch, rs: &Ruleset) {
+    let chains = rs.bridge_chains();
+    if chains.is_empty() {
+        return;
+    }
+    let family = std::mem::replace(&mut b.family, NFPROTO_BRIDGE);
+    table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE, "add table bridge cgtproxy");
+    table(b, NFT_MSG_DELTABLE, 0, "delete table bridge cgtproxy");
+    table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, "add table bridge cgtproxy");
+    let ids = SetIds {
+        bypass4: Some(set(b, SET_BYPASS4, NFT_SET_INTERVAL, TYPE_IPADDR, 4, SetData::None)),
+        bypass6: Some(set(b, SET_BYPASS6, NFT_SET_INTERVAL, TYPE_IP6ADDR, 16, SetData::None)),
+        ..SetIds::default()
+    };
+    interval_elements(b, SET_BYPASS4, ids.bypass4, &rs.bypass4, 4);
+    interval_elements(b, SET_BYPASS6, ids.bypass6, &rs.bypass6, 16);
+    for c in &chains {
+        chain(b, c);
+    }
+    for c in &chains {
+        for s in &c.rules {
+            rule(b, &c.name, s, &ids, None);
+        }
+    }
+    b.family = family;
+}
+
+/// A bridge table with one brouting rule, for [`super::Nft::can_broute`]:
+/// `meta ibrname "x*" meta mark set 1 meta broute set 1`.
+pub fn probe_broute(b: &mut Batch) {
+    table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE, "add scratch bridge table");
+    let c = Chain {
+        name: "probe".into(),
+        hook: Some(crate::ruleset::Hook {
+            kind: "filter",
+            hook: "prerouting",
+            priority: crate::ruleset::PRIO_BRIDGE_FILTER,
+            priority_name: "filter",
+        }),
+        rules: Vec::new(),
+    };
+    chain(b, &c);
+    let m = GwMatch { iface: Some(crate::config::Iface::Prefix("x".into())), source: None };
+    let mut e = gw_match(b, &m, true);
+    e.extend(exprs(b, &Stmt::Broute { mark: 1 }, &SetIds::default()));
+    let msg = b.begin(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND, "add rule bridge (probe) meta broute set 1");
+    let t = b.table.clone();
+    b.w.str(NFTA_RULE_TABLE, &t);
+    b.w.str(NFTA_RULE_CHAIN, "probe");
+    let list = b.w.nest(NFTA_RULE_EXPRESSIONS);
+    for x in &e {
+        x.encode(&mut b.w);
+    }
+    b.w.nest_end(list);
+    b.end(msg);
+}
+
+/// The word `nft` uses for a batch's family, for messages.
+fn family_word(b: &Batch) -> &'static str {
+    if b.family == NFPROTO_BRIDGE { "bridge" } else { "inet" }
 }
 
 /// `add|delete table inet cgtproxy`
@@ -123,7 +188,7 @@ enum SetData {
 
 fn set(b: &mut Batch, name: &str, flags: u32, key_type: u32, key_len: u32, data: SetData) -> u32 {
     let id = b.set_id();
-    let what = format!("add {} inet {TABLE} {name}", if data == SetData::None { "set" } else { "map" });
+    let what = format!("add {} {} {TABLE} {name}", if data == SetData::None { "set" } else { "map" }, family_word(b));
     let m = b.begin(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_EXCL, what);
     let t = b.table.clone();
     b.w.str(NFTA_SET_TABLE, &t);
@@ -172,7 +237,8 @@ fn set(b: &mut Batch, name: &str, flags: u32, key_type: u32, key_len: u32, data:
 
 /// `add chain inet cgtproxy NAME [{ type T hook H priority P; policy accept; }]`
 fn chain(b: &mut Batch, c: &Chain) {
-    let m = b.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL, format!("add chain inet {TABLE} {}", c.name));
+    let what = format!("add chain {} {TABLE} {}", family_word(b), c.name);
+    let m = b.begin(NFT_MSG_NEWCHAIN, NLM_F_CREATE | NLM_F_EXCL, what);
     let t = b.table.clone();
     b.w.str(NFTA_CHAIN_TABLE, &t);
     b.w.str(NFTA_CHAIN_NAME, &c.name);
@@ -360,6 +426,198 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(Expr::Immediate { dreg: NFT_REG_2, data: Data::Value(port.to_be_bytes().to_vec()) });
             e.push(Expr::Dnat { family: nfproto, reg_addr: NFT_REG_1, reg_proto: NFT_REG_2 });
         }
+        Stmt::JumpGateway => e.push(verdict(NFT_JUMP, Some(crate::ruleset::CHAIN_GATEWAY))),
+        Stmt::LoopbackReturn => {
+            // lo is ifindex 1 in every network namespace.
+            e.extend(meta_eq(NFT_META_IIF, &1u32.to_ne_bytes()));
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::ForeignMarkReturn => {
+            e.push(Expr::MetaLoad { key: NFT_META_MARK, dreg: NFT_REG_1 });
+            e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: vec![0; 4] });
+            e.push(Expr::Lookup {
+                set: MAP_MARK.into(),
+                set_id: ids.of(MAP_MARK),
+                sreg: NFT_REG_1,
+                dreg: None,
+                invert: true,
+            });
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::LocalUnmarkReturn => {
+            e.push(Expr::Fib { flags: NFTA_FIB_F_DADDR, result: NFT_FIB_RESULT_ADDRTYPE, dreg: NFT_REG_1 });
+            e.push(Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: RTN_LOCAL.to_ne_bytes().to_vec() });
+            e.extend(set_mark(0));
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::ReplyUnmarkReturn => {
+            e.push(Expr::Ct { key: NFT_CT_DIRECTION, dreg: NFT_REG_1 });
+            e.push(Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: vec![IP_CT_DIR_REPLY] });
+            e.extend(set_mark(0));
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::NewFlowClassify => {
+            e.push(Expr::Ct { key: NFT_CT_STATE, dreg: NFT_REG_1 });
+            e.push(Expr::Bitwise {
+                sreg: NFT_REG_1,
+                dreg: NFT_REG_1,
+                mask: NF_CT_STATE_NEW.to_ne_bytes().to_vec(),
+                xor: vec![0; 4],
+            });
+            e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: vec![0; 4] });
+            e.extend(ct_mark_eq(0));
+            e.push(verdict(NFT_JUMP, Some(crate::ruleset::CHAIN_GATEWAY_CLASSIFY)));
+        }
+        Stmt::ClearMark => e.extend(set_mark(0)),
+        Stmt::FlowDnsReturn { mark, l4 } => {
+            e.extend(ct_mark_eq(*mark));
+            e.extend(dport_53(l4.proto()));
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::FlowMark { mark } => {
+            e.extend(ct_mark_eq(*mark));
+            e.extend(set_mark(*mark));
+        }
+        Stmt::BroutedKeep => {
+            e.push(Expr::MetaLoad { key: NFT_META_MARK, dreg: NFT_REG_1 });
+            e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: vec![0; 4] });
+            e.push(Expr::MetaLoad { key: NFT_META_MARK, dreg: NFT_REG_1 });
+            e.push(Expr::CtSet { key: NFT_CT_MARK, sreg: NFT_REG_1 });
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::SameIfaceReturn => {
+            let flags = NFTA_FIB_F_DADDR | NFTA_FIB_F_IIF | NFTA_FIB_F_PRESENT;
+            e.push(Expr::Fib { flags, result: NFT_FIB_RESULT_OIF, dreg: NFT_REG_1 });
+            e.push(Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: 1u32.to_ne_bytes().to_vec() });
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::GwEntry { m, bridge, counter, verdict: v } => {
+            e.extend(gw_match(b, m, *bridge));
+            if *counter {
+                e.push(Expr::Counter);
+            }
+            e.push(match v {
+                GwVerdict::Return => verdict(NFT_RETURN, None),
+                GwVerdict::Drop => verdict(NF_DROP, None),
+                GwVerdict::Goto(c) => verdict(NFT_GOTO, Some(c)),
+            });
+        }
+        Stmt::Ipv6Return { bridge } => {
+            if *bridge {
+                e.extend(ether_type_eq(ETH_P_IPV6));
+            } else {
+                e.extend(meta_eq(NFT_META_NFPROTO, &[NFPROTO_IPV6]));
+            }
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::UdpReturn { keep_dns } => {
+            e.extend(meta_eq(NFT_META_L4PROTO, &[libc::IPPROTO_UDP as u8]));
+            if *keep_dns {
+                e.push(Expr::Payload { base: NFT_PAYLOAD_TRANSPORT_HEADER, offset: 2, len: 2, dreg: NFT_REG_1 });
+                e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: 53u16.to_be_bytes().to_vec() });
+            }
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::DnsReturn { l4 } => {
+            e.extend(dport_53(l4.proto()));
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::SetFlowMark { mark } => {
+            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(mark.to_ne_bytes().to_vec()) });
+            e.push(Expr::CtSet { key: NFT_CT_MARK, sreg: NFT_REG_1 });
+        }
+        Stmt::Broute { mark } => {
+            e.extend(set_mark(*mark));
+            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(vec![1]) });
+            e.push(Expr::MetaSet { key: NFT_META_BRI_BROUTE, sreg: NFT_REG_1 });
+        }
+        Stmt::NotHostReturn => {
+            e.push(Expr::MetaLoad { key: NFT_META_PKTTYPE, dreg: NFT_REG_1 });
+            // PACKET_HOST
+            e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: vec![0] });
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::TcpNotSynReturn => {
+            e.extend(meta_eq(NFT_META_L4PROTO, &[libc::IPPROTO_TCP as u8]));
+            e.push(Expr::Payload { base: NFT_PAYLOAD_TRANSPORT_HEADER, offset: 13, len: 1, dreg: NFT_REG_1 });
+            // fin 0x01 | syn 0x02 | rst 0x04 | ack 0x10
+            e.push(Expr::Bitwise { sreg: NFT_REG_1, dreg: NFT_REG_1, mask: vec![0x17], xor: vec![0] });
+            e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: vec![0x02] });
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::BridgeBypassReturn { v6 } => {
+            let (proto, offset, len, set) =
+                if *v6 { (ETH_P_IPV6, 24, 16, SET_BYPASS6) } else { (ETH_P_IP, 16, 4, SET_BYPASS4) };
+            e.extend(ether_type_eq(proto));
+            e.push(Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len, dreg: NFT_REG_1 });
+            e.push(lookup(set, ids, None));
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::DnsRedirect { mark, l4, v6, port } => {
+            e.extend(ct_mark_eq(*mark));
+            e.extend(meta_eq(NFT_META_NFPROTO, &[if *v6 { NFPROTO_IPV6 } else { NFPROTO_IPV4 }]));
+            e.extend(dport_53(l4.proto()));
+            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(port.to_be_bytes().to_vec()) });
+            e.push(Expr::Redir { reg_proto: NFT_REG_1 });
+        }
+    }
+    e
+}
+
+/// `meta mark set MARK`
+fn set_mark(mark: u32) -> [Expr; 2] {
+    [
+        Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(mark.to_ne_bytes().to_vec()) },
+        Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 },
+    ]
+}
+
+/// `ct mark MARK`
+fn ct_mark_eq(mark: u32) -> [Expr; 2] {
+    [
+        Expr::Ct { key: NFT_CT_MARK, dreg: NFT_REG_1 },
+        Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: mark.to_ne_bytes().to_vec() },
+    ]
+}
+
+/// `ether type TYPE` (the bridge family's `ip`/`ip6` dependency)
+fn ether_type_eq(ty: u16) -> [Expr; 2] {
+    [
+        Expr::Payload { base: NFT_PAYLOAD_LL_HEADER, offset: 12, len: 2, dreg: NFT_REG_1 },
+        Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: ty.to_be_bytes().to_vec() },
+    ]
+}
+
+/// `iifname "br-*"` / `meta ibrname "br-*"`, then `ip saddr { ... }` in an
+/// anonymous interval set bound to the rule.
+fn gw_match(b: &mut Batch, m: &GwMatch, bridge: bool) -> Vec<Expr> {
+    let mut e = Vec::new();
+    if let Some(iface) = &m.iface {
+        let key = if bridge { NFT_META_BRI_IIFNAME } else { NFT_META_IIFNAME };
+        e.extend(meta_eq(key, &iface.cmp_bytes()));
+    }
+    if let Some((v6, ranges)) = &m.source {
+        let (len, key_type, offset) = if *v6 { (16, TYPE_IP6ADDR, 8) } else { (4, TYPE_IPADDR, 12) };
+        if bridge {
+            e.extend(ether_type_eq(if *v6 { ETH_P_IPV6 } else { ETH_P_IP }));
+        } else {
+            e.extend(meta_eq(NFT_META_NFPROTO, &[if *v6 { NFPROTO_IPV6 } else { NFPROTO_IPV4 }]));
+        }
+        let id = b.set_id();
+        let name = "__set%d";
+        let what = format!("add set {} {TABLE} (sources)", family_word(b));
+        let msg = b.begin(NFT_MSG_NEWSET, NLM_F_CREATE | NLM_F_EXCL, what);
+        let t = b.table.clone();
+        b.w.str(NFTA_SET_TABLE, &t);
+        b.w.str(NFTA_SET_NAME, name);
+        b.w.u32be(NFTA_SET_FLAGS, NFT_SET_ANONYMOUS | NFT_SET_CONSTANT | NFT_SET_INTERVAL);
+        b.w.u32be(NFTA_SET_KEY_TYPE, key_type);
+        b.w.u32be(NFTA_SET_KEY_LEN, len as u32);
+        b.w.u32be(NFTA_SET_ID, id);
+        b.end(msg);
+        interval_elements(b, name, Some(id), ranges, len);
+        e.push(Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len: len as u32, dreg: NFT_REG_1 });
+        e.push(Expr::Lookup { set: name.into(), set_id: Some(id), sreg: NFT_REG_1, dreg: None, invert: false });
     }
     e
 }
@@ -389,7 +647,8 @@ pub fn rule(b: &mut Batch, chain: &str, s: &Stmt, ids: &SetIds, before: Option<u
         None => (NLM_F_CREATE | NLM_F_APPEND, "add"),
         Some(_) => (NLM_F_CREATE, "insert"),
     };
-    let m = b.begin(NFT_MSG_NEWRULE, flags, format!("{verb} rule inet {TABLE} {chain} {s}"));
+    let what = format!("{verb} rule {} {TABLE} {chain} {s}", family_word(b));
+    let m = b.begin(NFT_MSG_NEWRULE, flags, what);
     let t = b.table.clone();
     b.w.str(NFTA_RULE_TABLE, &t);
     b.w.str(NFTA_RULE_CHAIN, chain);
@@ -449,7 +708,8 @@ pub fn elements(b: &mut Batch, set: &str, set_id: Option<u32>, add: bool, items:
         }
         if open.is_none() {
             let table = b.table.clone();
-            let m = b.begin(msg, flags, format!("{verb} element inet {table} {set} (from #{count})"));
+            let what = format!("{verb} element {} {table} {set} (from #{count})", family_word(b));
+            let m = b.begin(msg, flags, what);
             b.w.str(NFTA_SET_ELEM_LIST_TABLE, &table);
             b.w.str(NFTA_SET_ELEM_LIST_SET, set);
             if let Some(id) = set_id {

@@ -39,6 +39,14 @@ pub enum Expr {
     Reject { ty: u32, code: u8 },
     /// `[ nat dnat FAMILY addr_min reg ADDR proto_min reg PROTO ]`
     Dnat { family: u8, reg_addr: u32, reg_proto: u32 },
+    /// `[ ct set KEY with reg SREG ]`
+    CtSet { key: u32, sreg: u32 },
+    /// `[ fib FLAGS RESULT => reg DREG ]`
+    Fib { flags: u32, result: u32, dreg: u32 },
+    /// `[ redir proto_min reg REG ]`
+    Redir { reg_proto: u32 },
+    /// `[ counter pkts 0 bytes 0 ]`
+    Counter,
 }
 
 pub fn encode_data(w: &mut MsgWriter, ty: u16, data: &Data) {
@@ -71,6 +79,10 @@ impl Expr {
             Expr::Tproxy { .. } => "tproxy",
             Expr::Dnat { .. } => "nat",
             Expr::Reject { .. } => "reject",
+            Expr::CtSet { .. } => "ct",
+            Expr::Fib { .. } => "fib",
+            Expr::Redir { .. } => "redir",
+            Expr::Counter => "counter",
         }
     }
 
@@ -145,6 +157,20 @@ impl Expr {
                 w.u32be(NFTA_NAT_FAMILY, u32::from(*family));
                 w.u32be(NFTA_NAT_REG_ADDR_MIN, *reg_addr);
                 w.u32be(NFTA_NAT_REG_PROTO_MIN, *reg_proto);
+            }
+            Expr::CtSet { key, sreg } => {
+                w.u32be(NFTA_CT_KEY, *key);
+                w.u32be(NFTA_CT_SREG, *sreg);
+            }
+            Expr::Fib { flags, result, dreg } => {
+                w.u32be(NFTA_FIB_DREG, *dreg);
+                w.u32be(NFTA_FIB_RESULT, *result);
+                w.u32be(NFTA_FIB_FLAGS, *flags);
+            }
+            Expr::Redir { reg_proto } => w.u32be(NFTA_REDIR_REG_PROTO_MIN, *reg_proto),
+            Expr::Counter => {
+                w.u64be(NFTA_COUNTER_BYTES, 0);
+                w.u64be(NFTA_COUNTER_PACKETS, 0);
             }
         }
         w.nest_end(d);

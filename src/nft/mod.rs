@@ -69,6 +69,35 @@ impl Nft {
         }
     }
 
+    /// `delete table bridge cgtproxy` (gateway brouting); Ok(false) when
+    /// there was none, or the kernel has no nf_tables bridge family.
+    pub fn delete_bridge_table(&mut self) -> Result<bool, NftError> {
+        let mut b = self.batch();
+        b.family = NFPROTO_BRIDGE;
+        encode::table(&mut b, NFT_MSG_DELTABLE, 0, "delete table bridge cgtproxy");
+        match self.commit(b) {
+            Ok(()) => Ok(true),
+            Err(NftError::Netlink(e))
+                if matches!(e.errno(), Some(libc::ENOENT | libc::EAFNOSUPPORT | libc::EOPNOTSUPP)) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Can the kernel broute (nft_meta_bridge: `meta ibrname`, `meta broute
+    /// set 1`)? Probed with a scratch bridge table created and deleted in
+    /// one batch, so nothing stays.
+    pub fn can_broute(&mut self) -> bool {
+        let mut b = self.batch();
+        b.family = NFPROTO_BRIDGE;
+        b.table = format!("cgtproxy-probe-{}", std::process::id());
+        encode::probe_broute(&mut b);
+        encode::table(&mut b, NFT_MSG_DELTABLE, 0, "delete scratch bridge table");
+        self.commit(b).is_ok()
+    }
+
     /// Does `table inet cgtproxy` exist?
     pub fn table_exists(&mut self) -> Result<bool, NftError> {
         let req = self.get(NFT_MSG_GETTABLE, NFPROTO_INET, 0, |w| w.str(NFTA_TABLE_NAME, TABLE));

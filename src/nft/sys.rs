@@ -11,6 +11,7 @@ pub const NFPROTO_UNSPEC: u8 = 0;
 pub const NFPROTO_INET: u8 = 1;
 pub const NFPROTO_IPV4: u8 = 2;
 pub const NFPROTO_IPV6: u8 = 10;
+pub const NFPROTO_BRIDGE: u8 = 7;
 
 // enum nf_tables_msg_types
 pub const NFT_MSG_NEWTABLE: u16 = 0;
@@ -106,6 +107,30 @@ pub const NFTA_META_SREG: u16 = 3;
 pub const NFT_META_MARK: u32 = 3;
 pub const NFT_META_NFPROTO: u32 = 15;
 pub const NFT_META_L4PROTO: u32 = 16;
+pub const NFT_META_IIF: u32 = 4;
+pub const NFT_META_IIFNAME: u32 = 6;
+pub const NFT_META_BRI_IIFNAME: u32 = 17;
+pub const NFT_META_PKTTYPE: u32 = 19;
+/// Not in bookworm's headers: after NFT_META_SDIFNAME (34).
+pub const NFT_META_BRI_BROUTE: u32 = 35;
+pub const NFT_PAYLOAD_LL_HEADER: u32 = 0;
+pub const NFTA_CT_SREG: u16 = 4;
+pub const NFT_CT_STATE: u32 = 0;
+pub const NFT_CT_MARK: u32 = 3;
+/// NF_CT_STATE_BIT(IP_CT_NEW)
+pub const NF_CT_STATE_NEW: u32 = 1 << 3;
+pub const NFTA_FIB_DREG: u16 = 1;
+pub const NFTA_FIB_RESULT: u16 = 2;
+pub const NFTA_FIB_FLAGS: u16 = 3;
+pub const NFT_FIB_RESULT_OIF: u32 = 1;
+pub const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+pub const NFTA_FIB_F_DADDR: u32 = 1 << 1;
+pub const NFTA_FIB_F_IIF: u32 = 1 << 3;
+pub const NFTA_FIB_F_PRESENT: u32 = 1 << 5;
+pub const RTN_LOCAL: u32 = 2;
+pub const NFTA_REDIR_REG_PROTO_MIN: u16 = 1;
+pub const ETH_P_IP: u16 = 0x0800;
+pub const ETH_P_IPV6: u16 = 0x86dd;
 pub const NFTA_CMP_SREG: u16 = 1;
 pub const NFTA_CMP_OP: u16 = 2;
 pub const NFTA_CMP_DATA: u16 = 3;

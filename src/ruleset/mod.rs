@@ -10,6 +10,7 @@
 //! (O(elements x lookups) per event), while plain data never does. The class
 //! is written into the packet mark, then dispatched by a few static rules.
 
+pub mod gateway;
 mod render;
 pub mod stmt;
 
@@ -17,8 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use crate::cgroup::Cgroup;
-use crate::config::{Cidr, Config, Target, Tproxy};
-pub use stmt::{Chain, Hook, L4, PRIO_DSTNAT, PRIO_MANGLE, Stmt};
+use crate::config::{Cidr, Config, GatewayEntry, Target, Tproxy};
+pub use stmt::{Chain, Hook, L4, PRIO_BRIDGE_FILTER, PRIO_DSTNAT, PRIO_MANGLE, Stmt};
 
 pub const TABLE: &str = "cgtproxy";
 pub const SET_BYPASS4: &str = "bypass";
@@ -31,6 +32,9 @@ pub const CHAIN_CLASSIFY: &str = "classify";
 pub const CHAIN_PREROUTING: &str = "prerouting";
 pub const CHAIN_OUTPUT_NAT: &str = "output-nat";
 pub const CHAIN_DNS: &str = "dns-hijack";
+pub const CHAIN_GATEWAY: &str = "gateway";
+pub const CHAIN_GATEWAY_CLASSIFY: &str = "gateway-classify";
+pub const CHAIN_GATEWAY_NAT: &str = "gateway-nat";
 
 /// Class of direct cgroups, held in the packet mark only inside
 /// output-mangle ("CGT" 1). Tproxy marks may not use it.
@@ -125,8 +129,14 @@ pub struct Ruleset {
     /// Zero-leak mode: hold packets of cgroups not classified yet, at
     /// levels 1..=strict_depth.
     pub strict: Option<u32>,
-    /// A packet and byte counter on every `cgroup-class` element.
+    /// A packet and byte counter on every `cgroup-class` element (and on
+    /// every gateway entry's rules).
     pub counters: bool,
+    /// `gateway` entries (forwarded traffic), first match wins.
+    pub gateway: Vec<GatewayEntry>,
+    /// The kernel can broute (`meta broute set 1`); without it the daemon
+    /// turns br_netfilter's IP hooks off instead and there is no bridge table.
+    pub broute: bool,
     /// The verdict of each rule target.
     verdicts: BTreeMap<Target, Verdict>,
 }
@@ -144,6 +154,8 @@ impl Ruleset {
             elements: BTreeMap::new(),
             strict: cfg.strict.then_some(cfg.strict_depth),
             counters: cfg.counters,
+            gateway: cfg.gateway.clone(),
+            broute: true,
             verdicts: cfg
                 .rules
                 .iter()
@@ -249,11 +261,11 @@ impl Ruleset {
             Chain {
                 name: CHAIN_PREROUTING.into(),
                 hook: Some(Hook { kind: "filter", hook: "prerouting", priority: PRIO_MANGLE, priority_name: "mangle" }),
-                rules: vec![
-                    Stmt::BypassReturn { v6: false },
-                    Stmt::BypassReturn { v6: true },
-                    Stmt::MarkVmap { map: MAP_MARK },
-                ],
+                rules: [Stmt::BypassReturn { v6: false }, Stmt::BypassReturn { v6: true }]
+                    .into_iter()
+                    .chain((!self.gateway.is_empty()).then_some(Stmt::JumpGateway))
+                    .chain([Stmt::MarkVmap { map: MAP_MARK }])
+                    .collect(),
             },
             Chain {
                 name: CHAIN_OUTPUT_NAT.into(),
@@ -288,6 +300,7 @@ impl Ruleset {
                 chains.push(Chain { name: dns_chain(&t.name), hook: None, rules });
             }
         }
+        chains.extend(gateway::inet_chains(self));
         chains
     }
 
@@ -309,6 +322,11 @@ impl Ruleset {
             }
         }
         keep
+    }
+
+    /// The chains of `table bridge cgtproxy` (empty: no such table).
+    pub fn bridge_chains(&self) -> Vec<Chain> {
+        gateway::bridge_chains(self)
     }
 
     /// `nft -f` text for this ruleset, cgroup paths relative to the cgroup2

@@ -48,6 +48,20 @@ pub(super) fn render(rs: &Ruleset, prefix: &str) -> String {
     // Drop the blank line after the last block.
     o.pop();
     o.push_str("}\n");
+    let bridge = rs.bridge_chains();
+    if !bridge.is_empty() {
+        let w = &mut o;
+        let _ = writeln!(w, "table bridge {TABLE} {{");
+        set(w, SET_BYPASS4, "ipv4_addr", &intervals(&rs.bypass4, false));
+        set(w, SET_BYPASS6, "ipv6_addr", &intervals(&rs.bypass6, true));
+        for c in bridge {
+            let base = c.hook.map(|h| format!("type {} hook {} priority {}", h.kind, h.hook, h.priority_name));
+            let rules: Vec<String> = c.rules.iter().map(ToString::to_string).collect();
+            chain(w, &c.name, base.as_deref(), &rules);
+        }
+        o.pop();
+        o.push_str("}\n");
+    }
     o
 }
 
@@ -55,7 +69,7 @@ pub fn mark(m: u32) -> String {
     format!("{m:#010x}")
 }
 
-fn intervals(list: &[Interval], v6: bool) -> Vec<String> {
+pub(super) fn intervals(list: &[Interval], v6: bool) -> Vec<String> {
     list.iter()
         .map(|&(start, end)| {
             let addr = |x: u128| {

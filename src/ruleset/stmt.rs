@@ -5,7 +5,29 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use super::{CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DROP, CLASS_REJECT, MAP_CGROUP, SET_BYPASS4, SET_BYPASS6};
+use super::{
+    CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DROP, CLASS_REJECT, Interval, MAP_CGROUP, MAP_MARK, SET_BYPASS4, SET_BYPASS6,
+};
+use crate::config::Iface;
+
+/// The conditions of one `gateway` entry, for one address family when it
+/// has sources.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GwMatch {
+    pub iface: Option<Iface>,
+    /// `(v6, prefixes as merged ranges)`; None: any source.
+    pub source: Option<(bool, Vec<Interval>)>,
+}
+
+/// What a matching `gateway` entry rule does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GwVerdict {
+    /// direct: leave the classification, the flow is forwarded as is.
+    Return,
+    Drop,
+    /// A tproxy's chain.
+    Goto(String),
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum L4 {
@@ -89,6 +111,59 @@ pub enum Stmt {
     Tproxy { port: u16, ipv4_only: bool, tcp_only: bool },
     /// `meta nfproto ipv4 udp dport 53 dnat ip to IP:PORT` (or ipv6 / ip6)
     DnsDnat { l4: L4, ip: IpAddr, port: u16 },
+
+    // --- gateway (forwarded traffic), see ruleset/gateway.rs ---
+    /// `jump gateway`
+    JumpGateway,
+    /// `iif "lo" return`: this host's own traffic, looped back by the cgroup rules.
+    LoopbackReturn,
+    /// `meta mark != 0x00000000 meta mark != @mark-vmap return`: a mark
+    /// someone else set is not ours to touch.
+    ForeignMarkReturn,
+    /// `fib daddr type local meta mark set 0x00000000 return`: traffic to
+    /// this host itself is never redirected.
+    LocalUnmarkReturn,
+    /// `ct direction reply meta mark set 0x00000000 return`
+    ReplyUnmarkReturn,
+    /// `ct state new ct mark 0x00000000 jump gateway-classify`: a flow is
+    /// classified once, on its first packet; flows that existed before stay as they are.
+    NewFlowClassify,
+    /// `meta mark set 0x00000000`
+    ClearMark,
+    /// `ct mark M udp dport 53 return`: DNS of a hijacking tproxy goes to
+    /// `gateway-nat`, not to the TPROXY port.
+    FlowDnsReturn { mark: u32, l4: L4 },
+    /// `ct mark M meta mark set M`: the flow's class becomes the routing mark.
+    FlowMark { mark: u32 },
+    /// `meta mark != 0x00000000 ct mark set meta mark return`: the bridge
+    /// chain brouted this packet and chose its entry already.
+    BroutedKeep,
+    /// `fib daddr . iif oif exists return`: leaves through the interface it
+    /// came in on (two hosts on one bridge): not routed by this host.
+    SameIfaceReturn,
+    /// One entry's conditions and verdict, in `gateway-classify` (inet) or
+    /// the bridge table's `prerouting` (`meta ibrname` for the interface).
+    GwEntry { m: GwMatch, bridge: bool, counter: bool, verdict: GwVerdict },
+    /// `meta nfproto ipv6 return` (inet) / `ether type ip6 return` (bridge)
+    Ipv6Return { bridge: bool },
+    /// `udp dport != 53 return` (keep DNS) / `meta l4proto udp return`
+    UdpReturn { keep_dns: bool },
+    /// `udp dport 53 return` / `tcp dport 53 return`
+    DnsReturn { l4: L4 },
+    /// `ct mark set M`
+    SetFlowMark { mark: u32 },
+    /// `meta mark set M meta broute set 1` (bridge family): the frame goes up
+    /// the IP stack on the bridge port before br_netfilter sees it.
+    Broute { mark: u32 },
+    /// `meta pkttype != host return` (bridge): not addressed to this host's MAC.
+    NotHostReturn,
+    /// `tcp flags & (fin | syn | rst | ack) != syn return` (bridge): only a
+    /// connection's first packet needs the broute.
+    TcpNotSynReturn,
+    /// `ip daddr @bypass return` in the bridge family.
+    BridgeBypassReturn { v6: bool },
+    /// `ct mark M meta nfproto ipv4 udp dport 53 redirect to :PORT`
+    DnsRedirect { mark: u32, l4: L4, v6: bool, port: u16 },
 }
 
 impl fmt::Display for Stmt {
@@ -144,6 +219,51 @@ impl fmt::Display for Stmt {
             Stmt::DnsDnat { l4, ip: IpAddr::V6(ip), port } => {
                 write!(f, "meta nfproto ipv6 {l4} dport 53 dnat ip6 to [{ip}]:{port}")
             }
+            Stmt::JumpGateway => write!(f, "jump {}", super::CHAIN_GATEWAY),
+            Stmt::LoopbackReturn => f.write_str("iif \"lo\" return"),
+            Stmt::ForeignMarkReturn => write!(f, "meta mark != 0x00000000 meta mark != @{MAP_MARK} return"),
+            Stmt::LocalUnmarkReturn => f.write_str("fib daddr type local meta mark set 0x00000000 return"),
+            Stmt::ReplyUnmarkReturn => f.write_str("ct direction reply meta mark set 0x00000000 return"),
+            Stmt::NewFlowClassify => {
+                write!(f, "ct state new ct mark 0x00000000 jump {}", super::CHAIN_GATEWAY_CLASSIFY)
+            }
+            Stmt::ClearMark => f.write_str("meta mark set 0x00000000"),
+            Stmt::FlowDnsReturn { mark, l4 } => write!(f, "ct mark {mark:#010x} {l4} dport 53 return"),
+            Stmt::FlowMark { mark } => write!(f, "ct mark {mark:#010x} meta mark set {mark:#010x}"),
+            Stmt::BroutedKeep => f.write_str("meta mark != 0x00000000 ct mark set meta mark return"),
+            Stmt::SameIfaceReturn => f.write_str("fib daddr . iif oif exists return"),
+            Stmt::GwEntry { m, bridge, counter, verdict } => {
+                if let Some(i) = &m.iface {
+                    write!(f, "{} {i} ", if *bridge { "meta ibrname" } else { "iifname" })?;
+                }
+                if let Some((v6, ranges)) = &m.source {
+                    let list = super::render::intervals(ranges, *v6).join(", ");
+                    write!(f, "{} saddr {{ {list} }} ", if *v6 { "ip6" } else { "ip" })?;
+                }
+                if *counter {
+                    f.write_str("counter packets 0 bytes 0 ")?;
+                }
+                match verdict {
+                    GwVerdict::Return => f.write_str("return"),
+                    GwVerdict::Drop => f.write_str("drop"),
+                    GwVerdict::Goto(c) => write!(f, "goto {c}"),
+                }
+            }
+            Stmt::Ipv6Return { bridge: false } => f.write_str("meta nfproto ipv6 return"),
+            Stmt::Ipv6Return { bridge: true } => f.write_str("ether type ip6 return"),
+            Stmt::UdpReturn { keep_dns: true } => f.write_str("udp dport != 53 return"),
+            Stmt::UdpReturn { keep_dns: false } => f.write_str("meta l4proto udp return"),
+            Stmt::DnsReturn { l4 } => write!(f, "{l4} dport 53 return"),
+            Stmt::SetFlowMark { mark } => write!(f, "ct mark set {mark:#010x}"),
+            Stmt::Broute { mark } => write!(f, "meta mark set {mark:#010x} meta broute set 1"),
+            Stmt::NotHostReturn => f.write_str("meta pkttype != host return"),
+            Stmt::TcpNotSynReturn => f.write_str("tcp flags & (fin | syn | rst | ack) != syn return"),
+            Stmt::BridgeBypassReturn { v6: false } => write!(f, "ip daddr @{SET_BYPASS4} return"),
+            Stmt::BridgeBypassReturn { v6: true } => write!(f, "ip6 daddr @{SET_BYPASS6} return"),
+            Stmt::DnsRedirect { mark, l4, v6, port } => {
+                let nfproto = if *v6 { "ipv6" } else { "ipv4" };
+                write!(f, "ct mark {mark:#010x} meta nfproto {nfproto} {l4} dport 53 redirect to :{port}")
+            }
         }
     }
 }
@@ -161,6 +281,9 @@ pub struct Hook {
 }
 
 pub const PRIO_MANGLE: i32 = -150;
+/// The bridge family's `filter` priority: the brouting slot, before
+/// br_netfilter (priority 0) sees the frame.
+pub const PRIO_BRIDGE_FILTER: i32 = -200;
 pub const PRIO_DSTNAT: i32 = -100;
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -121,3 +121,51 @@ fn nft_text_paths_are_relative_to_sys_fs_cgroup() {
     assert!(hybrid.contains("\"unified/user.slice/"), "{hybrid}");
     assert_eq!(rs.render_for_nft(Path::new("/sys/fs/cgroup")).unwrap(), rs.render());
 }
+
+const GATEWAY: &str = "version: 1
+bypass: [127.0.0.0/8, '::1', 192.0.2.0/24]
+tproxies:
+  mihomo:
+    mark: 3000
+    port: 7893
+    dns-hijack: {port: 1053, ip6: '::1', tcp: true}
+  lite: {mark: 3001, port: 7894, no-udp: true, no-ipv6: true}
+rules:
+  - {match: '^/user\\.slice/', tproxy: mihomo}
+gateway:
+  - interface: \"br-*\"
+    tproxy: mihomo
+  - source: [198.51.100.0/24, 198.51.101.0/24, \"2001:db8:50::/64\"]
+    tproxy: lite
+  - interface: virbr0
+    source: [192.168.122.0/24]
+    direct: true
+  - interface: eth1
+    drop: true
+";
+
+#[test]
+fn gateway_ruleset_golden() {
+    let cfg = Config::parse(GATEWAY, "gateway.yaml").unwrap();
+    let rs = Ruleset::build(&cfg, &desktop());
+    golden("gateway.nft", &rs.render());
+    // Without broute support there is no bridge table; the inet part stays.
+    let mut no_broute = rs.clone();
+    no_broute.broute = false;
+    let text = no_broute.render();
+    assert!(!text.contains("table bridge") && text.contains("chain gateway-classify"), "{text}");
+}
+
+#[test]
+fn gateway_with_counters_golden() {
+    let text = GATEWAY.replace("version: 1\n", "version: 1\ncounters: true\n");
+    let cfg = Config::parse(&text, "gateway.yaml").unwrap();
+    golden("gateway-counters.nft", &Ruleset::build(&cfg, &[]).render());
+}
+
+#[test]
+fn no_gateway_no_gateway_chains() {
+    let rs = Ruleset::build(&example(), &desktop());
+    let text = rs.render();
+    assert!(!text.contains("gateway") && !text.contains("table bridge"), "{text}");
+}

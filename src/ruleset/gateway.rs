@@ -1,0 +1,202 @@
+//! Gateway mode: the chains for traffic this host forwards.
+//!
+//! ```text
+//! prerouting (mangle) ── jump gateway ──> loopback, foreign marks, traffic to
+//!   this host, replies: return.  A new flow is classified once
+//!   (gateway-classify: first matching entry) and its class kept in the
+//!   conntrack mark; every packet of a tproxy flow then gets the tproxy's
+//!   mark, and prerouting's `meta mark vmap @mark-vmap` sends it to the
+//!   tproxy's chain (`tproxy to :PORT`), as for looped-back cgroup traffic.
+//! gateway-nat (dstnat): DNS of hijacking tproxies: `redirect to :PORT`
+//!   (the address of the interface the query arrived on).
+//! table bridge cgtproxy, prerouting at priority filter (-200):
+//!   with br_netfilter (bridge-nf-call-iptables=1, every Docker host) the
+//!   inet prerouting hooks run while bridging and the socket TPROXY assigns
+//!   is orphaned in ip_rcv_core(): the redirect is lost. Frames addressed to
+//!   this host's MAC that a tproxy entry takes (a TCP SYN, a UDP datagram)
+//!   are brouted instead: `meta broute set 1` passes them up the IP stack
+//!   on the bridge port before br_netfilter sees them, with the tproxy mark
+//!   set so the inet chains know the entry without its bridge name.
+//!   Later TCP segments need no TPROXY (the established socket is found by
+//!   its addresses) and take the normal br_netfilter path.
+//! ```
+
+use super::stmt::{GwMatch, GwVerdict};
+use super::*;
+
+/// The chain of a tproxy's gateway flows (inet), and of its brouted frames
+/// (bridge table, named after the tproxy).
+pub fn gw_chain(tproxy: &str) -> String {
+    format!("{tproxy}-GW")
+}
+
+impl Ruleset {
+    /// Tproxies that some gateway entry uses, in name order.
+    pub fn gateway_tproxies(&self) -> Vec<&Tproxy> {
+        self.tproxies
+            .iter()
+            .filter(|t| self.gateway.iter().any(|e| e.target == Target::Tproxy(t.name.clone())))
+            .collect()
+    }
+
+    /// Is there a `table bridge cgtproxy`?
+    pub fn has_bridge_table(&self) -> bool {
+        self.broute && !self.gateway_tproxies().is_empty()
+    }
+
+    fn tproxy_named(&self, name: &str) -> Option<&Tproxy> {
+        self.tproxies.iter().find(|t| t.name == name)
+    }
+}
+
+/// The rules of one entry: one per address family of its sources (or one).
+fn entry_rules(rs: &Ruleset, e: &GatewayEntry, bridge: bool) -> Vec<Stmt> {
+    let verdict = match &e.target {
+        Target::Direct => GwVerdict::Return,
+        // The bridge chain only broutes; drop happens in the inet chain.
+        Target::Drop | Target::Reject if bridge => GwVerdict::Return,
+        // `gateway` entries have no `reject` (config::gateway): drop.
+        Target::Drop | Target::Reject => GwVerdict::Drop,
+        Target::Tproxy(name) if bridge => GwVerdict::Goto(name.clone()),
+        Target::Tproxy(name) => GwVerdict::Goto(gw_chain(name)),
+    };
+    let mut sources = Vec::new();
+    for (v6, cidrs) in [(false, e.source4()), (true, e.source6())] {
+        if !cidrs.is_empty() {
+            sources.push(Some((v6, merge(cidrs.iter().map(Cidr::range).collect()))));
+        }
+    }
+    if sources.is_empty() {
+        sources.push(None);
+    }
+    sources
+        .into_iter()
+        .map(|source| Stmt::GwEntry {
+            m: GwMatch { iface: e.interface.clone(), source },
+            bridge,
+            counter: rs.counters,
+            verdict: verdict.clone(),
+        })
+        .collect()
+}
+
+/// What a tproxy does not take goes direct (as for cgroups): other
+/// protocols, IPv6 with no-ipv6, UDP with no-udp (DNS kept when hijacked).
+fn exceptions(t: &Tproxy, bridge: bool) -> Vec<Stmt> {
+    let mut rules = vec![Stmt::NotTcpUdpReturn];
+    if t.no_ipv6 {
+        rules.push(Stmt::Ipv6Return { bridge });
+    }
+    if t.no_udp {
+        rules.push(Stmt::UdpReturn { keep_dns: t.dns_hijack.is_some() && !bridge });
+    }
+    rules
+}
+
+/// Protocols whose DNS a tproxy hijacks.
+fn dns_l4(t: &Tproxy) -> Vec<L4> {
+    match &t.dns_hijack {
+        None => Vec::new(),
+        Some(d) if d.tcp => vec![L4::Udp, L4::Tcp],
+        Some(_) => vec![L4::Udp],
+    }
+}
+
+pub(super) fn inet_chains(rs: &Ruleset) -> Vec<Chain> {
+    if rs.gateway.is_empty() {
+        return Vec::new();
+    }
+    let tproxies = rs.gateway_tproxies();
+    let mut gateway = vec![
+        Stmt::LoopbackReturn,
+        Stmt::ForeignMarkReturn,
+        Stmt::LocalUnmarkReturn,
+        Stmt::ReplyUnmarkReturn,
+        Stmt::NewFlowClassify,
+        Stmt::ClearMark,
+    ];
+    for t in &tproxies {
+        gateway.extend(dns_l4(t).into_iter().map(|l4| Stmt::FlowDnsReturn { mark: t.mark, l4 }));
+        gateway.push(Stmt::FlowMark { mark: t.mark });
+    }
+    let mut classify = vec![Stmt::BroutedKeep, Stmt::SameIfaceReturn];
+    for e in &rs.gateway {
+        classify.extend(entry_rules(rs, e, false));
+    }
+    let mut chains = vec![
+        Chain { name: CHAIN_GATEWAY.into(), hook: None, rules: gateway },
+        Chain { name: CHAIN_GATEWAY_CLASSIFY.into(), hook: None, rules: classify },
+    ];
+    for t in &tproxies {
+        let mut rules = exceptions(t, false);
+        rules.push(Stmt::SetFlowMark { mark: t.mark });
+        chains.push(Chain { name: gw_chain(&t.name), hook: None, rules });
+    }
+    let mut nat = Vec::new();
+    for t in &tproxies {
+        let Some(d) = &t.dns_hijack else { continue };
+        for l4 in dns_l4(t) {
+            nat.push(Stmt::DnsRedirect { mark: t.mark, l4, v6: false, port: d.port });
+            if d.ip6.is_some() {
+                nat.push(Stmt::DnsRedirect { mark: t.mark, l4, v6: true, port: d.port });
+            }
+        }
+    }
+    if !nat.is_empty() {
+        chains.push(Chain {
+            name: CHAIN_GATEWAY_NAT.into(),
+            hook: Some(Hook { kind: "nat", hook: "prerouting", priority: PRIO_DSTNAT, priority_name: "dstnat" }),
+            rules: nat,
+        });
+    }
+    chains
+}
+
+pub(super) fn bridge_chains(rs: &Ruleset) -> Vec<Chain> {
+    if !rs.has_bridge_table() {
+        return Vec::new();
+    }
+    let mut pre = vec![
+        Stmt::NotHostReturn,
+        Stmt::BridgeBypassReturn { v6: false },
+        Stmt::BridgeBypassReturn { v6: true },
+        Stmt::TcpNotSynReturn,
+    ];
+    for e in &rs.gateway {
+        pre.extend(entry_rules(rs, e, true));
+    }
+    let mut chains = vec![Chain {
+        name: CHAIN_PREROUTING.into(),
+        hook: Some(Hook { kind: "filter", hook: "prerouting", priority: PRIO_BRIDGE_FILTER, priority_name: "filter" }),
+        rules: pre,
+    }];
+    for t in rs.gateway_tproxies() {
+        let mut rules = exceptions(t, true);
+        // Hijacked DNS takes the br_netfilter path: `redirect` needs the
+        // bridge's address, and a brouted frame arrives on the port, which
+        // has none.
+        rules.extend(dns_l4(t).into_iter().map(|l4| Stmt::DnsReturn { l4 }));
+        rules.push(Stmt::Broute { mark: t.mark });
+        chains.push(Chain { name: t.name.clone(), hook: None, rules });
+    }
+    chains
+}
+
+/// The first entry that takes a packet from `from` arriving on `iif`.
+pub fn first_match<'a>(
+    entries: &'a [GatewayEntry],
+    from: std::net::IpAddr,
+    iif: Option<&str>,
+) -> Option<&'a GatewayEntry> {
+    entries.iter().find(|e| e.matches(from, iif))
+}
+
+impl Ruleset {
+    /// The tproxy a gateway entry sends to, if any.
+    pub fn entry_tproxy(&self, e: &GatewayEntry) -> Option<&Tproxy> {
+        match &e.target {
+            Target::Tproxy(name) => self.tproxy_named(name),
+            _ => None,
+        }
+    }
+}

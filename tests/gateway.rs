@@ -1,0 +1,260 @@
+//! Gateway mode end to end, in network namespaces: forwarded traffic of LAN
+//! clients on a bridge, a container behind a Docker-named bridge (`br-…`),
+//! a routed VPN-like peer, with br_netfilter's bridge-nf-call-iptables at 1.
+//!
+//! ```text
+//!  lan-a 192.0.2.10 ─┐                       ┌ remote: 198.51.100.2
+//!  lan-b 192.0.2.11 ─┼ lan0 ┐                │  serves 203.0.113.2,
+//!  lan-c 192.0.2.12 ─┘      ├─ gw ── veth ───┘  203.0.113.99 (bypass),
+//!  ctr  192.0.2.70 ── br-N ─┤  (cgtproxy,        2001:db8:200::2
+//!  peer 192.0.2.130 ─ veth ─┘   TPROXY :7893, DNS :1053, LOCAL :8080)
+//! ```
+
+mod common;
+use common::*;
+
+const TARGET4: &str = "203.0.113.2";
+const TARGET6: &str = "2001:db8:200::2";
+const BYPASSED: &str = "203.0.113.99";
+
+struct Lab {
+    gw: NetNs,
+    remote: NetNs,
+    clients: Vec<(String, NetNs)>,
+    procs: Vec<Proc>,
+    /// The Docker-like bridge's name.
+    br: String,
+    peer_if: String,
+}
+
+/// `ip link add` a veth with one end in `a` named `an` and the other in `b` named `bn`.
+fn veth(a: &NetNs, an: &str, b: &NetNs, bn: &str) {
+    sh(&format!("ip link add {an} netns {} type veth peer name {bn} netns {}", a.name, b.name));
+}
+
+impl Lab {
+    fn new(tag: &str) -> Self {
+        let gw = NetNs::new(&format!("{tag}g"));
+        let remote = NetNs::new(&format!("{tag}r"));
+        let pid = std::process::id() % 100_000;
+        let br = format!("br-{pid}a");
+        let peer_if = format!("vpn{pid}");
+        // Forwarding on; br_netfilter's IP hooks on, as on every Docker host.
+        gw.sh("sysctl -qw net.ipv4.ip_forward=1 net.ipv6.conf.all.forwarding=1 \
+               net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1");
+        veth(&gw, "up0", &remote, "down0");
+        gw.sh("ip link set up0 up && ip addr add 198.51.100.1/24 dev up0 && ip -6 addr add 2001:db8:100::1/64 dev up0 nodad \
+               && ip route add default via 198.51.100.2 && ip -6 route add default via 2001:db8:100::2");
+        remote.sh(&format!(
+            "ip link set down0 up && ip addr add 198.51.100.2/24 dev down0 && ip -6 addr add 2001:db8:100::2/64 dev down0 nodad \
+             && ip addr add {TARGET4}/32 dev lo && ip addr add {BYPASSED}/32 dev lo && ip -6 addr add {TARGET6}/128 dev lo nodad \
+             && ip route add 192.0.2.0/24 via 198.51.100.1 && ip -6 route add 2001:db8::/40 via 2001:db8:100::1 \
+             && nft 'add table inet count; add chain inet count in {{ type filter hook prerouting priority 0; }}; \
+                     add rule inet count in th dport 9999 counter'"
+        ));
+        let mut lab = Lab { gw, remote, clients: Vec::new(), procs: Vec::new(), br, peer_if };
+        lab.bridge("lan0", "192.0.2.1/26", "2001:db8:1::1/64");
+        for (name, n) in [("lan-a", 10), ("lan-b", 11), ("lan-c", 12)] {
+            lab.client(
+                name,
+                "lan0",
+                &format!("192.0.2.{n}"),
+                &format!("2001:db8:1::{n}"),
+                "192.0.2.1",
+                "2001:db8:1::1",
+            );
+        }
+        let br = lab.br.clone();
+        lab.bridge(&br, "192.0.2.65/26", "2001:db8:2::1/64");
+        lab.client("ctr", &br, "192.0.2.70", "2001:db8:2::70", "192.0.2.65", "2001:db8:2::1");
+        // A routed peer on a plain point-to-point link, as WireGuard's are.
+        let peer = NetNs::new(&format!("{tag}p"));
+        let pif = lab.peer_if.clone();
+        veth(&lab.gw, &pif, &peer, "eth0");
+        lab.gw.sh(&format!(
+            "ip link set {pif} up && ip addr add 192.0.2.129/26 dev {pif} && ip -6 addr add 2001:db8:3::1/64 dev {pif} nodad"
+        ));
+        peer.sh("ip link set eth0 up && ip addr add 192.0.2.130/26 dev eth0 && ip -6 addr add 2001:db8:3::130/64 dev eth0 nodad \
+                 && ip route add default via 192.0.2.129 && ip -6 route add default via 2001:db8:3::1");
+        lab.clients.push(("peer".into(), peer));
+        let serve = Proc::spawn(&format!("{} {} serve REMOTE 8080 9999 53", lab.remote.enter(), helper()));
+        serve.wait_for("READY", 10);
+        let tproxy = Proc::spawn(&format!("{} {} tproxy 7893", lab.gw.enter(), helper()));
+        tproxy.wait_for("READY", 10);
+        let local = Proc::spawn(&format!("{} {} serve LOCAL 8080", lab.gw.enter(), helper()));
+        local.wait_for("READY", 10);
+        lab.procs.extend([serve, tproxy, local]);
+        for addr in ["0.0.0.0", "::"] {
+            let dns = Proc::spawn(&format!("{} {} dns {addr} 1053", lab.gw.enter(), helper()));
+            dns.wait_for("READY", 10);
+            lab.procs.push(dns);
+        }
+        lab
+    }
+
+    /// A bridge in the gateway with its addresses.
+    fn bridge(&self, name: &str, v4: &str, v6: &str) {
+        self.gw.sh(&format!(
+            "ip link add {name} type bridge && ip link set {name} up && ip addr add {v4} dev {name} \
+             && ip -6 addr add {v6} dev {name} nodad"
+        ));
+    }
+
+    /// A client namespace on `bridge`, default routes via the gateway.
+    fn client(&mut self, name: &str, bridge: &str, v4: &str, v6: &str, gw4: &str, gw6: &str) -> &NetNs {
+        let ns = NetNs::new(&format!("c{}", self.clients.len()));
+        let port = format!("p{}{}", self.clients.len(), &bridge[..bridge.len().min(8)]);
+        veth(&self.gw, &port, &ns, "eth0");
+        self.gw.sh(&format!("ip link set {port} master {bridge} && ip link set {port} up"));
+        ns.sh(&format!(
+            "ip link set eth0 up && ip addr add {v4}/26 dev eth0 && ip -6 addr add {v6}/64 dev eth0 nodad \
+             && ip route add default via {gw4} && ip -6 route add default via {gw6}"
+        ));
+        self.clients.push((name.to_owned(), ns));
+        &self.clients.last().unwrap().1
+    }
+
+    fn ns(&self, client: &str) -> &NetNs {
+        &self.clients.iter().find(|(n, _)| n == client).unwrap().1
+    }
+
+    fn ask(&self, client: &str, proto: &str, addr: &str, port: u16) -> String {
+        let token = format!("{client}-{proto}-{port}");
+        let (_, out) = self.ns(client).try_sh(&format!("{} client {proto} {addr} {port} {token} 1.5", helper()));
+        out.trim().to_owned()
+    }
+
+    fn expect(&self, client: &str, proto: &str, addr: &str, port: u16, want: &str) {
+        let got = self.ask(client, proto, addr, port);
+        assert!(
+            want.split('|').any(|w| got.starts_with(w)),
+            "{client} {proto} {addr}:{port}: want {want:?}, got {got:?}\ntproxy/services:\n{}",
+            self.procs.iter().map(Proc::output).collect::<Vec<_>>().join("\n")
+        );
+    }
+
+    fn packets_at_9999(&self) -> u64 {
+        self.remote
+            .sh("nft list chain inet count in")
+            .lines()
+            .filter_map(|l| l.split("packets ").nth(1))
+            .filter_map(|p| p.split_whitespace().next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    fn config(&self, extra_rules: &str) -> String {
+        format!(
+            "version: 1\n\
+             bypass: ['{BYPASSED}']\n\
+             tproxies:\n\
+             \x20 px: {{mark: 3000, port: 7893, dns-hijack: {{port: 1053, ip6: '::1', tcp: true}}}}\n\
+             {extra_rules}\
+             gateway:\n\
+             \x20 - {{source: [192.0.2.12/32], drop: true}}\n\
+             \x20 - {{interface: 'br-*', tproxy: px}}\n\
+             \x20 - {{interface: lan0, source: [192.0.2.10/32, '2001:db8:1::10'], tproxy: px}}\n\
+             \x20 - {{interface: {}, tproxy: px}}\n",
+            self.peer_if
+        )
+    }
+
+    /// What "as it was" means after stop: ruleset, rules, routes, sysctls.
+    fn snapshot(&self) -> String {
+        self.gw.sh(
+            "nft list ruleset; ip rule; ip -6 rule; ip route show table all; ip -6 route show table all | grep -v expires; \
+             sysctl net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables net.ipv4.ip_forward \
+             net.ipv6.conf.all.forwarding",
+        )
+    }
+}
+
+const PROXIED4: &str = "TPROXY 7893 203.0.113.2:8080";
+const PROXIED6: &str = "TPROXY 7893 [2001:db8:200::2]:8080";
+
+#[test]
+fn gateway_forwarded_traffic() {
+    if !root("gateway_forwarded_traffic") {
+        return;
+    }
+    let lab = Lab::new("gw");
+    assert_eq!(lab.gw.sh("sysctl -n net.bridge.bridge-nf-call-iptables").trim(), "1");
+    let before = lab.snapshot();
+    // The gateway's own cgroups keep their rules.
+    let cg = TestCgroups::new("gw");
+    cg.mkdir("proxy");
+    cg.mkdir("direct");
+    let rules = format!(
+        "rules:\n  - {{match: '^{0}/proxy', tproxy: px}}\n  - {{match: '^{0}/direct', direct: true}}\n",
+        cg.rel
+    );
+    let (mut daemon, cfg) = start_daemon(&lab.gw, &lab.config(&rules));
+
+    for proto in ["tcp", "udp"] {
+        for client in ["lan-a", "ctr", "peer"] {
+            // Proxied, with the original destination, IPv4 and IPv6.
+            lab.expect(client, proto, TARGET4, 8080, PROXIED4);
+            lab.expect(client, proto, TARGET6, 8080, PROXIED6);
+            // Forwarded DNS reaches the DNS server, whatever resolver was asked.
+            lab.expect(client, proto, TARGET4, 53, "DNS");
+            lab.expect(client, proto, TARGET6, 53, "DNS");
+            // Bypass: direct.
+            lab.expect(client, proto, BYPASSED, 8080, "REMOTE");
+        }
+        // The gateway's own services are reached as such, not proxied.
+        lab.expect("lan-a", proto, "192.0.2.1", 8080, "LOCAL");
+        lab.expect("ctr", proto, "192.0.2.65", 8080, "LOCAL");
+        lab.expect("peer", proto, "2001:db8:3::1", 8080, "LOCAL");
+        // Unmatched clients are forwarded directly.
+        lab.expect("lan-b", proto, TARGET4, 8080, "REMOTE");
+        lab.expect("lan-b", proto, TARGET6, 8080, "REMOTE");
+        lab.expect("lan-b", proto, TARGET4, 53, "REMOTE");
+        // LAN to LAN on one bridge is not the gateway's business.
+        lab.expect("lan-b", proto, "192.0.2.10", 7, "TIMEOUT|ERROR");
+        // Drop entries never leave.
+        lab.expect("lan-c", proto, TARGET4, 9999, "TIMEOUT|ERROR");
+    }
+    assert_eq!(lab.packets_at_9999(), 0, "a packet of a drop entry reached the remote host");
+
+    // The gateway's own cgroup rules are unaffected.
+    for (sub, want) in [("proxy", PROXIED4), ("direct", "REMOTE")] {
+        let cmd = format!(
+            "echo $$ > {}/cgroup.procs && exec {} {} client tcp {TARGET4} 8080 own-{sub} 1.5",
+            cg.dir.join(sub).display(),
+            lab.gw.enter(),
+            helper()
+        );
+        let (_, got) = try_sh(&cmd);
+        assert!(got.starts_with(want), "own cgroup {sub}: want {want:?}, got {got:?}");
+    }
+
+    // A Docker network created while the daemon runs is covered with no reload.
+    let mut lab = lab;
+    let late = format!("{}b", &lab.br[..lab.br.len() - 1]);
+    lab.bridge(&late, "192.0.2.193/26", "2001:db8:4::1/64");
+    lab.client("late", &late, "192.0.2.200", "2001:db8:4::200", "192.0.2.193", "2001:db8:4::1");
+    for proto in ["tcp", "udp"] {
+        lab.expect("late", proto, TARGET4, 8080, PROXIED4);
+        lab.expect("late", proto, TARGET6, 8080, PROXIED6);
+    }
+    // Gone again (with its port), so the namespace can be compared below.
+    let port = format!("p{}{}", lab.clients.len() - 1, &late[..8]);
+    lab.gw.sh(&format!("ip link del {late} && ip link del {port}"));
+
+    // status and explain see the gateway.
+    let status = sh(&format!(
+        "CGTPROXY_STATE={} {} {} status -c {}",
+        cfg.with_extension("state.json").display(),
+        lab.gw.enter(),
+        bin(),
+        cfg.display()
+    ));
+    assert!(status.contains("gateway"), "{status}");
+    let explain =
+        sh(&format!("{} {} explain -c {} --from 192.0.2.70 --iif {}", lab.gw.enter(), bin(), cfg.display(), lab.br));
+    assert!(explain.contains("gateway[1]") && explain.contains("tproxy px"), "{explain}");
+
+    let status = daemon.stop();
+    assert!(status.success(), "daemon exit {status}:\n{}", daemon.output());
+    assert_eq!(lab.snapshot(), before, "the gateway namespace is not as it was");
+    assert_clean(&lab.gw);
+}
