@@ -39,12 +39,20 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Explain which rule matches a cgroup (a path, or a PID's cgroup) and
-    /// what the kernel holds for it now.
+    /// Explain which rule matches a cgroup (a path, or a PID's cgroup), or
+    /// which gateway entry takes forwarded traffic (--from ADDR --iif IFACE),
+    /// and what the kernel holds for it now.
     Explain {
         /// Cgroup path relative to the cgroup root (`/user.slice/...`), an
         /// absolute path below the cgroup mount, or a PID.
-        target: String,
+        #[arg(required_unless_present = "from", conflicts_with = "from")]
+        target: Option<String>,
+        /// Gateway mode: the source address of a forwarded packet.
+        #[arg(long)]
+        from: Option<std::net::IpAddr>,
+        /// Gateway mode: the interface the packet arrives on (`br-1234`, `wg0`).
+        #[arg(long, requires = "from")]
+        iif: Option<String>,
     },
     /// Ask the running daemon to re-read its config (SIGHUP).
     Reload,

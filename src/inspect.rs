@@ -78,6 +78,77 @@ pub struct Status {
     pub traffic: BTreeMap<String, (u64, u64)>,
     /// Map elements whose cgroup no longer exists.
     pub stale: usize,
+    /// Gateway entries, with what the kernel counted for them.
+    pub gateway: Vec<GatewayStatus>,
+    /// How bridged clients escape br_netfilter (gateway tproxy entries only).
+    pub gateway_bridge: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct GatewayStatus {
+    pub index: usize,
+    pub line: u64,
+    pub conditions: String,
+    pub target: String,
+    /// Whether the kernel holds its rules.
+    pub present: bool,
+    /// With `counters: true`: first packets of new flows it classified plus
+    /// frames the bridge table brouted for it.
+    pub packets: Option<u64>,
+    pub bytes: Option<u64>,
+}
+
+/// The gateway entries next to the kernel's per-rule counters.
+fn gateway_status(
+    cfg: &Config,
+    nft: &mut Nft,
+    table: bool,
+    readable: bool,
+) -> Result<Vec<GatewayStatus>, InspectError> {
+    use crate::nft::sys::{NFPROTO_BRIDGE, NFPROTO_INET};
+    use crate::ruleset::gateway::rule_entries;
+    if cfg.gateway.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut rs = Ruleset::new(cfg);
+    // Without CAP_NET_ADMIN the kernel cannot be read: entries only.
+    let inet = if table && readable {
+        nft.rule_counters(NFPROTO_INET, crate::ruleset::CHAIN_GATEWAY_CLASSIFY)?
+    } else {
+        Vec::new()
+    };
+    let bridge =
+        if readable { nft.rule_counters(NFPROTO_BRIDGE, crate::ruleset::CHAIN_PREROUTING)? } else { Vec::new() };
+    rs.broute = !bridge.is_empty();
+    let mut sums: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
+    let mut counted = false;
+    for (rules, is_bridge) in [(&inet, false), (&bridge, true)] {
+        for (entry, counter) in rule_entries(&rs, is_bridge).into_iter().zip(rules.iter()) {
+            if let (Some(i), Some((p, b))) = (entry, counter) {
+                counted = true;
+                let t = sums.entry(i).or_default();
+                t.0 += p;
+                t.1 += b;
+            }
+        }
+    }
+    let present = inet.len() == rule_entries(&rs, false).len();
+    Ok(cfg
+        .gateway
+        .iter()
+        .map(|e| {
+            let sum = counted.then(|| sums.get(&e.index).copied().unwrap_or_default());
+            GatewayStatus {
+                index: e.index,
+                line: e.line,
+                conditions: e.conditions(),
+                target: e.target.to_string(),
+                present,
+                packets: sum.map(|s| s.0),
+                bytes: sum.map(|s| s.1),
+            }
+        })
+        .collect())
 }
 
 fn scan(root: &Path) -> Result<Vec<Cgroup>, InspectError> {
@@ -158,6 +229,17 @@ pub fn status(cfg: &Config) -> Result<Status, InspectError> {
     cgroups.sort_by(|a, b| a.path.cmp(&b.path));
     let daemon = state::read();
     let other_netns = netns_note(daemon.as_ref()).is_some();
+    let readable = kernel_unreadable.is_none();
+    let gateway = gateway_status(cfg, &mut nft, table, readable)?;
+    let gateway_bridge = if !cfg.gateway.iter().any(|e| matches!(e.target, crate::config::Target::Tproxy(_))) {
+        None
+    } else {
+        match daemon.as_ref().map(|d| d.gateway_bridge.clone()).filter(|m| !m.is_empty()) {
+            Some(m) => Some(m),
+            None if readable => Some(crate::check::gateway_bridge_line(nft.can_broute())),
+            None => None,
+        }
+    };
     Ok(Status {
         daemon,
         other_netns,
@@ -169,6 +251,8 @@ pub fn status(cfg: &Config) -> Result<Status, InspectError> {
         totals,
         traffic,
         stale,
+        gateway,
+        gateway_bridge,
     })
 }
 
@@ -232,6 +316,24 @@ impl Status {
                 let _ = write!(s, "  {target:<24} {n:>6} cgroups");
                 if let Some((packets, bytes)) = self.traffic.get(target) {
                     let _ = write!(s, "  {packets} packets, {bytes} bytes");
+                }
+                s.push('\n');
+            }
+        }
+        if !self.gateway.is_empty() {
+            let present = self.gateway.iter().all(|g| g.present);
+            let _ = writeln!(
+                s,
+                "gateway (forwarded traffic, first match wins): {}",
+                if present { "in place" } else { "MISSING from the kernel" }
+            );
+            if let Some(b) = &self.gateway_bridge {
+                let _ = writeln!(s, "  bridges: {b}");
+            }
+            for g in &self.gateway {
+                let _ = write!(s, "  gateway[{}] (line {}): {} -> {}", g.index, g.line, g.conditions, g.target);
+                if let (Some(p), Some(b)) = (g.packets, g.bytes) {
+                    let _ = write!(s, "  {p} packets, {b} bytes");
                 }
                 s.push('\n');
             }
@@ -423,4 +525,100 @@ pub fn diff(cfg: &Config) -> Result<Option<String>, InspectError> {
         let _ = writeln!(out, "+{}", key(l));
     }
     Ok((out.lines().count() > 2).then_some(out))
+}
+
+/// `explain --from ADDR [--iif IFACE]`: which gateway entry takes a
+/// forwarded packet, what happens to it, and what the kernel holds.
+pub fn explain_gateway(cfg: &Config, from: std::net::IpAddr, iif: Option<&str>) -> Result<String, InspectError> {
+    let mut s = String::new();
+    let iface = iif.map_or("any interface".to_owned(), |i| format!("interface {i}"));
+    let _ = writeln!(s, "forwarded packet from {from} arriving on {iface}");
+    if cfg.gateway.is_empty() {
+        s.push_str("no `gateway` entries: forwarded traffic is not touched (forwarded directly)\n");
+        return Ok(s);
+    }
+    let rs = Ruleset::new(cfg);
+    match crate::ruleset::gateway::first_match(&cfg.gateway, from, iif) {
+        None => {
+            let _ = writeln!(
+                s,
+                "no gateway entry matches ({} tried): forwarded directly{}",
+                cfg.gateway.len(),
+                if iif.is_none() { " (entries with `interface` need --iif)" } else { "" }
+            );
+        }
+        Some(e) => {
+            let _ = writeln!(
+                s,
+                "gateway[{}] (line {} of {}): {} -> {}",
+                e.index,
+                e.line,
+                cfg.origin,
+                e.conditions(),
+                e.target
+            );
+            if e.index > 0 {
+                let _ = writeln!(s, "  (gateway[0..{}] do not match)", e.index - 1);
+            }
+            match rs.entry_tproxy(e) {
+                Some(t) => {
+                    let mut what = vec![format!(
+                        "new TCP and UDP flows go to TPROXY port {} (mark {:#x}, route table {})",
+                        t.port, t.mark, cfg.route_table
+                    )];
+                    if t.no_udp {
+                        what.push("UDP goes direct (no-udp)".into());
+                    }
+                    if t.no_ipv6 {
+                        what.push("IPv6 goes direct (no-ipv6)".into());
+                    }
+                    if let Some(d) = &t.dns_hijack {
+                        what.push(format!(
+                            "DNS (UDP{}{}) is redirected to port {} of the address it arrived on",
+                            if d.tcp { " and TCP" } else { "" },
+                            if d.ip6.is_some() { ", IPv4 and IPv6" } else { ", IPv4 only" },
+                            d.port
+                        ));
+                    }
+                    what.push("other protocols go direct".into());
+                    for w in what {
+                        let _ = writeln!(s, "  {w}");
+                    }
+                }
+                None if e.target == crate::config::Target::Drop => {
+                    s.push_str("  every new forwarded flow (any protocol) is dropped\n")
+                }
+                None => s.push_str("  forwarded directly\n"),
+            }
+            s.push_str(
+                "  never affected: traffic to this host's own addresses, bypass destinations, replies, flows \
+                 older than the rules, traffic that leaves through the interface it came in on\n",
+            );
+        }
+    }
+    let mut nft = Nft::open()?;
+    match privileged(nft.table_exists())? {
+        Err(why) => {
+            let _ = writeln!(s, "kernel: {why}");
+            return Ok(s);
+        }
+        Ok(false) => {
+            s.push_str("kernel: table inet cgtproxy is absent: forwarded traffic is not classified\n");
+            return Ok(s);
+        }
+        Ok(true) => {}
+    }
+    let status = gateway_status(cfg, &mut nft, true, true)?;
+    let present = status.iter().all(|g| g.present);
+    let _ = writeln!(
+        s,
+        "kernel: gateway rules {}",
+        if present { "in place" } else { "MISSING (the running daemon has another config?)" }
+    );
+    if let Some(g) = crate::ruleset::gateway::first_match(&cfg.gateway, from, iif).and_then(|e| status.get(e.index))
+        && let (Some(p), Some(b)) = (g.packets, g.bytes)
+    {
+        let _ = writeln!(s, "kernel: gateway[{}] counted {p} packets, {b} bytes", g.index);
+    }
+    Ok(s)
 }

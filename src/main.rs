@@ -64,9 +64,13 @@ fn run(command: Option<Command>, source: &ConfigSource) -> anyhow::Result<ExitCo
                 print!("{}", status.text(&cfg));
             }
         }
-        Some(Command::Explain { target }) => {
+        Some(Command::Explain { target, from, iif }) => {
             let cfg = source.load()?;
-            print!("{}", inspect::explain(&cfg, &target)?);
+            match (target, from) {
+                (_, Some(from)) => print!("{}", inspect::explain_gateway(&cfg, from, iif.as_deref())?),
+                (Some(target), None) => print!("{}", inspect::explain(&cfg, &target)?),
+                (None, None) => anyhow::bail!("explain needs a cgroup path, a PID, or --from ADDR"),
+            }
         }
         Some(Command::Reload) => {
             let Some(s) = state::read() else {

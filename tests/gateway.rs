@@ -161,7 +161,7 @@ impl Lab {
     /// What "as it was" means after stop: ruleset, rules, routes, sysctls.
     fn snapshot(&self) -> String {
         self.gw.sh(
-            "nft list ruleset; ip rule; ip -6 rule; ip route show table all; ip -6 route show table all | grep -v expires; \
+            "nft list ruleset; ip rule; ip -6 rule; ip route show table all | grep -v fe80; ip -6 route show table all | grep -v fe80; \
              sysctl net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables net.ipv4.ip_forward \
              net.ipv6.conf.all.forwarding",
         )

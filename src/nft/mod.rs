@@ -248,6 +248,40 @@ impl Nft {
     }
 }
 
+impl Nft {
+    /// Each rule of `CHAIN` in `table FAMILY cgtproxy`, in order, with the
+    /// (packets, bytes) of its `counter` if it has one. Empty when the chain
+    /// does not exist.
+    pub fn rule_counters(&mut self, family: u8, chain: &str) -> Result<Vec<Option<(u64, u64)>>, NftError> {
+        use crate::netlink::attrs;
+        let req = self.get(NFT_MSG_GETRULE, family, crate::netlink::NLM_F_DUMP, |w| {
+            w.str(NFTA_RULE_TABLE, TABLE);
+            w.str(NFTA_RULE_CHAIN, chain);
+        });
+        let mut out = Vec::new();
+        let what = format!("list chain {} cgtproxy {chain}", if family == NFPROTO_BRIDGE { "bridge" } else { "inet" });
+        let result = self.sock.dump(&req, &what, |_, payload| {
+            let mut in_chain = false;
+            let mut counter = None;
+            for (ty, v) in attrs(payload.get(4..).unwrap_or_default()) {
+                match ty {
+                    NFTA_RULE_CHAIN => in_chain = v.strip_suffix(b"\0") == Some(chain.as_bytes()),
+                    NFTA_RULE_EXPRESSIONS => counter = attrs(v).find_map(|(_, x)| parse_counter(x)),
+                    _ => {}
+                }
+            }
+            if in_chain {
+                out.push(counter);
+            }
+        });
+        match result {
+            Ok(()) => Ok(out),
+            Err(e) if matches!(e.errno(), Some(libc::ENOENT | libc::EAFNOSUPPORT)) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// (packets, bytes) of a `counter` expression (NFTA_EXPR_NAME + DATA).
 fn parse_counter(expr: &[u8]) -> Option<(u64, u64)> {
     use crate::netlink::attrs;

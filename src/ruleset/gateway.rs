@@ -119,6 +119,7 @@ pub(super) fn inet_chains(rs: &Ruleset) -> Vec<Chain> {
         gateway.extend(dns_l4(t).into_iter().map(|l4| Stmt::FlowDnsReturn { mark: t.mark, l4 }));
         gateway.push(Stmt::FlowMark { mark: t.mark });
     }
+    // rule_entries() counts these fixed rules.
     let mut classify = vec![Stmt::BroutedKeep, Stmt::SameIfaceReturn];
     for e in &rs.gateway {
         classify.extend(entry_rules(rs, e, false));
@@ -156,6 +157,7 @@ pub(super) fn bridge_chains(rs: &Ruleset) -> Vec<Chain> {
     if !rs.has_bridge_table() {
         return Vec::new();
     }
+    // rule_entries() counts these fixed rules.
     let mut pre = vec![
         Stmt::NotHostReturn,
         Stmt::BridgeBypassReturn { v6: false },
@@ -199,4 +201,16 @@ impl Ruleset {
             _ => None,
         }
     }
+}
+
+/// For each rule of `gateway-classify` (inet), or of the bridge table's
+/// `prerouting` with `bridge`, the gateway entry it belongs to: how
+/// `status` puts the kernel's rule counters next to the entries.
+pub fn rule_entries(rs: &Ruleset, bridge: bool) -> Vec<Option<usize>> {
+    let fixed = if bridge { 4 } else { 2 };
+    let mut out = vec![None; fixed];
+    for e in &rs.gateway {
+        out.extend(std::iter::repeat_n(Some(e.index), entry_rules(rs, e, bridge).len()));
+    }
+    out
 }
