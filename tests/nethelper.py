@@ -15,6 +15,9 @@
                           prints connections per second
   dnsq ADDR PORT NAME [tcp]
                           one DNS A query; prints "ANSWER <addresses>"
+  sink PORT [transparent] TCP on 0.0.0.0: reads each connection to its end, answers
+                          "BYTES <n>"; transparent: an IP_TRANSPARENT (TPROXY) listener
+  bulk ADDR PORT MB       sends MB MiB over one TCP connection; prints MiB/s
   client PROTO ADDR PORT TOKEN [TIMEOUT]
                           PROTO tcp, udp, or udpc (a connected UDP socket);
                           sends TOKEN, prints the answer, or TIMEOUT / ERROR <reason>
@@ -232,6 +235,39 @@ def cps(addr, port, count):
     print(f"CPS {count / (time.monotonic() - start):.0f}", flush=True)
 
 
+def sink(port, transparent=False):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if transparent:
+        s.setsockopt(socket.SOL_IP, IP_TRANSPARENT, 1)
+    s.bind(("0.0.0.0", port))
+    s.listen(16)
+    log("READY")
+    while True:
+        conn, _ = s.accept()
+        total = 0
+        while True:
+            data = conn.recv(1 << 16)
+            if not data:
+                break
+            total += len(data)
+        conn.sendall(f"BYTES {total}\n".encode())
+        conn.close()
+
+
+def bulk(addr, port, mib):
+    import time
+    chunk = b"x" * (1 << 16)
+    start = time.monotonic()
+    s = socket.create_connection((addr, port), timeout=10)
+    for _ in range(mib * 16):
+        s.sendall(chunk)
+    s.shutdown(socket.SHUT_WR)
+    answer = s.recv(256).decode().strip()
+    elapsed = time.monotonic() - start
+    print(f"MIBS {mib / elapsed:.0f} {answer}", flush=True)
+
+
 def main(argv):
     mode = argv[1]
     if mode == "serve":
@@ -244,6 +280,10 @@ def main(argv):
         serve("DNS", listeners([port], addrs=((addr, fam),)))
     elif mode == "cps":
         cps(argv[2], int(argv[3]), int(argv[4]))
+    elif mode == "sink":
+        sink(int(argv[2]), len(argv) > 3 and argv[3] == "transparent")
+    elif mode == "bulk":
+        bulk(argv[2], int(argv[3]), int(argv[4]))
     elif mode == "race":
         race(argv[2], int(argv[3]), argv[4], int(argv[5]), *(argv[6:7]))
     elif mode == "dnsq":
