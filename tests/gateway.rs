@@ -258,3 +258,45 @@ fn gateway_forwarded_traffic() {
     assert_eq!(lab.snapshot(), before, "the gateway namespace is not as it was");
     assert_clean(&lab.gw);
 }
+
+/// Outside its table the daemon changes only the br_netfilter sysctls, and
+/// only on kernels that cannot broute: turned off while a gateway tproxy
+/// entry exists, back on after a reload without one, off again when another
+/// program (Docker) sets them, restored on stop.
+#[test]
+fn gateway_sysctls_follow_config_and_are_restored() {
+    if !root("gateway_sysctls_follow_config_and_are_restored") {
+        return;
+    }
+    let ns = NetNs::new("gws");
+    ns.sh("sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1");
+    let brnf =
+        || ns.sh("sysctl -n net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables").replace('\n', " ");
+    enter_netns(&ns);
+    let can_broute = cgtproxy::nft::Nft::open().unwrap().can_broute();
+    let with = "version: 1\ntproxies: {px: {mark: 3000, port: 7893}}\ngateway: [{interface: 'br-*', tproxy: px}]\n";
+    let (mut daemon, cfg) = start_daemon(&ns, with);
+    let want_running = if can_broute { "1 1 " } else { "0 0 " };
+    assert_eq!(brnf(), want_running, "{}", daemon.output());
+    if !can_broute {
+        assert!(daemon.output().contains("cannot broute"), "{}", daemon.output());
+        // Docker creating a network turns it back on.
+        ns.sh("sysctl -qw net.bridge.bridge-nf-call-iptables=1");
+        assert!(wait_until(3, || brnf() == "0 0 "), "not turned off again:\n{}", daemon.output());
+    }
+    // Reload without the gateway: everything back as it was.
+    std::fs::write(&*cfg, "version: 1\ntproxies: {px: {mark: 3000, port: 7893}}\n").unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for("reloaded", 10);
+    assert_eq!(brnf(), "1 1 ");
+    assert!(!ns.sh("nft list ruleset").contains("gateway"));
+    // And with it again, then stop.
+    std::fs::write(&*cfg, with).unwrap();
+    daemon.signal(libc::SIGHUP);
+    assert!(wait_until(10, || daemon.output().matches("reloaded").count() == 2), "{}", daemon.output());
+    assert_eq!(brnf(), want_running);
+    let status = daemon.stop();
+    assert!(status.success(), "{}", daemon.output());
+    assert_eq!(brnf(), "1 1 ");
+    assert_clean(&ns);
+}

@@ -169,3 +169,20 @@ fn no_gateway_no_gateway_chains() {
     let text = rs.render();
     assert!(!text.contains("gateway") && !text.contains("table bridge"), "{text}");
 }
+
+/// `status` puts kernel rule counters next to entries by position: the map
+/// from rules to entries must follow the chains exactly.
+#[test]
+fn gateway_rule_entries_follow_the_chains() {
+    let cfg = Config::parse(GATEWAY, "gateway.yaml").unwrap();
+    let rs = Ruleset::build(&cfg, &[]);
+    let classify = rs.chains().into_iter().find(|c| c.name == CHAIN_GATEWAY_CLASSIFY).unwrap();
+    let inet = gateway::rule_entries(&rs, false);
+    assert_eq!(inet.len(), classify.rules.len());
+    assert_eq!(inet, [None, None, Some(0), Some(1), Some(1), Some(2), Some(3)]);
+    let bridge = rs.bridge_chains().into_iter().find(|c| c.name == CHAIN_PREROUTING).unwrap();
+    assert_eq!(gateway::rule_entries(&rs, true).len(), bridge.rules.len());
+    for (stmt, entry) in classify.rules.iter().zip(&inet) {
+        assert_eq!(matches!(stmt, Stmt::GwEntry { .. }), entry.is_some(), "{stmt}");
+    }
+}
