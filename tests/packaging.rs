@@ -2,6 +2,7 @@
 //! page and completions.
 
 mod common;
+mod sysd;
 use common::*;
 
 use std::os::unix::net::UnixDatagram;
@@ -271,16 +272,12 @@ fn make_install_does_not_build_and_honours_cargo_target_dir() {
 /// with an address, and lintian finds no error or warning.
 #[test]
 fn deb_is_complete_and_lintian_clean() {
-    for tool in ["dpkg-deb", "dpkg-shlibdeps", "strip"] {
-        if !try_sh(&format!("command -v {tool}")).0 {
-            eprintln!(
-                "SKIPPED deb_is_complete_and_lintian_clean: {tool} is not installed (apt-get install dpkg-dev binutils)"
-            );
-            return;
-        }
+    if !sysd::can_build_deb("deb_is_complete_and_lintian_clean") {
+        return;
     }
     let out = TempDir::new("deb");
-    let deb = build_deb(&out.0, None);
+    let deb = sysd::build_deb(&out.0, None);
+    let deb = deb.display();
     let info = sh(&format!("dpkg-deb --info {deb}"));
     for needle in ["postinst", "prerm", "postrm", "conffiles", "Maintainer: ", "@", "Depends: libc6"] {
         assert!(info.contains(needle), "dpkg-deb --info lacks {needle}:\n{info}");
@@ -306,19 +303,4 @@ fn deb_is_complete_and_lintian_clean() {
     let (_, report) = try_sh(&format!("lintian --no-tag-display-limit {deb} 2>&1"));
     let bad: Vec<&str> = report.lines().filter(|l| l.starts_with("E:") || l.starts_with("W:")).collect();
     assert!(bad.is_empty(), "lintian:\n{report}");
-}
-
-/// Build the .deb from the binary under test into `out`; its path.
-fn build_deb(out: &std::path::Path, version: Option<&str>) -> String {
-    let gendir = out.join("gen");
-    sh(&format!("{} {}", env!("CARGO_BIN_EXE_cgtproxy-gen"), gendir.display()));
-    let version = version.map(|v| format!("-v {v}")).unwrap_or_default();
-    let deb = sh(&format!(
-        "{}/misc/debian/mkdeb -b {} -g {} -o {} {version}",
-        env!("CARGO_MANIFEST_DIR"),
-        bin(),
-        gendir.display(),
-        out.display()
-    ));
-    deb.trim().to_string()
 }
