@@ -207,10 +207,9 @@ fn exec_as_a_user_lands_in_its_slice_and_traffic_follows_the_rule() {
     assert!(!out.contains("pong") && !out.contains("exit=0"), "drop let traffic through: {out}");
 }
 
-/// Issue 9 part B (branch i9fix) changes the log text and lets status and
-/// explain run unprivileged; this test is ignored until that is in main.
+/// The journal's text (`journalctl -u cgtproxy`, default output) says what
+/// was classified how and why; status and explain work as a normal user.
 #[test]
-#[ignore = "needs issue 9 part B: journal text with cgroup/target/rule, status and explain as a user"]
 fn journal_text_and_user_tools_under_systemd() {
     let debs = TempDir::new("sysd-debs");
     let Some(c) = container_with_package("user", &debs) else { return };
