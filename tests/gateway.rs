@@ -146,6 +146,7 @@ impl Lab {
         format!(
             "version: 1\n\
              bypass: ['{BYPASSED}']\n\
+             counters: true\n\
              tproxies:\n\
              \x20 px: {{mark: 3000, port: 7893, dns-hijack: {{port: 1053, ip6: '::1', tcp: true}}}}\n\
              {extra_rules}\
@@ -214,6 +215,11 @@ fn gateway_forwarded_traffic() {
         lab.expect("lan-c", proto, TARGET4, 9999, "TIMEOUT|ERROR");
     }
     assert_eq!(lab.packets_at_9999(), 0, "a packet of a drop entry reached the remote host");
+    // Other protocols pass for a proxied client, and a drop entry drops them too.
+    for (client, want) in [("lan-a", "PONG"), ("ctr", "PONG"), ("lan-b", "PONG"), ("lan-c", "TIMEOUT")] {
+        let (_, got) = lab.ns(client).try_sh(&format!("{} ping {TARGET4}", helper()));
+        assert_eq!(got.trim(), want, "ICMP from {client}");
+    }
 
     // The gateway's own cgroup rules are unaffected.
     for (sub, want) in [("proxy", PROXIED4), ("direct", "REMOTE")] {
@@ -248,7 +254,12 @@ fn gateway_forwarded_traffic() {
         bin(),
         cfg.display()
     ));
-    assert!(status.contains("gateway"), "{status}");
+    assert!(status.contains("gateway (forwarded traffic, first match wins): in place"), "{status}");
+    assert!(status.contains("bridges: "), "{status}");
+    // counters: true: the container's entry counted its flows.
+    let line = status.lines().find(|l| l.contains("gateway[1]")).unwrap_or_default();
+    let packets: u64 = line.split("  ").last().and_then(|p| p.split(' ').next()?.parse().ok()).unwrap_or(0);
+    assert!(packets > 0, "no packets counted for gateway[1]: {status}");
     let explain =
         sh(&format!("{} {} explain -c {} --from 192.0.2.70 --iif {}", lab.gw.enter(), bin(), cfg.display(), lab.br));
     assert!(explain.contains("gateway[1]") && explain.contains("tproxy px"), "{explain}");

@@ -18,6 +18,7 @@
   sink PORT [transparent] TCP on 0.0.0.0: reads each connection to its end, answers
                           "BYTES <n>"; transparent: an IP_TRANSPARENT (TPROXY) listener
   bulk ADDR PORT MB       sends MB MiB over one TCP connection; prints MiB/s
+  ping ADDR               one ICMP echo (IPv4, raw socket); prints PONG or TIMEOUT
   client PROTO ADDR PORT TOKEN [TIMEOUT]
                           PROTO tcp, udp, or udpc (a connected UDP socket);
                           sends TOKEN, prints the answer, or TIMEOUT / ERROR <reason>
@@ -268,6 +269,27 @@ def bulk(addr, port, mib):
     print(f"MIBS {mib / elapsed:.0f} {answer}", flush=True)
 
 
+def ping(addr):
+    import os
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    s.settimeout(1.5)
+    ident = os.getpid() & 0xFFFF
+    body = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + b"cgtproxy"
+    csum = sum(struct.unpack("!%dH" % (len(body) // 2), body))
+    csum = (csum >> 16) + (csum & 0xFFFF)
+    csum = ~(csum + (csum >> 16)) & 0xFFFF
+    s.sendto(body[:2] + struct.pack("!H", csum) + body[4:], (addr, 0))
+    try:
+        while True:
+            data, peer = s.recvfrom(256)
+            icmp = data[(data[0] & 0x0F) * 4:]
+            if peer[0] == addr and icmp[0] == 0 and struct.unpack("!H", icmp[4:6])[0] == ident:
+                print("PONG")
+                return
+    except socket.timeout:
+        print("TIMEOUT")
+
+
 def main(argv):
     mode = argv[1]
     if mode == "serve":
@@ -284,6 +306,8 @@ def main(argv):
         sink(int(argv[2]), len(argv) > 3 and argv[3] == "transparent")
     elif mode == "bulk":
         bulk(argv[2], int(argv[3]), int(argv[4]))
+    elif mode == "ping":
+        ping(argv[2])
     elif mode == "race":
         race(argv[2], int(argv[3]), argv[4], int(argv[5]), *(argv[6:7]))
     elif mode == "dnsq":
