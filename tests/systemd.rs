@@ -73,7 +73,13 @@ fn package_installs_starts_reloads_upgrades_and_purges_clean() {
     c.sh("systemctl restart cgtproxy");
     assert_ready(&c);
     let rules = c.sh("ip -4 rule show; ip -6 rule show");
-    assert_eq!(rules.matches("fwmark 0xbb8 lookup 300").count(), 2, "{rules}");
+    // IPv4 and IPv6, under the unit's sandbox (ProcSubset=pid hides /proc/sys and /proc/net).
+    assert_eq!(
+        rules.matches("fwmark 0xbb8 lookup 300").count(),
+        2,
+        "one fwmark rule per family expected:\n{rules}\njournal:\n{}",
+        c.journal("cgtproxy")
+    );
     c.sh("ip -4 route show table 300 | grep -q 'local default dev lo'");
     c.sh("cgtproxy print --diff");
 
