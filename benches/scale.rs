@@ -2,17 +2,26 @@
 //!
 //!     cargo bench --bench scale            # everything
 //!     CGTPROXY_BENCH_MAX=10000 cargo bench --bench scale   # skip 100,000
+//!     CGTPROXY_BENCH_PEER=/path/to/cgtproxy-go cargo bench --bench scale
 //!
-//! Prints a Markdown table. Nothing here asserts a time: figures vary with
-//! the machine and belong in docs, not in pass/fail.
+//! Prints a Markdown table; with a peer (the Go implementation) each row
+//! has both figures, measured in the same run the same way, and their
+//! ratio. Nothing here asserts a time: figures vary with the machine and
+//! belong in docs, not in pass/fail.
+//!
+//! The clock: "in the kernel" means the kernel's own nf_tables
+//! notification (NEWSETELEM on NFNLGRP_NFTABLES, what `nft monitor`
+//! reads) carrying the cgroup's id has arrived; the bench blocks on that
+//! socket, it never polls. Startup is timed from the spawn of the daemon,
+//! reaction from just before mkdir(2).
 
 #[path = "../tests/common/mod.rs"]
 mod common;
 use common::*;
 
+use std::collections::HashSet;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
-
-use cgtproxy::nft::Nft;
 
 fn rss_peak_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -23,10 +32,165 @@ fn rss_peak_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-fn config(rel: &str, strict: bool) -> String {
-    format!(
-        "version: 1\nstrict: {strict}\ntproxies: {{px: {{mark: 3000, port: 7893}}}}\nrules:\n  - {{match: '^{rel}/', tproxy: px}}\n"
-    )
+/// The kernel's nf_tables notifications (NFNLGRP_NFTABLES = 7) in the
+/// calling thread's network namespace: the bench's clock.
+struct Monitor {
+    fd: OwnedFd,
+    buf: Vec<u8>,
+    /// The socket buffer overflowed: some notifications were lost.
+    overflowed: bool,
+}
+
+const NFNLGRP_NFTABLES: libc::c_int = 7;
+const NEWSETELEM: u16 = (10 << 8) | 12;
+
+impl Monitor {
+    fn open() -> Self {
+        // SAFETY: plain socket(2); the fd is owned right away.
+        let raw =
+            unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_NETFILTER) };
+        assert!(raw >= 0, "netlink socket: {}", std::io::Error::last_os_error());
+        // SAFETY: a fresh descriptor.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let set = |level, name, v: libc::c_int| {
+            // SAFETY: v outlives the call; the length matches its type.
+            unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (&v as *const libc::c_int).cast(), 4) }
+        };
+        // 100,000 elements are 100,000 notifications at startup.
+        set(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 30);
+        // SAFETY: sockaddr_nl is plain data.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        addr.nl_family = libc::AF_NETLINK as u16;
+        // SAFETY: a valid sockaddr_nl of its size.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&addr as *const libc::sockaddr_nl).cast(),
+                size_of::<libc::sockaddr_nl>() as u32,
+            )
+        };
+        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
+        assert_eq!(set(270 /* SOL_NETLINK */, 1 /* NETLINK_ADD_MEMBERSHIP */, NFNLGRP_NFTABLES), 0);
+        Monitor { fd, buf: vec![0; 1 << 20], overflowed: false }
+    }
+
+    /// Wait (blocking in poll(2), no busy loop) until every id in `want`
+    /// was announced as a new element, or `timeout`; returns the moment the
+    /// last one arrived. Ids announced meanwhile are removed from `want`.
+    fn wait(&mut self, want: &mut HashSet<u64>, timeout: Duration) -> Option<Instant> {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while !want.is_empty() {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            // SAFETY: one valid pollfd.
+            if unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) } <= 0 {
+                continue;
+            }
+            last = self.read(want, libc::MSG_DONTWAIT);
+        }
+        last.or(Some(Instant::now()))
+    }
+
+    /// Process what is queued without waiting.
+    fn drain(&mut self, want: &mut HashSet<u64>) {
+        while self.read(want, libc::MSG_DONTWAIT).is_some() {}
+    }
+
+    fn read(&mut self, want: &mut HashSet<u64>, flags: libc::c_int) -> Option<Instant> {
+        // SAFETY: buf is writable for its length.
+        let n = unsafe { libc::recv(self.fd.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), flags) };
+        let at = Instant::now();
+        if n < 0 {
+            if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
+                self.overflowed = true;
+                return Some(at);
+            }
+            return None;
+        }
+        let mut msgs = &self.buf[..n as usize];
+        while msgs.len() >= 16 {
+            let len = (u32::from_ne_bytes(msgs[..4].try_into().unwrap()) as usize).clamp(16, msgs.len());
+            let ty = u16::from_ne_bytes([msgs[4], msgs[5]]);
+            if ty == NEWSETELEM {
+                for key in setelem_keys(&msgs[20.min(len)..len]) {
+                    want.remove(&key);
+                }
+            }
+            msgs = &msgs[((len + 3) & !3).min(msgs.len())..];
+        }
+        Some(at)
+    }
+}
+
+/// The 8-byte keys in a NEWSETELEM message (after nfgenmsg):
+/// ELEMENTS(3) > LIST_ELEM(1) > KEY(1) > DATA_VALUE(1).
+fn setelem_keys(payload: &[u8]) -> Vec<u64> {
+    use cgtproxy::netlink::attrs;
+    let mut keys = Vec::new();
+    for (ty, list) in attrs(payload) {
+        if ty != 3 {
+            continue;
+        }
+        for (_, elem) in attrs(list) {
+            for (ety, key) in attrs(elem) {
+                if ety != 1 {
+                    continue;
+                }
+                for (dty, v) in attrs(key) {
+                    if let (1, Ok(b)) = (dty, <[u8; 8]>::try_from(v)) {
+                        keys.push(u64::from_ne_bytes(b));
+                    }
+                }
+            }
+        }
+    }
+    keys
+}
+
+/// Which implementation a figure is for.
+#[derive(Clone, Copy, PartialEq)]
+enum Imp {
+    Ours,
+    Peer,
+}
+
+fn peer() -> Option<String> {
+    std::env::var("CGTPROXY_BENCH_PEER").ok().filter(|p| !p.is_empty())
+}
+
+/// Start `imp` in `ns` for the cgroups below `rel`, everything there going
+/// to a TPROXY; does not wait for it (the caller's Monitor does).
+fn spawn(imp: Imp, ns: &NetNs, rel: &str, strict: bool) -> (Proc, TempDir) {
+    let dir = TempDir::new("bench");
+    let cfg = dir.0.join("config.yaml");
+    let (text, cmd) = match imp {
+        Imp::Ours => (
+            format!(
+                "version: 1\nstrict: {strict}\ntproxies: {{px: {{mark: 3000, port: 7893}}}}\nrules:\n  - {{match: '^{rel}/', tproxy: px}}\n"
+            ),
+            format!(
+                "env CGTPROXY_STATE={} {} {} {} -c {}",
+                dir.0.join("state.json").display(),
+                std::env::var("CGTPROXY_BENCH_WRAP").unwrap_or_default(),
+                ns.enter(),
+                bin(),
+                cfg.display()
+            ),
+        ),
+        // Its regex must match the whole path; it wants both keys below.
+        Imp::Peer => (
+            format!(
+                "version: 1\ncgroup-root: AUTO\nroute-table: 300\ntproxies: {{px: {{mark: 3000, port: 7893}}}}\nrules:\n  - {{match: '{rel}/.*', tproxy: px}}\n"
+            ),
+            format!("{} {} -c {}", ns.enter(), peer().unwrap(), cfg.display()),
+        ),
+    };
+    std::fs::write(&cfg, text).unwrap();
+    (Proc::spawn(&cmd), dir)
 }
 
 /// `n` leaf cgroups four levels below the subtree: a{i/1000}/b{i/100%10}/leaf{i}.
@@ -38,128 +202,228 @@ fn make_tree(cg: &TestCgroups, n: usize) -> usize {
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
-fn row(what: &str, value: String) {
-    println!("| {what} | {value} |");
+/// One row: our figure, and with a peer its figure and how they compare.
+fn row(what: &str, ours: String, theirs: Option<String>) {
+    match theirs {
+        Some(t) => println!("| {what} | {ours} | {t} |"),
+        None if peer().is_some() => println!("| {what} | {ours} | (not measured) |"),
+        None => println!("| {what} | {ours} |"),
+    }
 }
 
-fn startup(ns: &NetNs, n: usize) {
-    let cg = TestCgroups::new(&format!("start{n}"));
+/// A row only we have a figure for.
+fn row1(what: &str, value: String) {
+    row(what, value, None)
+}
+
+fn ratio(ours: f64, theirs: f64) -> String {
+    if ours > 0.0 && theirs.is_finite() { format!(" (x{:.1})", theirs / ours) } else { String::new() }
+}
+
+struct Startup {
+    /// Seconds from spawn to the last of the subtree's elements in the kernel.
+    secs: Option<f64>,
+    missing: usize,
+    rss_kib: u64,
+    ready_line: String,
+}
+
+fn startup_one(imp: Imp, cg: &TestCgroups, ids: &HashSet<u64>, timeout: Duration) -> Startup {
+    let ns = NetNs::new("start");
+    enter_netns(&ns);
+    let mut mon = Monitor::open();
+    let mut want = ids.clone();
     let t = Instant::now();
-    let count = make_tree(&cg, n);
-    let made = t.elapsed();
-    let started = Instant::now();
-    let (mut daemon, _cfg) = start_daemon(ns, &config(&cg.rel, false));
-    let ready = started.elapsed();
-    let mut nft = Nft::open().unwrap();
-    let in_map = nft.cgroup_map().unwrap().len();
-    // A dump of a large hash set can miss entries while the kernel resizes
-    // it; ask for every element instead.
-    let ids = ids_below(&cg.root, &cg.dir);
-    let absent = ids.iter().filter(|id| !nft.has_cgroup(**id).unwrap()).count();
-    let rss = rss_peak_kib(daemon.child.id());
-    let stopping = Instant::now();
-    let status = daemon.stop();
-    let stop = stopping.elapsed();
-    assert!(status.success());
-    row(
-        &format!("startup, {n} leaves ({count} cgroups, 4 levels)"),
-        format!(
-            "{:.3} s to ready, {absent} of {count} absent (a dump listed {in_map}); stop {:.3} s; peak RSS {:.1} MiB; (mkdir of the tree: {:.2} s)",
-            ready.as_secs_f64(),
-            stop.as_secs_f64(),
-            rss as f64 / 1024.0,
-            made.as_secs_f64()
-        ),
-    );
-    remove_tree(&cg.dir);
+    let (mut daemon, _dir) = spawn(imp, &ns, &cg.rel, false);
+    let done = mon.wait(&mut want, timeout);
+    let rss_kib = rss_peak_kib(daemon.child.id());
+    if imp == Imp::Ours && done.is_some() {
+        daemon.wait_for("ready", 10);
+    }
+    let ready_line = daemon
+        .output()
+        .lines()
+        .find(|l| l.contains("ready"))
+        .map(|l| {
+            l.split_whitespace()
+                .filter(|w| w.starts_with("cgroups=") || w.starts_with("elapsed_ms="))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_default();
+    daemon.stop();
+    Startup { secs: done.map(|d| (d - t).as_secs_f64()), missing: want.len(), rss_kib, ready_line }
 }
 
-fn latency(ns: &NetNs, strict: bool, existing: usize) {
+fn startup(n: usize) {
+    let cg = TestCgroups::new(&format!("start{n}"));
+    let count = make_tree(&cg, n);
+    let ids: HashSet<u64> = ids_below(&cg.root, &cg.dir).into_iter().collect();
+    let tree = cgtproxy::cgroup::scan(&cg.root).unwrap().len();
+    let show = |s: &Startup, timeout: Duration| match s.secs {
+        Some(secs) => format!("{secs:.3} s, peak RSS {:.1} MiB", s.rss_kib as f64 / 1024.0),
+        None => format!(
+            "not done after {} s: {} of {count} missing; peak RSS {:.1} MiB",
+            timeout.as_secs(),
+            s.missing,
+            s.rss_kib as f64 / 1024.0
+        ),
+    };
+    let ours = startup_one(Imp::Ours, &cg, &ids, Duration::from_secs(60));
+    let mut theirs = None;
+    let peer_timeout = Duration::from_secs(10);
+    if peer().is_some() && n <= 10_000 {
+        theirs = Some(startup_one(Imp::Peer, &cg, &ids, peer_timeout));
+    }
+    let what = format!(
+        "startup: {count} matching cgroups ({n} leaves, 4 levels) in the kernel after spawn; \
+         {tree} cgroups in the whole tree"
+    );
+    let mut o = show(&ours, Duration::from_secs(60));
+    o.push_str(&format!(" (its log: {})", ours.ready_line));
+    let t = theirs.map(|t| {
+        let mut s = show(&t, peer_timeout);
+        if let (Some(a), Some(b)) = (ours.secs, t.secs) {
+            s.push_str(&ratio(a, b));
+        }
+        s
+    });
+    row(&what, o, t);
+    drop(cg);
+}
+
+/// mkdir -> its element announced by the kernel, `samples` times.
+fn reaction_one(imp: Imp, strict: bool, existing: usize, samples: usize) -> Option<(Vec<f64>, Vec<f64>, usize)> {
+    let ns = NetNs::new("lat");
+    enter_netns(&ns);
     let cg = TestCgroups::new("lat");
+    let mut want: HashSet<u64> = HashSet::new();
     if existing > 0 {
         make_tree(&cg, existing);
+        want = ids_below(&cg.root, &cg.dir).into_iter().collect();
     }
-    let (mut daemon, _cfg) = start_daemon(ns, &config(&cg.rel, strict));
-    let mut nft = Nft::open().unwrap();
-    let mut samples = Vec::new();
-    let mut mkdirs = Vec::new();
-    for i in 0..1000 {
+    let mut mon = Monitor::open();
+    let probe = cg.mkdir("probe");
+    want.insert(cgtproxy::cgroup::id_of(&probe).unwrap());
+    let (mut daemon, _dir) = spawn(imp, &ns, &cg.rel, strict);
+    if mon.wait(&mut want, Duration::from_secs(60)).is_none() {
+        // The Go implementation never finishes startup with a few thousand.
+        daemon.stop();
+        return None;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    mon.drain(&mut want);
+    let (mut lat, mut mkdirs, mut missed) = (Vec::new(), Vec::new(), 0);
+    for i in 0..samples {
         let d = cg.dir.join(format!("l{i}"));
         let t = Instant::now();
         std::fs::create_dir(&d).unwrap();
         mkdirs.push(t.elapsed().as_secs_f64() * 1e3);
-        let id = cgtproxy::cgroup::id_of(&d).unwrap();
-        while !nft.has_cgroup(id).unwrap() {
-            assert!(t.elapsed() < Duration::from_secs(5), "element never appeared");
-            // Leave the CPU to the daemon: there are two on this machine.
-            std::thread::yield_now();
+        let mut want = HashSet::from([cgtproxy::cgroup::id_of(&d).unwrap()]);
+        match mon.wait(&mut want, Duration::from_secs(2)) {
+            Some(at) => lat.push((at - t).as_secs_f64() * 1e3),
+            None => missed += 1,
         }
-        samples.push(t.elapsed().as_secs_f64() * 1e3);
         std::thread::sleep(Duration::from_millis(2));
     }
-    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    mkdirs.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    row(
-        &format!(
-            "reaction mkdir -> element in kernel, idle, 1000 samples, {existing} cgroups mapped before{}",
-            if strict { ", strict" } else { "" }
-        ),
-        format!(
-            "p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms (of which mkdir(2) itself: p50 {:.3} ms, p99 {:.3} ms)",
-            percentile(&samples, 0.5),
-            percentile(&samples, 0.99),
-            samples[samples.len() - 1],
-            percentile(&mkdirs, 0.5),
-            percentile(&mkdirs, 0.99),
-        ),
-    );
     daemon.stop();
+    lat.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    mkdirs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    Some((lat, mkdirs, missed))
 }
 
-fn burst(ns: &NetNs) {
+fn reaction(strict: bool, existing: usize) {
+    let samples = 1000;
+    let show = |(lat, mkdirs, missed): &(Vec<f64>, Vec<f64>, usize)| {
+        format!(
+            "p50 {:.3} ms, p99 {:.3} ms, max {:.3} ms{} (mkdir(2) itself: p50 {:.3} ms)",
+            percentile(lat, 0.5),
+            percentile(lat, 0.99),
+            lat.last().copied().unwrap_or(f64::NAN),
+            if *missed > 0 { format!("; {missed} never (2 s)") } else { String::new() },
+            percentile(mkdirs, 0.5),
+        )
+    };
+    let ours = reaction_one(Imp::Ours, strict, existing, samples).expect("startup did not finish within 60 s");
+    // The Go implementation has no strict mode.
+    let theirs = (peer().is_some() && !strict).then(|| reaction_one(Imp::Peer, strict, existing, samples));
+    let t = theirs.map(|t| match t {
+        Some(t) => format!(
+            "{}; p50 x{:.1}, p99 x{:.1}",
+            show(&t),
+            percentile(&t.0, 0.5) / percentile(&ours.0, 0.5),
+            percentile(&t.0, 0.99) / percentile(&ours.0, 0.99)
+        ),
+        None => format!("startup with {existing} cgroups not finished after 60 s"),
+    });
+    row(
+        &format!(
+            "reaction: mkdir -> element announced by the kernel, {samples} samples, {existing} cgroups mapped before{}",
+            if strict { ", strict" } else { "" }
+        ),
+        show(&ours),
+        t,
+    );
+}
+
+/// 2,500 x `mkdir -p nI/x/y/z` as fast as one process can; then remove them.
+fn burst_one(imp: Imp, leaves: usize) -> (usize, Option<f64>, f64, u64) {
+    let ns = NetNs::new("burst");
+    enter_netns(&ns);
     let cg = TestCgroups::new("burst");
-    let (mut daemon, _cfg) = start_daemon(ns, &config(&cg.rel, false));
-    let mut nft = Nft::open().unwrap();
+    let mut mon = Monitor::open();
+    let probe = cg.mkdir("probe");
+    let mut want = HashSet::from([cgtproxy::cgroup::id_of(&probe).unwrap()]);
+    let (mut daemon, _dir) = spawn(imp, &ns, &cg.rel, false);
+    assert!(mon.wait(&mut want, Duration::from_secs(30)).is_some(), "startup did not finish");
+    std::thread::sleep(Duration::from_millis(300));
+    mon.drain(&mut want);
     let t = Instant::now();
-    for i in 0..2500 {
+    for i in 0..leaves {
         std::fs::create_dir_all(cg.dir.join(format!("n{i}/x/y/z"))).unwrap();
     }
-    let made = t.elapsed();
+    let made = t.elapsed().as_secs_f64();
     let last = Instant::now();
-    let want = ids_below(&cg.root, &cg.dir);
-    let have = wait_map(&mut nft, &want, 30);
-    let settled = last.elapsed();
-    let missed = want.difference(&have).count();
+    let mut want: HashSet<u64> = ids_below(&cg.root, &cg.dir).into_iter().collect();
+    want.remove(&cgtproxy::cgroup::id_of(&probe).unwrap());
+    let total = want.len();
+    mon.drain(&mut want);
+    let done = if want.is_empty() {
+        Some(0.0)
+    } else {
+        mon.wait(&mut want, Duration::from_secs(10)).map(|at| (at - last).as_secs_f64())
+    };
     let rss = rss_peak_kib(daemon.child.id());
-    row(
-        "burst: 10,000 nested cgroups (2,500 x mkdir -p a/b/c/d)",
-        format!(
-            "{missed} missed; all programmed {:.3} s after the last mkdir (mkdirs took {:.3} s); peak RSS {:.1} MiB",
-            settled.as_secs_f64(),
-            made.as_secs_f64(),
-            rss as f64 / 1024.0
-        ),
-    );
-    let t = Instant::now();
-    for i in 0..2500 {
-        remove_tree(&cg.dir.join(format!("n{i}")));
-    }
-    let removed = t.elapsed();
-    let last = Instant::now();
-    let left = wait_map(&mut nft, &Default::default(), 30);
-    row(
-        "burst: removing those 10,000",
-        format!(
-            "{} stale elements; map empty {:.3} s after the last rmdir (rmdirs took {:.3} s)",
-            left.len(),
-            last.elapsed().as_secs_f64(),
-            removed.as_secs_f64()
-        ),
-    );
     daemon.stop();
+    let _ = total;
+    (want.len(), done, made, rss)
+}
+
+fn burst() {
+    let leaves = 2_500;
+    let show = |(missed, done, made, rss): &(usize, Option<f64>, f64, u64)| {
+        format!(
+            "{missed} missed; {}; peak RSS {:.1} MiB (the mkdirs took {made:.3} s)",
+            match done {
+                Some(s) => format!("all in the kernel {s:.3} s after the last mkdir"),
+                None => "not all after 10 s".into(),
+            },
+            *rss as f64 / 1024.0
+        )
+    };
+    let ours = burst_one(Imp::Ours, leaves);
+    let theirs = peer().map(|_| burst_one(Imp::Peer, leaves));
+    row(
+        &format!("burst: {} nested cgroups ({leaves} x mkdir -p n/x/y/z)", leaves * 4),
+        show(&ours),
+        theirs.as_ref().map(show),
+    );
 }
 
 /// Connections per second from a client cgroup, in a fresh pair of test
@@ -206,11 +470,11 @@ fn dataplane() {
     let full = cps_run(10_000, Some(&direct), REMOTE4);
     let proxied_empty = cps_run(0, Some(&proxy), REMOTE4);
     let proxied_full = cps_run(10_000, Some(&proxy), REMOTE4);
-    row("TCP conn/s, direct, no cgtproxy (no conntrack in the namespace)", none.to_string());
-    row("TCP conn/s, direct, cgtproxy with 2 map entries", empty.to_string());
-    row("TCP conn/s, direct, cgtproxy with 10,002 map entries", full.to_string());
-    row("TCP conn/s, via TPROXY listener, 2 map entries", proxied_empty.to_string());
-    row("TCP conn/s, via TPROXY listener, 10,002 map entries", proxied_full.to_string());
+    row1("TCP conn/s, direct, no cgtproxy (no conntrack in the namespace)", none.to_string());
+    row1("TCP conn/s, direct, cgtproxy with 2 map entries", empty.to_string());
+    row1("TCP conn/s, direct, cgtproxy with 10,002 map entries", full.to_string());
+    row1("TCP conn/s, via TPROXY listener, 2 map entries", proxied_empty.to_string());
+    row1("TCP conn/s, via TPROXY listener, 10,002 map entries", proxied_full.to_string());
 }
 
 /// Strict mode's costs: datagrams that leak in the fresh-cgroup race, the
@@ -241,17 +505,17 @@ fn strict_costs() {
         times.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let slow = times.iter().filter(|t| **t > 500.0).count();
         let mode = if strict { "strict" } else { "default" };
-        row(
+        row1(
             &format!(
                 "fresh-cgroup race, {mode}: 1000 x (mkdir, move a process in, send 1 datagram at once), drop rule"
             ),
             format!("{leaked} datagrams left the host"),
         );
-        row(
+        row1(
             &format!("same race, {mode}, direct rule"),
             format!("{arrived} of 1000 first datagrams arrived ({} held)", 1000 - arrived),
         );
-        row(
+        row1(
             &format!("first TCP connect from a brand-new direct cgroup, {mode} (1000 tries)"),
             format!(
                 "p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms; {slow} waited for a SYN retransmit",
@@ -263,7 +527,7 @@ fn strict_costs() {
         daemon.stop();
     }
     let direct = |rel: &str| format!("version: 1\nstrict: true\nrules:\n  - {{match: '^{rel}/', direct: true}}\n");
-    row("TCP conn/s, direct, strict mode, 10,002 map entries", cps_run(10_000, Some(&direct), REMOTE4).to_string());
+    row1("TCP conn/s, direct, strict mode, 10,002 map entries", cps_run(10_000, Some(&direct), REMOTE4).to_string());
 }
 
 fn main() {
@@ -271,30 +535,45 @@ fn main() {
         return;
     }
     let max: usize = std::env::var("CGTPROXY_BENCH_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    let ns = NetNs::new("bench");
-    enter_netns(&ns);
-    // CGTPROXY_BENCH_ONLY=startup,latency,burst,dataplane picks parts.
+    // CGTPROXY_BENCH_ONLY=startup,reaction,burst,dataplane,strict picks parts.
     let only = std::env::var("CGTPROXY_BENCH_ONLY").unwrap_or_default();
     let run = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
-    println!("| benchmark | result |\n|---|---|");
+    let (load1, cgroups) = (
+        std::fs::read_to_string("/proc/loadavg").unwrap_or_default(),
+        cgtproxy::cgroup::scan(&cgroup2_root()).map(|c| c.len()).unwrap_or(0),
+    );
+    println!(
+        "load average at start: {}; cgroups on the machine before the bench: {cgroups}\n",
+        load1.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+    );
+    match peer() {
+        Some(p) => println!("| benchmark | cgtproxy | Go implementation ({p}) |\n|---|---|---|"),
+        None => println!("| benchmark | result |\n|---|---|"),
+    }
     if run("startup") {
         for n in [1_000, 10_000, 100_000].into_iter().filter(|n| *n <= max) {
-            startup(&ns, n);
+            startup(n);
         }
     }
-    if run("latency") {
-        latency(&ns, false, 0);
-        latency(&ns, true, 0);
-        latency(&ns, false, 10_000);
-        latency(&ns, true, 10_000);
+    if run("reaction") || run("reaction-idle") {
+        reaction(false, 0);
+    }
+    if run("reaction") {
+        reaction(true, 0);
+        reaction(false, 10_000);
+        reaction(true, 10_000);
     }
     if run("burst") {
-        burst(&ns);
+        burst();
     }
+    let ns = NetNs::new("bench");
+    enter_netns(&ns);
     if run("dataplane") {
         dataplane();
     }
     if run("strict") {
         strict_costs();
     }
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    println!("\nload average at the end: {}", load.split_whitespace().take(3).collect::<Vec<_>>().join(" "));
 }
