@@ -312,7 +312,8 @@ fn reaction_one(imp: Imp, strict: bool, existing: usize, samples: usize) -> Opti
     let probe = cg.mkdir("probe");
     want.insert(cgtproxy::cgroup::id_of(&probe).unwrap());
     let (mut daemon, _dir) = spawn(imp, &ns, &cg.rel, strict);
-    if mon.wait(&mut want, Duration::from_secs(60)).is_none() {
+    let limit = Duration::from_secs(if imp == Imp::Ours { 60 } else { 15 });
+    if mon.wait(&mut want, limit).is_none() {
         // The Go implementation never finishes startup with a few thousand.
         daemon.stop();
         return None;
@@ -360,7 +361,7 @@ fn reaction(strict: bool, existing: usize) {
             percentile(&t.0, 0.5) / percentile(&ours.0, 0.5),
             percentile(&t.0, 0.99) / percentile(&ours.0, 0.99)
         ),
-        None => format!("startup with {existing} cgroups not finished after 60 s"),
+        None => format!("startup with {existing} cgroups not finished after 15 s"),
     });
     row(
         &format!(
