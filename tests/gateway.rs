@@ -54,7 +54,7 @@ impl Lab {
         ));
         let mut lab = Lab { gw, remote, clients: Vec::new(), procs: Vec::new(), br, peer_if };
         lab.bridge("lan0", "192.0.2.1/26", "2001:db8:1::1/64");
-        for (name, n) in [("lan-a", 10), ("lan-b", 11), ("lan-c", 12)] {
+        for (name, n) in [("lan-a", 10), ("lan-b", 11), ("lan-c", 12), ("lan-d", 13)] {
             lab.client(
                 name,
                 "lan0",
@@ -79,7 +79,7 @@ impl Lab {
         lab.clients.push(("peer".into(), peer));
         let serve = Proc::spawn(&format!("{} {} serve REMOTE 8080 9999 53", lab.remote.enter(), helper()));
         serve.wait_for("READY", 10);
-        let tproxy = Proc::spawn(&format!("{} {} tproxy 7893", lab.gw.enter(), helper()));
+        let tproxy = Proc::spawn(&format!("{} {} tproxy 7893 7894", lab.gw.enter(), helper()));
         tproxy.wait_for("READY", 10);
         let local = Proc::spawn(&format!("{} {} serve LOCAL 8080", lab.gw.enter(), helper()));
         local.wait_for("READY", 10);
@@ -149,12 +149,14 @@ impl Lab {
              counters: true\n\
              tproxies:\n\
              \x20 px: {{mark: 3000, port: 7893, dns-hijack: {{port: 1053, ip6: '::1', tcp: true}}}}\n\
+             \x20 lite: {{mark: 3001, port: 7894, no-udp: true, no-ipv6: true}}\n\
              {extra_rules}\
              gateway:\n\
              \x20 - {{source: [192.0.2.12/32], drop: true}}\n\
              \x20 - {{interface: 'br-*', tproxy: px}}\n\
              \x20 - {{interface: lan0, source: [192.0.2.10/32, '2001:db8:1::10'], tproxy: px}}\n\
-             \x20 - {{interface: {}, tproxy: px}}\n",
+             \x20 - {{interface: {}, tproxy: px}}\n\
+             \x20 - {{source: [192.0.2.13/32, '2001:db8:1::13'], tproxy: lite}}\n",
             self.peer_if
         )
     }
@@ -201,6 +203,10 @@ fn gateway_forwarded_traffic() {
             // Bypass: direct.
             lab.expect(client, proto, BYPASSED, 8080, "REMOTE");
         }
+        // no-udp and no-ipv6 mean direct, as for cgroups; a source-only entry.
+        let lite = if proto == "tcp" { "TPROXY 7894 203.0.113.2:8080" } else { "REMOTE" };
+        lab.expect("lan-d", proto, TARGET4, 8080, lite);
+        lab.expect("lan-d", proto, TARGET6, 8080, "REMOTE");
         // The gateway's own services are reached as such, not proxied.
         lab.expect("lan-a", proto, "192.0.2.1", 8080, "LOCAL");
         lab.expect("ctr", proto, "192.0.2.65", 8080, "LOCAL");
