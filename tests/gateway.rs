@@ -249,7 +249,7 @@ fn gateway_forwarded_traffic() {
         lab.expect("late", proto, TARGET6, 8080, PROXIED6);
     }
     // Gone again (with its port), so the namespace can be compared below.
-    let port = format!("p{}{}", lab.clients.len() - 1, &late[..8]);
+    let port = format!("p{}{}", lab.clients.len() - 1, &late[..late.len().min(8)]);
     lab.gw.sh(&format!("ip link del {late} && ip link del {port}"));
 
     // status and explain see the gateway.
