@@ -16,6 +16,11 @@ pub struct Cli {
     /// Log level: error, warn, info, debug or trace.
     #[arg(long, global = true, default_value = "info", env = "CGTPROXY_LOG")]
     pub log_level: String,
+    /// When the daemon stops, leave its table and routing in force (fail
+    /// closed: a restart has no moment without them); `cgtproxy cleanup`
+    /// removes them. The systemd unit sets this.
+    #[arg(long, env = "CGTPROXY_KEEP_ON_EXIT")]
+    pub keep_on_exit: bool,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -56,6 +61,14 @@ pub enum Command {
     },
     /// Ask the running daemon to re-read its config (SIGHUP).
     Reload,
+    /// Remove the table and routing a stopped daemon left (`--keep-on-exit`).
+    Cleanup {
+        /// Run as ExecStopPost= of this systemd unit: keep everything when
+        /// the unit failed ($SERVICE_RESULT) or is restarting (its pending
+        /// job), so a restart or upgrade has no unclassified moment.
+        #[arg(long, value_name = "UNIT")]
+        unit: Option<String>,
+    },
     /// Run a command in the user slice `cgtproxy-TARGET.slice` (with
     /// systemd-run --user), so the rules for that slice apply to it.
     Exec {

@@ -19,7 +19,8 @@ fn main() -> ExitCode {
     cgtproxy::logging::init(level);
     let source =
         ConfigSource { explicit: cli.config.is_some(), path: cli.config.clone().unwrap_or_else(config::default_path) };
-    match run(cli.command, &source) {
+    let opts = daemon::Options { keep_on_exit: cli.keep_on_exit };
+    match run(cli.command, &source, opts) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("cgtproxy: error: {e}");
@@ -28,9 +29,27 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(command: Option<Command>, source: &ConfigSource) -> anyhow::Result<ExitCode> {
+fn run(command: Option<Command>, source: &ConfigSource, opts: daemon::Options) -> anyhow::Result<ExitCode> {
     match command {
-        None => daemon::run(source.clone())?,
+        None => daemon::run(source.clone(), opts)?,
+        Some(Command::Cleanup { unit }) => {
+            if let Some(unit) = unit
+                && let Some(why) = cleanup_unwanted(&unit)
+            {
+                println!("{unit} {why}: leaving table inet cgtproxy and its routing in place");
+                return Ok(ExitCode::SUCCESS);
+            }
+            // A broken config must not keep the table: remove it anyway and
+            // say which routing could not be identified.
+            let cfg = source.load().unwrap_or_else(|e| {
+                eprintln!("cgtproxy: warning: {e}; removing the table and the default config's routing only");
+                config::Config::builtin_default()
+            });
+            match daemon::cleanup(&cfg)? {
+                true => println!("removed table inet cgtproxy and its routing"),
+                false => println!("no table inet cgtproxy; routing of the config removed if present"),
+            }
+        }
         Some(Command::Check { what }) => {
             let cfg = source.load()?;
             if matches!(what, None | Some(CheckWhat::Config)) {
@@ -91,6 +110,33 @@ fn run(command: Option<Command>, source: &ConfigSource) -> anyhow::Result<ExitCo
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Why a stop of `unit` must keep the rules (fail closed), if it must:
+/// the service failed (systemd restarts it per Restart=, or a person should
+/// look; the rules stay) or the stop is part of a restart.
+fn cleanup_unwanted(unit: &str) -> Option<String> {
+    if let Ok(result) = std::env::var("SERVICE_RESULT")
+        && result != "success"
+    {
+        return Some(format!("failed ({result})"));
+    }
+    // `systemctl list-jobs UNIT`: JOB UNIT TYPE STATE. While ExecStopPost
+    // runs for `systemctl restart` (and a package upgrade's), the job is
+    // still "restart"; for `systemctl stop` it is "stop".
+    let out = match std::process::Command::new("systemctl").args(["list-jobs", "--no-legend", "--full", unit]).output()
+    {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) => return Some(format!("state unknown (systemctl: {})", String::from_utf8_lossy(&o.stderr).trim())),
+        Err(e) => return Some(format!("state unknown (systemctl: {e})")),
+    };
+    out.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 3 && f[1] == unit).then(|| f[2].to_owned())
+        })
+        .find(|ty| ty.contains("start") || ty.contains("restart") || ty == "reload")
+        .map(|ty| format!("is restarting (job {ty})"))
 }
 
 fn render_now(cfg: &Config) -> anyhow::Result<String> {

@@ -35,6 +35,13 @@ pub struct DaemonState {
     /// gateway tproxy entry).
     #[serde(default)]
     pub gateway_bridge: String,
+    /// The table and routing stay when the daemon stops (fail closed).
+    #[serde(default)]
+    pub keep_on_exit: bool,
+    /// Set while an error keeps the daemon from following the tree; the
+    /// last good kernel state stays in force.
+    #[serde(default)]
+    pub degraded: Option<String>,
 }
 
 pub fn path() -> PathBuf {

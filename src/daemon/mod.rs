@@ -2,6 +2,7 @@
 //! cleanup. All kernel and filesystem I/O of `cgtproxy` run lives here; the
 //! decisions are made by [`tracker::Tracker`] and [`crate::ruleset`].
 
+pub mod events;
 pub mod gateway;
 mod guard;
 mod signals;
@@ -19,12 +20,18 @@ use crate::config::{Config, ConfigError};
 use crate::nft::{Nft, NftError, encode};
 use crate::route::{RouteError, Routes};
 use crate::ruleset::CHAIN_CLASSIFY;
+use events::{KernelEvents, Own};
 use signals::{Signal, Signals};
 use tracker::{Delta, Tracker};
 use watch::{Change, Watcher};
 
-/// How often the kernel state is checked for outside changes.
-const HEALTH_INTERVAL: Duration = Duration::from_millis(250);
+/// The first retry after an error; it doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Rescan period while some directories have no inotify watch.
+const UNWATCHED_RESCAN: Duration = Duration::from_secs(1);
+/// CGROUP2_SUPER_MAGIC: the root must be a mounted cgroup2 file system.
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -40,6 +47,10 @@ pub enum DaemonError {
     },
     #[error("signals: {0}")]
     Signals(#[source] std::io::Error),
+    #[error("cannot subscribe to kernel notifications: {0}")]
+    Events(#[source] std::io::Error),
+    #[error("cgroup root {0} is not a mounted cgroup2 file system (unmounted or gone)")]
+    RootGone(String),
     #[error(transparent)]
     Nft(#[from] NftError),
     #[error(transparent)]
@@ -48,6 +59,16 @@ pub enum DaemonError {
     Gateway(String),
     #[error("cleanup failed: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
     Cleanup(Vec<DaemonError>),
+}
+
+/// What the daemon does when it is told to stop.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Leave the table and routing in place on SIGTERM/SIGINT (fail closed
+    /// across a restart: the next instance replaces them atomically).
+    /// `cgtproxy cleanup` removes them; the systemd unit runs it when the
+    /// service is really stopping.
+    pub keep_on_exit: bool,
 }
 
 /// Where the configuration comes from, for start and reload.
@@ -80,11 +101,22 @@ struct Daemon {
     nft: Nft,
     routes: Routes,
     watcher: Watcher,
-    /// Rule handles of the `socket cgroupv2 level N` rules.
+    events: KernelEvents,
+    /// Netlink ports of our request sockets: notifications carrying them
+    /// are our own changes.
+    nft_port: u32,
+    route_port: u32,
+    /// Rule handles of the `socket cgroupv2 level N` rules, kept from our
+    /// own rule notifications.
     handles: BTreeMap<u32, u64>,
-    /// Ruleset generation after our last commit; another means someone else
-    /// changed the ruleset.
+    /// The last nftables generation id seen, and our commits since: after
+    /// lost notifications, `GETGEN == generation + own_commits` says nobody
+    /// else committed (a cheap cross-check instead of a dump).
     generation: u32,
+    own_commits: u32,
+    /// Outside changes still to be undone.
+    heal_table: bool,
+    heal_routing: bool,
     /// Marks and table whose routing is installed.
     routed: (Vec<u32>, u32),
     /// What `cgtproxy status` reads.
@@ -95,10 +127,21 @@ struct Daemon {
     guard: guard::Guard,
     /// Gateway mode outside the table: broute support, br_netfilter sysctls.
     gateway: gateway::Gateway,
+    /// The last error and when to retry; None when all is well.
+    trouble: Option<Trouble>,
 }
 
-/// Run until SIGTERM/SIGINT; everything added is removed before returning.
-pub fn run(source: ConfigSource) -> Result<(), DaemonError> {
+/// Degraded: an error that a later retry (a full rebuild) may fix. The last
+/// good kernel state stays in force meanwhile.
+struct Trouble {
+    what: String,
+    backoff: Duration,
+    retry_at: Instant,
+}
+
+/// Run until SIGTERM/SIGINT. With [`Options::keep_on_exit`] the table and
+/// routing stay (fail closed); otherwise everything added is removed.
+pub fn run(source: ConfigSource, opts: Options) -> Result<(), DaemonError> {
     // Signals first, so a SIGTERM during startup still leads to cleanup.
     let signals = Signals::new().map_err(DaemonError::Signals)?;
     let cfg = source.load()?;
@@ -110,25 +153,48 @@ pub fn run(source: ConfigSource) -> Result<(), DaemonError> {
     // The tracker holds what it needs; the scan list would stay alive for
     // the daemon's lifetime otherwise.
     drop(cgroups);
+    let nft = Nft::open()?;
+    let routes = Routes::open()?;
+    // Subscribed before the first commit, so its notifications are seen.
+    let events = KernelEvents::open().map_err(DaemonError::Events)?;
+    let nft_port = nft.port_id().map_err(DaemonError::Events)?;
+    let route_port = routes.port_id().map_err(DaemonError::Events)?;
+    if !routes.ipv6() {
+        warn!(
+            "IPv6 is disabled here (ipv6.disable=1 or disable_ipv6 on lo): installing IPv4 policy routing only; \
+             the nftables table still covers both families"
+        );
+    }
     let mut d = Daemon {
         source,
         root,
         tracker,
-        nft: Nft::open()?,
-        routes: Routes::open()?,
+        nft,
+        routes,
         watcher,
+        events,
+        nft_port,
+        route_port,
         handles: BTreeMap::new(),
         generation: 0,
+        own_commits: 0,
+        heal_table: false,
+        heal_routing: false,
         routed: (Vec::new(), 0),
         state: Default::default(),
         watchdog: sd_notify::watchdog_enabled(),
         guard: guard::Guard::new(),
         gateway: Default::default(),
+        trouble: None,
     };
     if let Err(e) = d.sync_all() {
-        let cleanup = d.cleanup();
-        if !cleanup.is_empty() {
-            error!("{}", DaemonError::Cleanup(cleanup));
+        // A previous instance's table (restart) stays when keeping: it is
+        // still the best classification there is.
+        if !opts.keep_on_exit {
+            let cleanup = d.cleanup();
+            if !cleanup.is_empty() {
+                error!("{}", DaemonError::Cleanup(cleanup));
+            }
         }
         return Err(e);
     }
@@ -153,19 +219,20 @@ pub fn run(source: ConfigSource) -> Result<(), DaemonError> {
         started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_secs()).unwrap_or(0),
         startup_ms: started.elapsed().as_secs_f64() * 1000.0,
         netns: crate::inspect::own_netns().unwrap_or(0),
+        keep_on_exit: opts.keep_on_exit,
         ..Default::default()
     };
     d.guard_check(true);
     d.save_state();
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("all cgroups classified")]);
-    let result = d.event_loop(&signals);
-    let errors = d.cleanup();
+    d.event_loop(&signals);
     crate::state::remove();
-    match (result, errors.is_empty()) {
-        (Err(e), _) => Err(e),
-        (Ok(()), true) => Ok(()),
-        (Ok(()), false) => Err(DaemonError::Cleanup(errors)),
+    if opts.keep_on_exit {
+        info!("stopped; table inet cgtproxy and its routing stay in force until the next start or `cgtproxy cleanup`");
+        return Ok(());
     }
+    let errors = d.cleanup();
+    if errors.is_empty() { Ok(()) } else { Err(DaemonError::Cleanup(errors)) }
 }
 
 fn watch_error(root: &Path, source: std::io::Error) -> DaemonError {
@@ -174,6 +241,37 @@ fn watch_error(root: &Path, source: std::io::Error) -> DaemonError {
 
 fn notify(state: &[sd_notify::NotifyState]) {
     let _ = sd_notify::notify(state);
+}
+
+/// Is `root` a mounted cgroup2 file system (not an empty mount point)?
+fn is_cgroup2(root: &Path) -> bool {
+    let Ok(c) = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs is plain data, filled by the call; c is NUL-terminated.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid path and output buffer.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    rc == 0 && st.f_type as i64 == CGROUP2_SUPER_MAGIC
+}
+
+/// Remove what a daemon left (`cgtproxy cleanup`): the table and the
+/// routing `cfg` uses. Every error is collected.
+pub fn cleanup(cfg: &Config) -> Result<bool, DaemonError> {
+    let mut errors = Vec::new();
+    let removed = match Nft::open().and_then(|mut n| n.delete_table()) {
+        Ok(r) => r,
+        Err(e) => {
+            errors.push(e.into());
+            false
+        }
+    };
+    let marks: Vec<u32> = cfg.tproxies.values().map(|t| t.mark).collect();
+    match Routes::open() {
+        Ok(mut r) => errors.extend(r.remove(&marks, cfg.route_table).into_iter().map(DaemonError::from)),
+        Err(e) => errors.push(e.into()),
+    }
+    if errors.is_empty() { Ok(removed) } else { Err(DaemonError::Cleanup(errors)) }
 }
 
 impl Daemon {
@@ -188,6 +286,7 @@ impl Daemon {
             Some(m) if m != gateway::BridgeMode::None => m.to_string(),
             _ => String::new(),
         };
+        self.state.degraded = self.trouble.as_ref().map(|t| t.what.clone());
         if let Err(e) = crate::state::write(&self.state) {
             warn!(path = %crate::state::path().display(), "cannot write the state file: {e}");
         }
@@ -198,20 +297,32 @@ impl Daemon {
     fn sync_all(&mut self) -> Result<(), DaemonError> {
         let marks: Vec<u32> = self.tracker.ruleset.marks().collect();
         let table = self.tracker.cfg.route_table;
+        if let Err(e) = self.events.filter_routes(table) {
+            warn!(
+                "cannot attach the route notification filter ({e}); other tables' route changes will wake the daemon"
+            );
+        }
         self.routes.install(&marks, table)?;
         self.gateway.prepare(&mut self.nft, &mut self.tracker.ruleset);
-        if let Err(e) = self.nft.apply_full(&self.tracker.ruleset) {
+        if let Err(e) = self.apply_full() {
             // The old table is still in force (the batch changed nothing):
             // drop the routing only the new config would have used.
             let routed = self.routed.clone();
             self.remove_routing_except((&marks, table), (&routed.0, routed.1), "undoing routing after a failed apply");
-            return Err(e.into());
+            return Err(e);
         }
         self.gateway.sync(&mut self.nft, &self.tracker.ruleset);
-        self.handles = self.nft.level_handles()?;
-        self.generation = self.nft.generation()?;
         let (old_marks, old_table) = std::mem::replace(&mut self.routed, (marks.clone(), table));
         self.remove_routing_except((&old_marks, old_table), (&marks, table), "removing routing of the previous config");
+        Ok(())
+    }
+
+    /// Replace the whole table with the tracker's ruleset, atomically, and
+    /// take the new rule handles from our own notifications.
+    fn apply_full(&mut self) -> Result<(), DaemonError> {
+        self.nft.apply_full(&self.tracker.ruleset)?;
+        self.own_commits = self.own_commits.wrapping_add(1);
+        self.absorb();
         Ok(())
     }
 
@@ -228,10 +339,128 @@ impl Daemon {
         }
     }
 
-    fn event_loop(&mut self, signals: &Signals) -> Result<(), DaemonError> {
-        let mut next_check = Instant::now() + HEALTH_INTERVAL;
+    /// Read the kernel notifications queued now: keep our own rule handles
+    /// and generation, and note outside changes for [`Daemon::heal`].
+    fn absorb(&mut self) {
+        let seen = self.events.read(self.nft_port, self.route_port, &self.routed.0, self.routed.1);
+        if seen.overrun {
+            self.cross_check();
+        } else {
+            for own in &seen.own {
+                match *own {
+                    Own::TableDeleted => self.handles.clear(),
+                    Own::LevelRule(level, handle) => {
+                        self.handles.entry(level).or_insert(handle);
+                    }
+                    Own::RuleDeleted(h) => self.handles.retain(|_, v| *v != h),
+                }
+            }
+            if let Some(g) = seen.generation {
+                self.generation = g;
+                self.own_commits = 0;
+            }
+        }
+        self.heal_table |= seen.outside_table;
+        self.heal_routing |= seen.outside_routing;
+    }
+
+    /// Notifications were lost: read the rule handles again and compare the
+    /// generation with ours; if someone else committed meanwhile, restore.
+    fn cross_check(&mut self) {
+        warn!("kernel notifications were lost (ENOBUFS); checking table inet cgtproxy and the routing");
+        match (self.nft.level_handles(), self.nft.generation()) {
+            (Ok(h), Ok(g)) => {
+                self.handles = h;
+                if g != self.generation.wrapping_add(self.own_commits) {
+                    self.heal_table = true;
+                }
+                self.generation = g;
+                self.own_commits = 0;
+            }
+            _ => self.heal_table = true,
+        }
+        self.heal_routing = true;
+    }
+
+    /// Undo outside changes: routing first, then the whole table. A program
+    /// that keeps changing them is answered each time (a few rounds per
+    /// wakeup, then the next notification).
+    fn heal(&mut self) {
+        let started = Instant::now();
+        let (mut table, mut routing) = (false, false);
+        for _ in 0..4 {
+            if !self.heal_table && !self.heal_routing {
+                break;
+            }
+            if std::mem::take(&mut self.heal_routing) {
+                let (marks, t) = self.routed.clone();
+                if !self.routes.present(&marks, t).unwrap_or(false) {
+                    routing = true;
+                    if let Err(e) = self.routes.install(&marks, t) {
+                        self.degrade(format!("restoring policy routing: {e}"));
+                    }
+                }
+            }
+            if std::mem::take(&mut self.heal_table) {
+                table = true;
+                if let Err(e) = self.apply_full() {
+                    self.degrade(format!("restoring table inet cgtproxy: {e}"));
+                    break;
+                }
+            }
+        }
+        if !table && !routing {
+            return;
+        }
+        let elapsed_us = started.elapsed().as_micros() as u64;
+        if table {
+            warn!(
+                elapsed_us,
+                "the nftables ruleset was changed by another program; restored table inet cgtproxy in {elapsed_us} µs"
+            );
+        }
+        if routing {
+            warn!(
+                elapsed_us,
+                "policy routing rules or routes were removed by another program; restored them in {elapsed_us} µs"
+            );
+        }
+        self.state.resyncs += 1;
+        self.save_state();
+    }
+
+    /// Log an error, keep the kernel state as it is, and retry a full
+    /// rebuild later with a growing backoff. Shown in `status` and STATUS=.
+    fn degrade(&mut self, what: String) {
+        let backoff = self.trouble.as_ref().map_or(FIRST_BACKOFF, |t| (t.backoff * 2).min(MAX_BACKOFF));
+        error!(
+            retry_in_s = backoff.as_secs(),
+            "{what}; keeping the last good kernel state and retrying in {} s",
+            backoff.as_secs()
+        );
+        notify(&[sd_notify::NotifyState::Status(&format!("degraded: {what}"))]);
+        self.trouble = Some(Trouble { what, backoff, retry_at: Instant::now() + backoff });
+        self.save_state();
+    }
+
+    fn retry(&mut self) {
+        match self.rebuild() {
+            Ok(()) => {
+                if let Some(t) = self.trouble.take() {
+                    info!(was = %t.what, "recovered from \"{}\": all cgroups classified again", t.what);
+                }
+                self.guard_check(true);
+                notify(&[sd_notify::NotifyState::Status("all cgroups classified")]);
+                self.state.resyncs += 1;
+                self.save_state();
+            }
+            Err(e) => self.degrade(e.to_string()),
+        }
+    }
+
+    fn event_loop(&mut self, signals: &Signals) {
         let mut next_ping = Instant::now();
-        let mut ticks: u64 = 0;
+        let mut next_rescan = Instant::now() + UNWATCHED_RESCAN;
         loop {
             if let Some(interval) = self.watchdog
                 && Instant::now() >= next_ping
@@ -239,48 +468,81 @@ impl Daemon {
                 notify(&[sd_notify::NotifyState::Watchdog]);
                 next_ping = Instant::now() + interval / 2;
             }
-            let wake = if self.watchdog.is_some() { next_check.min(next_ping) } else { next_check };
-            let timeout = wake.saturating_duration_since(Instant::now());
+            if self.trouble.as_ref().is_some_and(|t| Instant::now() >= t.retry_at) {
+                self.retry();
+            }
+            if self.trouble.is_none() && self.watcher.degraded && Instant::now() >= next_rescan {
+                self.rescan_unwatched();
+                next_rescan = Instant::now() + UNWATCHED_RESCAN;
+            }
+            // No timer at all when idle: only the watchdog (if systemd asks
+            // for one), a retry after an error or the unwatched-tree rescan.
+            let deadlines = [
+                self.watchdog.map(|_| next_ping),
+                self.trouble.as_ref().map(|t| t.retry_at),
+                (self.trouble.is_none() && self.watcher.degraded).then_some(next_rescan),
+            ];
+            let timeout = match deadlines.into_iter().flatten().min() {
+                // Round up: a timeout rounded down to 0 ms would spin.
+                Some(t) => t.saturating_duration_since(Instant::now()).as_micros().div_ceil(1000) as i32,
+                None => -1,
+            };
             let mut fds = [
                 libc::pollfd { fd: signals.fd(), events: libc::POLLIN, revents: 0 },
                 libc::pollfd { fd: self.watcher.fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: self.events.nft_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd { fd: self.events.route_fd(), events: libc::POLLIN, revents: 0 },
             ];
-            // SAFETY: two valid pollfds.
-            // Round up: a timeout rounded down to 0 ms would spin.
-            let rc = unsafe { libc::poll(fds.as_mut_ptr(), 2, timeout.as_micros().div_ceil(1000) as i32) };
-            if rc < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
-                return Err(DaemonError::Signals(std::io::Error::last_os_error()));
+            // SAFETY: four valid pollfds.
+            let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+            if rc < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() != std::io::ErrorKind::Interrupted {
+                    error!("poll: {e}");
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                continue;
             }
             if fds[0].revents != 0 {
                 for s in signals.read() {
                     match s {
                         Signal::Terminate(n) => {
-                            info!(signal = n, "stopping on signal {n}: removing table, rules and routes");
+                            info!(signal = n, "stopping on signal {n}");
                             notify(&[sd_notify::NotifyState::Stopping]);
-                            return Ok(());
+                            return;
                         }
                         Signal::Reload => self.reload(),
                     }
                 }
             }
-            if fds[1].revents != 0 {
-                self.on_cgroup_events()?;
+            // Kernel notifications first: an outside flush is undone
+            // before anything else.
+            if fds[2].revents != 0 || fds[3].revents != 0 {
+                self.absorb();
             }
-            if Instant::now() >= next_check {
-                let started = Instant::now();
-                ticks += 1;
-                if self.watcher.degraded && ticks.is_multiple_of(4) {
-                    self.rescan_unwatched();
-                }
-                self.health_check();
-                debug!(elapsed_us = started.elapsed().as_micros() as u64, "health check");
-                next_check = Instant::now() + HEALTH_INTERVAL;
+            if self.heal_table || self.heal_routing {
+                self.heal();
+            }
+            // No notification exists for sysctls: checked whenever the
+            // daemon wakes anyway (Docker sets them back when it creates a
+            // network, which also brings route and cgroup events).
+            if self.gateway.drifted() {
+                warn!(
+                    "bridge-nf-call-iptables/ip6tables were set back to 1 by another program; setting them to 0 again"
+                );
+                self.gateway.turn_off();
+            }
+            if fds[1].revents != 0 {
+                self.on_cgroup_events();
             }
         }
     }
 
-    fn on_cgroup_events(&mut self) -> Result<(), DaemonError> {
-        let changes = self.watcher.read().map_err(|e| watch_error(&self.root, e))?;
+    fn on_cgroup_events(&mut self) {
+        let changes = match self.watcher.read() {
+            Ok(c) => c,
+            Err(e) => return self.degrade(format!("reading cgroup events below {}: {e}", self.root.display())),
+        };
         let mut delta = Delta::default();
         let mut rescan = false;
         for c in changes {
@@ -288,18 +550,26 @@ impl Daemon {
                 Change::Appeared(cgs) => delta.merge(self.tracker.appeared(&cgs)),
                 Change::Vanished(path) => delta.merge(self.tracker.vanished(&path)),
                 Change::Rescan => rescan = true,
+                Change::RootGone => {
+                    return self.degrade(format!("the cgroup root {} was removed or unmounted", self.root.display()));
+                }
             }
+        }
+        if self.trouble.is_some() {
+            // A rebuild is due anyway; it sees these changes.
+            return;
         }
         if rescan {
             warn!("inotify queue overflowed or a cgroup was renamed: rescanning the whole tree");
-            let all = self.watcher.rewatch_all().map_err(|e| watch_error(&self.root, e))?;
-            delta.merge(self.tracker.reconcile(&all));
+            match self.watcher.rewatch_all() {
+                Ok(all) => delta.merge(self.tracker.reconcile(&all)),
+                Err(e) => return self.degrade(format!("rescanning {}: {e}", self.root.display())),
+            }
         }
         if !delta.is_empty() {
             self.commit(&delta);
         }
         self.guard_check(false);
-        Ok(())
     }
 
     /// Run the proxy-loop guard and send what it changes; `full` after a
@@ -360,6 +630,9 @@ impl Daemon {
         }
     }
 
+    /// One batch; the handles of new level rules and the generation come
+    /// back as our own notifications, read from the local queue (no
+    /// request to the kernel after the commit).
     fn try_commit(&mut self, delta: &Delta) -> Result<(), DaemonError> {
         let ids = encode::SetIds::default();
         let mut b = self.nft.batch();
@@ -376,10 +649,10 @@ impl Daemon {
         encode::delete_cgroup_elements(&mut b, &delta.del);
         encode::cgroup_elements(&mut b, delta.add.iter().map(|(id, e)| (id, e)), None);
         self.nft.commit(b)?;
+        self.own_commits = self.own_commits.wrapping_add(1);
         if !levels.is_empty() {
-            self.handles = self.nft.level_handles()?;
+            self.absorb();
         }
-        self.generation = self.nft.generation()?;
         Ok(())
     }
 
@@ -400,52 +673,24 @@ impl Daemon {
     /// Watch and scan the whole tree again, then replace the whole table and
     /// routing for the tracker's config.
     fn rebuild(&mut self) -> Result<(), DaemonError> {
+        if !is_cgroup2(&self.root) {
+            // An empty mount point would look like a tree without cgroups:
+            // classifying nothing would let every app go direct.
+            return Err(DaemonError::RootGone(self.root.display().to_string()));
+        }
         let all = self.watcher.rewatch_all().map_err(|e| watch_error(&self.root, e))?;
         self.tracker.reset(&all);
         self.sync_all()
     }
 
-    /// [`Daemon::rebuild`] after an outside change or a failed update.
+    /// [`Daemon::rebuild`] after a failed update; a failure degrades.
     fn resync(&mut self) {
         self.state.resyncs += 1;
-        if let Err(e) = self.rebuild() {
-            error!("cannot restore the ruleset: {e}");
+        match self.rebuild() {
+            Ok(()) => self.guard_check(true),
+            Err(e) => self.degrade(format!("cannot rebuild the ruleset: {e}")),
         }
-        self.guard_check(true);
         self.save_state();
-    }
-
-    /// Notice outside changes (`nft flush ruleset`, a firewall reload, a
-    /// deleted ip rule) and restore everything.
-    fn health_check(&mut self) {
-        if self.gateway.drifted() {
-            warn!("bridge-nf-call-iptables/ip6tables were set back to 1 by another program; setting them to 0 again");
-            self.gateway.turn_off();
-        }
-        let generation = match self.nft.generation() {
-            Ok(g) => g,
-            Err(e) => {
-                warn!("cannot read the nftables generation: {e}");
-                return;
-            }
-        };
-        let marks: Vec<u32> = self.tracker.ruleset.marks().collect();
-        let routes_ok = self.routes.present(&marks, self.tracker.cfg.route_table).unwrap_or(false);
-        if generation == self.generation && routes_ok {
-            return;
-        }
-        let table_ok = self.nft.table_exists().unwrap_or(false);
-        if generation != self.generation {
-            warn!(
-                table_present = table_ok,
-                "the nftables ruleset was changed by another program (table inet cgtproxy {}); restoring it",
-                if table_ok { "still present" } else { "gone" }
-            );
-        }
-        if !routes_ok {
-            warn!("policy routing rules or routes were removed; restoring them");
-        }
-        self.resync();
     }
 
     fn reload(&mut self) {

@@ -23,6 +23,8 @@ pub enum Change {
     Vanished(String),
     /// Events were lost or paths moved: rescan everything.
     Rescan,
+    /// The root's own watch went away: it was removed or unmounted.
+    RootGone,
 }
 
 pub struct Watcher {
@@ -160,7 +162,9 @@ impl Watcher {
                 continue;
             }
             if mask & libc::IN_IGNORED != 0 {
-                self.dirs.remove(&wd);
+                if self.dirs.remove(&wd).is_some_and(|rel| rel.is_empty()) {
+                    changes.push(Change::RootGone);
+                }
                 continue;
             }
             if mask & libc::IN_ISDIR == 0 {

@@ -4,6 +4,9 @@
 #[derive(Debug, Default, Clone)]
 pub struct MsgWriter {
     pub buf: Vec<u8>,
+    /// The first attribute too long for its u16 length field (type, bytes):
+    /// the buffer must not be sent ([`MsgWriter::check`]).
+    overflow: Option<(u16, usize)>,
 }
 
 const NLA_F_NESTED: u16 = 0x8000;
@@ -51,8 +54,20 @@ impl MsgWriter {
         }
     }
 
+    /// Err((type, bytes)) when an attribute did not fit its length field.
+    pub fn check(&self) -> Result<(), (u16, usize)> {
+        self.overflow.map_or(Ok(()), Err)
+    }
+
+    fn attr_len(&mut self, ty: u16, len: usize) -> u16 {
+        u16::try_from(len).unwrap_or_else(|_| {
+            self.overflow.get_or_insert((ty, len));
+            u16::MAX
+        })
+    }
+
     pub fn attr(&mut self, ty: u16, data: &[u8]) {
-        let len = (4 + data.len()) as u16;
+        let len = self.attr_len(ty, 4 + data.len());
         self.buf.extend_from_slice(&len.to_ne_bytes());
         self.buf.extend_from_slice(&ty.to_ne_bytes());
         self.buf.extend_from_slice(data);
@@ -94,7 +109,8 @@ impl MsgWriter {
     }
 
     pub fn nest_end(&mut self, start: usize) {
-        let len = (self.buf.len() - start) as u16;
+        let ty = u16::from_ne_bytes([self.buf[start + 2], self.buf[start + 3]]) & NLA_TYPE_MASK;
+        let len = self.attr_len(ty, self.buf.len() - start);
         self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
     }
 }
@@ -150,5 +166,20 @@ mod tests {
         assert_eq!(list[1].0, 4);
         let inner: Vec<_> = attrs(list[1].1).collect();
         assert_eq!(inner, [(1, &[0xde, 0xad, 0xbe, 0xef][..]), (2, &[9][..])]);
+        assert_eq!(w.check(), Ok(()));
+    }
+
+    #[test]
+    fn oversized_attributes_are_reported_not_truncated() {
+        let mut w = MsgWriter::new();
+        w.attr(3, &vec![0; 70_000]);
+        assert_eq!(w.check(), Err((3, 70_004)));
+        let mut w = MsgWriter::new();
+        let n = w.nest(5);
+        for _ in 0..20 {
+            w.attr(1, &[0; 4000]);
+        }
+        w.nest_end(n);
+        assert_eq!(w.check(), Err((5, 80_084)));
     }
 }

@@ -18,6 +18,8 @@ pub const NLMSG_DONE: u16 = 3;
 pub const NLM_F_REQUEST: u16 = 0x01;
 pub const NLM_F_MULTI: u16 = 0x02;
 pub const NLM_F_ACK: u16 = 0x04;
+/// Set on dump replies when the data changed while the dump ran.
+pub const NLM_F_DUMP_INTR: u16 = 0x10;
 pub const NLM_F_DUMP: u16 = 0x300;
 pub const NLM_F_REPLACE: u16 = 0x100;
 pub const NLM_F_EXCL: u16 = 0x200;
@@ -37,6 +39,12 @@ pub enum NetlinkError {
     NoReply(String),
     #[error("malformed netlink reply: {0}")]
     Malformed(&'static str),
+    #[error("the kernel dropped netlink messages for this socket (ENOBUFS)")]
+    Overrun,
+    #[error("{0}: the data kept changing while it was read (dump interrupted)")]
+    Interrupted(String),
+    #[error("{what}: attribute {ty} is {len} bytes, more than a netlink attribute holds (65535)")]
+    TooLong { what: String, ty: u16, len: usize },
 }
 
 impl NetlinkError {
@@ -55,6 +63,9 @@ pub struct Message<'a> {
     pub ty: u16,
     pub flags: u16,
     pub seq: u32,
+    /// The sender's port id; in a notification, the port of the socket whose
+    /// request caused it.
+    pub pid: u32,
     /// The bytes after the netlink header.
     pub payload: &'a [u8],
 }
@@ -72,6 +83,7 @@ pub fn messages(buf: &[u8]) -> Result<Vec<Message<'_>>, NetlinkError> {
             ty: u16::from_ne_bytes([buf[off + 4], buf[off + 5]]),
             flags: u16::from_ne_bytes([buf[off + 6], buf[off + 7]]),
             seq: u32::from_ne_bytes(buf[off + 8..off + 12].try_into().expect("4 bytes")),
+            pid: u32::from_ne_bytes(buf[off + 12..off + 16].try_into().expect("4 bytes")),
             payload: &buf[off + NLMSG_HDRLEN..off + len],
         });
         off += (len + 3) & !3;
@@ -100,6 +112,19 @@ pub fn parse_error(msg: &Message) -> Result<(i32, Option<String>), NetlinkError>
         }
     }
     Ok((-err, text))
+}
+
+/// The error for the kernel refusing `what` with `errno`, with the
+/// extended-ack text and, where an errno has one usual cause, that cause.
+pub fn kernel_error(what: &str, errno: i32, ext: Option<String>) -> NetlinkError {
+    let mut message = strerror(errno);
+    if let Some(ext) = ext.filter(|e| !e.is_empty()) {
+        message = format!("{message} ({ext})");
+    }
+    if errno == libc::EPERM {
+        message.push_str(": missing CAP_NET_ADMIN (run as root, or grant the capability)");
+    }
+    NetlinkError::Kernel { what: what.to_owned(), errno, message }
 }
 
 /// "Operation not permitted" style text for an errno.

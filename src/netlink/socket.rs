@@ -1,16 +1,26 @@
-//! A netlink socket talking to the kernel.
+//! A netlink socket talking to the kernel: requests with acks, dumps, and
+//! (for [`NlSocket::monitor`]) multicast notifications.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::{NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR, NetlinkError, messages, parse_error, strerror};
+use super::{NLM_F_DUMP_INTR, NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR, NetlinkError, kernel_error, messages, parse_error};
 
-const NETLINK_EXT_ACK: libc::c_int = 11;
+const NETLINK_ADD_MEMBERSHIP: libc::c_int = 1;
 const NETLINK_CAP_ACK: libc::c_int = 10;
+const NETLINK_EXT_ACK: libc::c_int = 11;
+const NETLINK_GET_STRICT_CHK: libc::c_int = 12;
 const SOL_NETLINK: libc::c_int = 270;
-/// Socket buffers big enough for a batch of 100,000 map elements.
+/// Socket buffers big enough for a batch of 100,000 map elements (and, on
+/// a monitor, the notifications such a batch produces).
 const BUFFER_BYTES: libc::c_int = 32 << 20;
 const RECV_BYTES: usize = 1 << 20;
+/// How long a request waits for the kernel. The kernel answers within the
+/// `sendmsg` call; this only guards against a request that expects no reply.
+const REPLY_TIMEOUT_MS: i32 = 10_000;
+/// A dump interrupted by a concurrent change (NLM_F_DUMP_INTR) is retried
+/// this many times before giving up.
+const DUMP_ATTEMPTS: usize = 8;
 
 #[derive(Debug)]
 pub struct NlSocket {
@@ -72,8 +82,54 @@ impl NlSocket {
         Ok(NlSocket { fd, seq: seed, recv_buf: vec![0; RECV_BYTES] })
     }
 
+    /// A socket that receives the notifications of multicast `groups`
+    /// (NETLINK_ADD_MEMBERSHIP, one group number each).
+    pub fn monitor(protocol: libc::c_int, groups: &[u32]) -> io::Result<Self> {
+        let sock = Self::open(protocol)?;
+        for &g in groups {
+            setsockopt(sock.as_raw_fd(), SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g as libc::c_int)
+                .map_err(|e| io::Error::new(e.kind(), format!("joining netlink group {g}: {e}")))?;
+        }
+        Ok(sock)
+    }
+
+    /// Ask the kernel to check dump requests strictly and honour their
+    /// filters (rtnetlink: a route dump of one table costs nothing for the
+    /// others). Kernels before 4.20 ignore it.
+    pub fn strict_check(&self) {
+        let _ = setsockopt(self.as_raw_fd(), SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1);
+    }
+
     pub fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
+    }
+
+    /// The port id the kernel gave this socket: notifications caused by our
+    /// own requests carry it as their nlmsg_pid.
+    pub fn port_id(&self) -> io::Result<u32> {
+        // SAFETY: sockaddr_nl is plain data, filled by getsockname.
+        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
+        let mut len = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
+        // SAFETY: addr and len are valid for writing.
+        let rc = unsafe { libc::getsockname(self.as_raw_fd(), (&mut addr as *mut libc::sockaddr_nl).cast(), &mut len) };
+        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(addr.nl_pid) }
+    }
+
+    /// Attach a classic BPF socket filter (SO_ATTACH_FILTER): what it drops
+    /// never wakes the process.
+    pub fn attach_filter(&self, prog: &[libc::sock_filter]) -> io::Result<()> {
+        let fprog = libc::sock_fprog { len: prog.len() as u16, filter: prog.as_ptr() as *mut libc::sock_filter };
+        // SAFETY: fprog points at `prog`, which outlives the call.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_ATTACH_FILTER,
+                (&fprog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        };
+        if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(()) }
     }
 
     /// A fresh sequence number.
@@ -107,7 +163,9 @@ impl NlSocket {
     }
 
     /// Receive one datagram, waiting at most `timeout_ms` (-1: forever).
-    fn recv(&mut self, timeout_ms: i32) -> io::Result<Option<usize>> {
+    /// ENOBUFS (the kernel dropped messages for us) is
+    /// [`NetlinkError::Overrun`].
+    fn recv(&mut self, timeout_ms: i32) -> Result<Option<usize>, NetlinkError> {
         let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
         loop {
             // SAFETY: one valid pollfd.
@@ -117,7 +175,7 @@ impl NlSocket {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
-                return Err(e);
+                return Err(e.into());
             }
             if rc == 0 {
                 return Ok(None);
@@ -130,25 +188,49 @@ impl NlSocket {
         };
         if n < 0 {
             let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::WouldBlock {
-                return Ok(None);
-            }
-            return Err(e);
+            return match e.raw_os_error() {
+                Some(libc::EAGAIN) => Ok(None),
+                Some(libc::ENOBUFS) => Err(NetlinkError::Overrun),
+                _ => Err(e.into()),
+            };
         }
         Ok(Some(n as usize))
     }
 
+    /// Every queued datagram of a monitor socket, without waiting. Err
+    /// [`NetlinkError::Overrun`] when notifications were lost (the caller
+    /// resynchronises); what was read before that is dropped too.
+    pub fn read_queued(&mut self) -> Result<Vec<Vec<u8>>, NetlinkError> {
+        let mut out = Vec::new();
+        while let Some(n) = self.recv(0)? {
+            out.push(self.recv_buf[..n].to_vec());
+        }
+        Ok(out)
+    }
+
     /// Send requests and wait for the ack of each sequence number in `acks`,
-    /// described by its text for errors. All errors are collected: the first
-    /// is returned, naming its request.
-    pub fn transact(&mut self, buf: &[u8], acks: &[(u32, String)]) -> Result<(), NetlinkError> {
+    /// described by its text for errors. An error addressed to one of
+    /// `fatal` (a batch's BEGIN message: EPERM, nf_tables missing) ends the
+    /// wait at once, since no other reply will come. All errors are
+    /// collected: the first is returned, naming its request.
+    pub fn transact(
+        &mut self,
+        buf: &[u8],
+        acks: &[(u32, String)],
+        fatal: &[(u32, String)],
+    ) -> Result<(), NetlinkError> {
         self.send(buf)?;
         let mut pending: std::collections::HashMap<u32, &str> = acks.iter().map(|(s, w)| (*s, w.as_str())).collect();
         let mut first_error: Option<NetlinkError> = None;
         while !pending.is_empty() {
-            let Some(n) = self.recv(10_000)? else {
-                let what = pending.values().next().copied().unwrap_or("request");
-                return Err(first_error.unwrap_or_else(|| NetlinkError::NoReply(what.to_owned())));
+            let n = match self.recv(REPLY_TIMEOUT_MS) {
+                Ok(Some(n)) => n,
+                Ok(None) => {
+                    let what = pending.values().next().copied().unwrap_or("request");
+                    return Err(first_error.unwrap_or_else(|| NetlinkError::NoReply(what.to_owned())));
+                }
+                // Our own socket overran: acks were lost, the outcome is unknown.
+                Err(e) => return Err(first_error.unwrap_or(e)),
             };
             let data = self.recv_buf[..n].to_vec();
             for msg in messages(&data)? {
@@ -156,15 +238,19 @@ impl NlSocket {
                     continue;
                 }
                 let (errno, ext) = parse_error(&msg)?;
-                let Some(what) = pending.remove(&msg.seq) else {
-                    continue;
+                let what = match pending.remove(&msg.seq) {
+                    Some(what) => what,
+                    None => match fatal.iter().find(|(s, _)| *s == msg.seq) {
+                        Some((_, what)) if errno != 0 => {
+                            pending.clear();
+                            what.as_str()
+                        }
+                        // A stale reply to an earlier request.
+                        _ => continue,
+                    },
                 };
                 if errno != 0 && first_error.is_none() {
-                    let mut message = strerror(errno);
-                    if let Some(ext) = ext.filter(|e| !e.is_empty()) {
-                        message = format!("{message} ({ext})");
-                    }
-                    first_error = Some(NetlinkError::Kernel { what: what.to_owned(), errno, message });
+                    first_error = Some(kernel_error(what, errno, ext));
                 }
             }
             if first_error.is_some() {
@@ -185,42 +271,84 @@ impl NlSocket {
         while let Ok(Some(_)) = self.recv(0) {}
     }
 
-    /// Send a dump request and call `each` with the payload of every reply
-    /// message until NLMSG_DONE.
+    /// Send a dump request and call `each` with the type and payload of
+    /// every reply message until NLMSG_DONE. Replies with another sequence
+    /// number (stale ones) are skipped; an error in NLMSG_DONE is returned;
+    /// a dump the kernel marks interrupted (NLM_F_DUMP_INTR: the data changed
+    /// while it was read) is repeated, and `each` only sees a complete one.
     pub fn dump(&mut self, buf: &[u8], what: &str, mut each: impl FnMut(u16, &[u8])) -> Result<(), NetlinkError> {
-        self.send(buf)?;
+        let mut req = buf.to_vec();
+        for _ in 0..DUMP_ATTEMPTS {
+            let datagrams = self.dump_once(&req, what)?;
+            let seq = u32::from_ne_bytes(req[8..12].try_into().expect("4 bytes"));
+            let mut intr = false;
+            for d in &datagrams {
+                for m in messages(d)? {
+                    intr |= m.seq == seq && m.flags & NLM_F_DUMP_INTR != 0;
+                }
+            }
+            if intr {
+                let seq = self.next_seq();
+                req[8..12].copy_from_slice(&seq.to_ne_bytes());
+                continue;
+            }
+            for d in &datagrams {
+                for m in messages(d)? {
+                    if m.seq == seq && m.ty != NLMSG_DONE && m.ty != NLMSG_ERROR {
+                        each(m.ty, m.payload);
+                    }
+                }
+            }
+            return Ok(());
+        }
+        Err(NetlinkError::Interrupted(what.to_owned()))
+    }
+
+    /// One dump: the reply datagrams, up to and including NLMSG_DONE.
+    fn dump_once(&mut self, req: &[u8], what: &str) -> Result<Vec<Vec<u8>>, NetlinkError> {
+        let seq = u32::from_ne_bytes(
+            req.get(8..12).ok_or(NetlinkError::Malformed("short request"))?.try_into().expect("4 bytes"),
+        );
+        self.send(req)?;
+        let mut out = Vec::new();
         loop {
-            let Some(n) = self.recv(10_000)? else {
+            let Some(n) = self.recv(REPLY_TIMEOUT_MS)? else {
                 return Err(NetlinkError::NoReply(what.to_owned()));
             };
             let data = self.recv_buf[..n].to_vec();
+            let mut done = false;
             for msg in messages(&data)? {
+                if msg.seq != seq {
+                    continue;
+                }
                 match msg.ty {
-                    NLMSG_DONE => return Ok(()),
+                    NLMSG_DONE => {
+                        // The dump's own error, if it failed part way.
+                        let err = msg.payload.get(..4).map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")));
+                        if let Some(err) = err.filter(|e| *e < 0) {
+                            return Err(kernel_error(what, -err, None));
+                        }
+                        done = true;
+                    }
                     NLMSG_ERROR => {
                         let (errno, ext) = parse_error(&msg)?;
-                        if errno == 0 {
-                            return Ok(());
+                        if errno != 0 {
+                            return Err(kernel_error(what, errno, ext));
                         }
-                        let mut message = strerror(errno);
-                        if let Some(ext) = ext.filter(|e| !e.is_empty()) {
-                            message = format!("{message} ({ext})");
-                        }
-                        return Err(NetlinkError::Kernel { what: what.to_owned(), errno, message });
+                        done = true;
                     }
-                    ty => {
-                        each(ty, msg.payload);
-                        if msg.flags & NLM_F_MULTI == 0 {
-                            return Ok(());
-                        }
-                    }
+                    _ => done |= msg.flags & NLM_F_MULTI == 0,
                 }
+            }
+            out.push(data);
+            if done {
+                return Ok(out);
             }
         }
     }
 
     /// Like [`NlSocket::transact`] for a single request expecting an ack.
     pub fn request(&mut self, buf: &[u8], seq: u32, what: &str) -> Result<(), NetlinkError> {
-        self.transact(buf, &[(seq, what.to_owned())])
+        self.transact(buf, &[(seq, what.to_owned())], &[])
     }
 }

@@ -16,6 +16,9 @@ pub struct Batch {
     pub(crate) w: MsgWriter,
     pub(crate) acks: Vec<(u32, String)>,
     seq: u32,
+    /// The BEGIN message's sequence number: the kernel addresses errors
+    /// about the batch as a whole (EPERM, nf_tables missing) to it.
+    begin_seq: u32,
     next_set_id: u32,
 }
 
@@ -28,6 +31,7 @@ impl Batch {
             w: MsgWriter::new(),
             acks: Vec::new(),
             seq,
+            begin_seq: seq.wrapping_add(1),
             next_set_id: 0,
         };
         b.control(NFNL_MSG_BATCH_BEGIN);
@@ -61,6 +65,10 @@ impl Batch {
     pub fn set_id(&mut self) -> u32 {
         self.next_set_id += 1;
         self.next_set_id
+    }
+
+    pub fn begin_seq(&self) -> u32 {
+        self.begin_seq
     }
 
     /// Number of messages besides BEGIN and END.

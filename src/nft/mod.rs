@@ -22,7 +22,47 @@ pub enum NftError {
     Open(#[source] std::io::Error),
     #[error("nftables: {0}")]
     Netlink(#[from] NetlinkError),
+    #[error(
+        "nftables: nf_tables is not available in this kernel (the nf_tables module is not built or cannot be loaded)"
+    )]
+    Unavailable,
 }
+
+/// What the kernel refused, with the usual cause for the errors whose
+/// cause is not in the kernel's own message.
+fn explain(e: NetlinkError) -> NftError {
+    match e {
+        NetlinkError::Kernel { errno: libc::EOPNOTSUPP, ref what, .. } if what == BATCH => NftError::Unavailable,
+        NetlinkError::Kernel { what, errno: libc::ENOENT, message }
+            if what.starts_with("add rule") || what.starts_with("insert rule") =>
+        {
+            let modules: Vec<&str> = [
+                ("socket cgroupv2", "nft_socket"),
+                ("tproxy", "nft_tproxy"),
+                ("dnat", "nft_nat"),
+                ("ct ", "nft_ct"),
+                ("@", "nft_lookup/nft_set_hash/nft_set_rbtree"),
+            ]
+            .iter()
+            .filter(|(k, _)| what.contains(k))
+            .map(|(_, m)| *m)
+            .collect();
+            let message = if modules.is_empty() {
+                message
+            } else {
+                format!(
+                    "{message}: an expression it uses is not available; is kernel module {} present?",
+                    modules.join(", ")
+                )
+            };
+            NftError::Netlink(NetlinkError::Kernel { what, errno: libc::ENOENT, message })
+        }
+        e => NftError::Netlink(e),
+    }
+}
+
+/// How errors addressed to a batch's BEGIN message name it.
+const BATCH: &str = "nftables batch";
 
 /// A connection to nf_tables in the current network namespace.
 #[derive(Debug)]
@@ -35,6 +75,11 @@ impl Nft {
         Ok(Nft { sock: NlSocket::open(NETLINK_NETFILTER).map_err(NftError::Open)? })
     }
 
+    /// The socket's netlink port id: notifications of our commits carry it.
+    pub fn port_id(&self) -> std::io::Result<u32> {
+        self.sock.port_id()
+    }
+
     /// A new batch numbered after this socket's last request.
     pub fn batch(&mut self) -> Batch {
         Batch::new(self.sock.next_seq())
@@ -45,10 +90,14 @@ impl Nft {
         if batch.is_empty() {
             return Ok(());
         }
+        let begin = batch.begin_seq();
+        let overflow = batch.w.check();
         let (buf, acks, last) = batch.finish();
         self.sock.set_seq(last);
-        self.sock.transact(&buf, &acks)?;
-        Ok(())
+        if let Err((ty, len)) = overflow {
+            return Err(NetlinkError::TooLong { what: BATCH.into(), ty, len }.into());
+        }
+        self.sock.transact(&buf, &acks, &[(begin, BATCH.to_owned())]).map_err(explain)
     }
 
     /// Replace the whole table with `rs`, atomically.
@@ -137,42 +186,15 @@ impl Nft {
 
     /// Handles of the `socket cgroupv2 level N` rules in `classify`, by N.
     pub fn level_handles(&mut self) -> Result<std::collections::BTreeMap<u32, u64>, NftError> {
-        use crate::netlink::attrs;
         let req = self.get(NFT_MSG_GETRULE, NFPROTO_INET, crate::netlink::NLM_F_DUMP, |w| {
             w.str(NFTA_RULE_TABLE, TABLE);
             w.str(NFTA_RULE_CHAIN, crate::ruleset::CHAIN_CLASSIFY);
         });
         let mut out = std::collections::BTreeMap::new();
         self.sock.dump(&req, "list chain inet cgtproxy classify", |_, payload| {
-            let (mut handle, mut level, mut chain_ok) = (None, None, false);
-            for (ty, v) in attrs(payload.get(4..).unwrap_or_default()) {
-                match ty {
-                    NFTA_RULE_CHAIN => {
-                        chain_ok = v.strip_suffix(b"\0") == Some(crate::ruleset::CHAIN_CLASSIFY.as_bytes())
-                    }
-                    NFTA_RULE_HANDLE => handle = <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes),
-                    NFTA_RULE_EXPRESSIONS => {
-                        for (_, elem) in attrs(v) {
-                            let mut is_socket = false;
-                            for (ety, ev) in attrs(elem) {
-                                if ety == NFTA_EXPR_NAME {
-                                    is_socket = ev == b"socket\0";
-                                } else if ety == NFTA_EXPR_DATA && is_socket {
-                                    for (sty, sv) in attrs(ev) {
-                                        if sty == NFTA_SOCKET_LEVEL {
-                                            level = <[u8; 4]>::try_from(sv).ok().map(u32::from_be_bytes);
-                                        }
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
             // A level may have two rules (strict mode); new levels go
             // before the first.
-            if let (true, Some(h), Some(l)) = (chain_ok, handle, level) {
+            if let Some((l, h)) = level_rule(payload) {
                 out.entry(l).or_insert(h);
             }
         })?;
@@ -280,6 +302,46 @@ impl Nft {
             Err(e) => Err(e.into()),
         }
     }
+}
+
+/// (level, handle) of a `socket cgroupv2 level N` rule in `classify`, from
+/// an NFT_MSG_NEWRULE payload (nfgenmsg and attributes): a dump reply or a
+/// notification.
+pub fn level_rule(payload: &[u8]) -> Option<(u32, u64)> {
+    use crate::netlink::attrs;
+    let (mut handle, mut level, mut chain_ok) = (None, None, false);
+    for (ty, v) in attrs(payload.get(4..)?) {
+        match ty {
+            NFTA_RULE_CHAIN => chain_ok = v.strip_suffix(b"\0") == Some(crate::ruleset::CHAIN_CLASSIFY.as_bytes()),
+            NFTA_RULE_HANDLE => handle = <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes),
+            NFTA_RULE_EXPRESSIONS => {
+                for (_, elem) in attrs(v) {
+                    let mut is_socket = false;
+                    for (ety, ev) in attrs(elem) {
+                        if ety == NFTA_EXPR_NAME {
+                            is_socket = ev == b"socket\0";
+                        } else if ety == NFTA_EXPR_DATA && is_socket {
+                            for (sty, sv) in attrs(ev) {
+                                if sty == NFTA_SOCKET_LEVEL {
+                                    level = <[u8; 4]>::try_from(sv).ok().map(u32::from_be_bytes);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if chain_ok { Some((level?, handle?)) } else { None }
+}
+
+/// The handle of a rule message (NFTA_RULE_HANDLE).
+pub fn rule_handle(payload: &[u8]) -> Option<u64> {
+    crate::netlink::attrs(payload.get(4..)?)
+        .find(|(t, _)| *t == NFTA_RULE_HANDLE)
+        .and_then(|(_, v)| <[u8; 8]>::try_from(v).ok())
+        .map(u64::from_be_bytes)
 }
 
 /// (packets, bytes) of a `counter` expression (NFTA_EXPR_NAME + DATA).

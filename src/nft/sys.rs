@@ -20,6 +20,7 @@ pub const NFT_MSG_DELTABLE: u16 = 2;
 pub const NFT_MSG_NEWCHAIN: u16 = 3;
 pub const NFT_MSG_GETCHAIN: u16 = 4;
 pub const NFT_MSG_NEWRULE: u16 = 6;
+pub const NFT_MSG_DELRULE: u16 = 8;
 pub const NFT_MSG_GETRULE: u16 = 7;
 pub const NFT_MSG_NEWSET: u16 = 9;
 pub const NFT_MSG_GETSET: u16 = 10;
