@@ -259,8 +259,8 @@ fn is_cgroup2(root: &Path) -> bool {
 /// routing `cfg` uses. Every error is collected.
 pub fn cleanup(cfg: &Config) -> Result<bool, DaemonError> {
     let mut errors = Vec::new();
-    let removed = match Nft::open().and_then(|mut n| n.delete_table()) {
-        Ok(r) => r,
+    let removed = match Nft::open().and_then(|mut n| Ok((n.delete_table()?, n.delete_bridge_table()?))) {
+        Ok((r, _)) => r,
         Err(e) => {
             errors.push(e.into());
             false

@@ -87,8 +87,10 @@ impl NlSocket {
     pub fn monitor(protocol: libc::c_int, groups: &[u32]) -> io::Result<Self> {
         let sock = Self::open(protocol)?;
         for &g in groups {
-            setsockopt(sock.as_raw_fd(), SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g as libc::c_int)
-                .map_err(|e| io::Error::new(e.kind(), format!("joining netlink group {g}: {e}")))?;
+            setsockopt(sock.as_raw_fd(), SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g as libc::c_int).map_err(|e| {
+                let why = if e.raw_os_error() == Some(libc::EPERM) { ": missing CAP_NET_ADMIN" } else { "" };
+                io::Error::new(e.kind(), format!("joining netlink group {g}: {e}{why}"))
+            })?;
         }
         Ok(sock)
     }
