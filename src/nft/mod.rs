@@ -3,6 +3,8 @@
 //! Every change is one batch, so the kernel applies all of it or none of it.
 
 mod batch;
+#[cfg(test)]
+mod decode_tests;
 pub mod encode;
 pub mod expr;
 pub mod sys;
