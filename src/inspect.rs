@@ -270,6 +270,12 @@ impl Status {
                     "daemon: running, pid {}, config {}, up {}s, {} reloads, {} rebuilds, startup {:.1} ms",
                     d.pid, d.config, up, d.reloads, d.resyncs, d.startup_ms
                 );
+                if let Some(why) = &d.degraded {
+                    let _ = writeln!(s, "daemon: DEGRADED: {why} (the last good kernel state stays; retrying)");
+                }
+                if d.keep_on_exit {
+                    s.push_str("daemon: keeps its table and routing when stopped (`cgtproxy cleanup` removes them)\n");
+                }
             }
             None => match state::unreadable() {
                 Some(why) => {

@@ -226,3 +226,44 @@ fn eperm_on_the_batch_begin_is_reported_at_once() {
     let err = cgtproxy::route::Routes::open().unwrap().install(&[3000], 300).unwrap_err().to_string();
     assert!(err.contains("missing CAP_NET_ADMIN"), "{err}");
 }
+
+#[test]
+fn an_unmounted_cgroup_root_degrades_and_recovers() {
+    if !root("an_unmounted_cgroup_root_degrades_and_recovers") {
+        return;
+    }
+    let ns = NetNs::new("umount");
+    let dir = TempDir::new("umount");
+    let mnt = dir.0.join("cg");
+    std::fs::create_dir(&mnt).unwrap();
+    let cfg = dir.0.join("c.yaml");
+    std::fs::write(
+        &cfg,
+        format!("version: 1\ncgroup-root: {}\nrules:\n  - {{match: '^/nothing', drop: true}}\n", mnt.display()),
+    )
+    .unwrap();
+    // The daemon gets a mount namespace of its own with a second cgroup2
+    // mount, which the test unmounts and mounts again.
+    let daemon = Proc::spawn(&format!(
+        "unshare -m --propagation private sh -c 'mount -t cgroup2 none {m} && exec env CGTPROXY_STATE={d}/state.json {e} {b} -c {c}'",
+        m = mnt.display(),
+        d = dir.0.display(),
+        e = ns.enter(),
+        b = bin(),
+        c = cfg.display()
+    ));
+    daemon.wait_for("ready", 30);
+    let pid = daemon.child.id();
+    sh(&format!("nsenter -m -t {pid} umount {}", mnt.display()));
+    daemon.wait_for("removed or unmounted", 10);
+    daemon.wait_for("retrying", 10);
+    assert!(has_table(&ns), "the last good kernel state stays");
+    let state = || std::fs::read_to_string(dir.0.join("state.json")).unwrap_or_default();
+    assert!(wait_until(5, || state().contains("\"degraded\": \"")), "{}", state());
+    sh(&format!("nsenter -m -t {pid} mount -t cgroup2 none {}", mnt.display()));
+    daemon.wait_for("recovered", 70);
+    assert!(wait_until(5, || state().contains("\"degraded\": null")), "{}", state());
+    let mut daemon = daemon;
+    assert!(daemon.stop().success(), "{}", daemon.output());
+    assert_clean(&ns);
+}

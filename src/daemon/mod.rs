@@ -129,6 +129,10 @@ struct Daemon {
     gateway: gateway::Gateway,
     /// The last error and when to retry; None when all is well.
     trouble: Option<Trouble>,
+    /// /proc/self/mountinfo: poll says POLLPRI when the mount table changes,
+    /// so an unmounted (or remounted) cgroup root is noticed without a timer
+    /// (inotify says nothing while another mount keeps the superblock alive).
+    mounts: Option<std::fs::File>,
 }
 
 /// Degraded: an error that a later retry (a full rebuild) may fix. The last
@@ -186,6 +190,7 @@ pub fn run(source: ConfigSource, opts: Options) -> Result<(), DaemonError> {
         guard: guard::Guard::new(),
         gateway: Default::default(),
         trouble: None,
+        mounts: std::fs::File::open("/proc/self/mountinfo").ok(),
     };
     if let Err(e) = d.sync_all() {
         // A previous instance's table (restart) stays when keeping: it is
@@ -492,8 +497,13 @@ impl Daemon {
                 libc::pollfd { fd: self.watcher.fd(), events: libc::POLLIN, revents: 0 },
                 libc::pollfd { fd: self.events.nft_fd(), events: libc::POLLIN, revents: 0 },
                 libc::pollfd { fd: self.events.route_fd(), events: libc::POLLIN, revents: 0 },
+                libc::pollfd {
+                    fd: self.mounts.as_ref().map_or(-1, std::os::fd::AsRawFd::as_raw_fd),
+                    events: libc::POLLPRI,
+                    revents: 0,
+                },
             ];
-            // SAFETY: four valid pollfds.
+            // SAFETY: five valid pollfds (a negative fd is ignored).
             let rc = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
             if rc < 0 {
                 let e = std::io::Error::last_os_error();
@@ -535,6 +545,22 @@ impl Daemon {
             if fds[1].revents != 0 {
                 self.on_cgroup_events();
             }
+            if fds[4].revents != 0 {
+                self.on_mounts_changed();
+            }
+        }
+    }
+
+    /// The mount table changed: is the cgroup root still cgroup2? If it
+    /// came back while degraded, retry now instead of after the backoff.
+    fn on_mounts_changed(&mut self) {
+        let mounted = is_cgroup2(&self.root);
+        match &mut self.trouble {
+            None if !mounted => {
+                self.degrade(format!("the cgroup root {} was removed or unmounted", self.root.display()))
+            }
+            Some(t) if mounted => t.retry_at = Instant::now(),
+            _ => {}
         }
     }
 
