@@ -136,18 +136,24 @@ pub fn parse_local_default(payload: &[u8]) -> Option<(u32, bool)> {
     Some((table, hdr[1] == 0 && hdr[7] == RTN_LOCAL))
 }
 
-/// Is IPv6 usable in this network namespace? Not when the kernel was booted
-/// with `ipv6.disable=1` (no /proc/sys/net/ipv6) or `disable_ipv6` is set on
-/// `lo` (our routes go through it).
-pub fn ipv6_enabled() -> bool {
-    std::fs::read_to_string("/proc/sys/net/ipv6/conf/lo/disable_ipv6").is_ok_and(|v| v.trim() == "0")
+/// Is IPv6 usable in this network namespace, as far as /proc/sys says?
+/// Not when the kernel was booted with `ipv6.disable=1` (no
+/// /proc/sys/net/ipv6) or `disable_ipv6` is set on `lo` (our routes go
+/// through it). None when /proc/sys cannot be read (systemd's
+/// ProcSubset=pid): [`Routes::open`] then asks rtnetlink.
+pub fn ipv6_sysctl() -> Option<bool> {
+    match std::fs::read_to_string("/proc/sys/net/ipv6/conf/lo/disable_ipv6") {
+        Ok(v) => Some(v.trim() == "0"),
+        Err(_) if std::path::Path::new("/proc/sys/net/ipv4").is_dir() => Some(false),
+        Err(_) => None,
+    }
 }
 
 /// An rtnetlink connection in the current network namespace.
 #[derive(Debug)]
 pub struct Routes {
     sock: NlSocket,
-    /// IPv4, and IPv6 unless it is disabled ([`ipv6_enabled`]).
+    /// IPv4, and IPv6 unless it is disabled ([`ipv6_sysctl`]).
     families: Vec<Family>,
 }
 
@@ -156,8 +162,16 @@ impl Routes {
         let sock = NlSocket::open(libc::NETLINK_ROUTE).map_err(RouteError::Open)?;
         // Route dumps name one table and the kernel reads only that one.
         sock.strict_check();
-        let families = if ipv6_enabled() { Family::BOTH.to_vec() } else { vec![Family::V4] };
-        Ok(Routes { sock, families })
+        let mut routes = Routes { sock, families: Family::BOTH.to_vec() };
+        // Without /proc/sys: a kernel without IPv6 refuses an IPv6 rule dump
+        // with EAFNOSUPPORT.
+        let ipv6 = ipv6_sysctl().unwrap_or_else(|| {
+            !matches!(routes.rules(Family::V6), Err(RouteError::Netlink(e)) if e.errno() == Some(libc::EAFNOSUPPORT))
+        });
+        if !ipv6 {
+            routes.families = vec![Family::V4];
+        }
+        Ok(routes)
     }
 
     /// Whether IPv6 routing is managed (false: IPv6 is disabled here).

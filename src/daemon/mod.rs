@@ -192,6 +192,10 @@ pub fn run(source: ConfigSource, opts: Options) -> Result<(), DaemonError> {
         trouble: None,
         mounts: std::fs::File::open("/proc/self/mountinfo").ok(),
     };
+    // The generation before our first commit: if notifications of a large
+    // first commit overrun the socket, GETGEN == this + 1 shows that only
+    // we committed (no second full apply).
+    d.generation = d.nft.generation().unwrap_or(0);
     if let Err(e) = d.sync_all() {
         // A previous instance's table (restart) stays when keeping: it is
         // still the best classification there is.
