@@ -6,6 +6,7 @@
 //! it returns and reading them never races the kernel.
 
 mod attrs;
+mod reply;
 mod socket;
 
 pub use attrs::{Attrs, MsgWriter, attrs};

@@ -4,7 +4,8 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::{NLM_F_DUMP_INTR, NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR, NetlinkError, kernel_error, messages, parse_error};
+use super::NetlinkError;
+use super::reply::{Acks, Dump};
 
 const NETLINK_ADD_MEMBERSHIP: libc::c_int = 1;
 const NETLINK_CAP_ACK: libc::c_int = 10;
@@ -222,50 +223,30 @@ impl NlSocket {
         fatal: &[(u32, String)],
     ) -> Result<(), NetlinkError> {
         self.send(buf)?;
-        let mut pending: std::collections::HashMap<u32, &str> = acks.iter().map(|(s, w)| (*s, w.as_str())).collect();
-        let mut first_error: Option<NetlinkError> = None;
-        while !pending.is_empty() {
+        let mut replies = Acks::new(acks, fatal);
+        if acks.is_empty() {
+            return Ok(());
+        }
+        loop {
             let n = match self.recv(REPLY_TIMEOUT_MS) {
                 Ok(Some(n)) => n,
                 Ok(None) => {
-                    let what = pending.values().next().copied().unwrap_or("request");
-                    return Err(first_error.unwrap_or_else(|| NetlinkError::NoReply(what.to_owned())));
+                    let what = replies.waiting_for().to_owned();
+                    return Err(replies.take_error().unwrap_or(NetlinkError::NoReply(what)));
                 }
                 // Our own socket overran: acks were lost, the outcome is unknown.
-                Err(e) => return Err(first_error.unwrap_or(e)),
+                Err(e) => return Err(replies.take_error().unwrap_or(e)),
             };
-            let data = self.recv_buf[..n].to_vec();
-            for msg in messages(&data)? {
-                if msg.ty != NLMSG_ERROR {
-                    continue;
-                }
-                let (errno, ext) = parse_error(&msg)?;
-                let what = match pending.remove(&msg.seq) {
-                    Some(what) => what,
-                    None => match fatal.iter().find(|(s, _)| *s == msg.seq) {
-                        Some((_, what)) if errno != 0 => {
-                            pending.clear();
-                            what.as_str()
-                        }
-                        // A stale reply to an earlier request.
-                        _ => continue,
-                    },
-                };
-                if errno != 0 && first_error.is_none() {
-                    first_error = Some(kernel_error(what, errno, ext));
-                }
-            }
-            if first_error.is_some() {
-                // The kernel rejected the batch as a whole; remaining acks,
-                // if any, only repeat that.
-                self.drain();
+            if replies.feed(&self.recv_buf[..n])? {
                 break;
             }
         }
-        match first_error {
-            Some(e) => Err(e),
-            None => Ok(()),
+        let result = replies.finish();
+        if result.is_err() {
+            // Acks after a refusal only repeat it.
+            self.drain();
         }
+        result
     }
 
     /// Discard whatever is queued.
@@ -278,75 +259,32 @@ impl NlSocket {
     /// number (stale ones) are skipped; an error in NLMSG_DONE is returned;
     /// a dump the kernel marks interrupted (NLM_F_DUMP_INTR: the data changed
     /// while it was read) is repeated, and `each` only sees a complete one.
-    pub fn dump(&mut self, buf: &[u8], what: &str, mut each: impl FnMut(u16, &[u8])) -> Result<(), NetlinkError> {
+    /// The meaning of each reply is decided in [`Dump`].
+    pub fn dump(&mut self, buf: &[u8], what: &str, each: impl FnMut(u16, &[u8])) -> Result<(), NetlinkError> {
         let mut req = buf.to_vec();
+        if req.len() < 12 {
+            return Err(NetlinkError::Malformed("short request"));
+        }
         for _ in 0..DUMP_ATTEMPTS {
-            let datagrams = self.dump_once(&req, what)?;
             let seq = u32::from_ne_bytes(req[8..12].try_into().expect("4 bytes"));
-            let mut intr = false;
-            for d in &datagrams {
-                for m in messages(d)? {
-                    intr |= m.seq == seq && m.flags & NLM_F_DUMP_INTR != 0;
+            self.send(&req)?;
+            let mut dump = Dump::new(seq, what);
+            loop {
+                let Some(n) = self.recv(REPLY_TIMEOUT_MS)? else {
+                    return Err(NetlinkError::NoReply(what.to_owned()));
+                };
+                if dump.feed(&self.recv_buf[..n])? {
+                    break;
                 }
             }
-            if intr {
+            if dump.interrupted {
                 let seq = self.next_seq();
                 req[8..12].copy_from_slice(&seq.to_ne_bytes());
                 continue;
             }
-            for d in &datagrams {
-                for m in messages(d)? {
-                    if m.seq == seq && m.ty != NLMSG_DONE && m.ty != NLMSG_ERROR {
-                        each(m.ty, m.payload);
-                    }
-                }
-            }
-            return Ok(());
+            return dump.each(each);
         }
         Err(NetlinkError::Interrupted(what.to_owned()))
-    }
-
-    /// One dump: the reply datagrams, up to and including NLMSG_DONE.
-    fn dump_once(&mut self, req: &[u8], what: &str) -> Result<Vec<Vec<u8>>, NetlinkError> {
-        let seq = u32::from_ne_bytes(
-            req.get(8..12).ok_or(NetlinkError::Malformed("short request"))?.try_into().expect("4 bytes"),
-        );
-        self.send(req)?;
-        let mut out = Vec::new();
-        loop {
-            let Some(n) = self.recv(REPLY_TIMEOUT_MS)? else {
-                return Err(NetlinkError::NoReply(what.to_owned()));
-            };
-            let data = self.recv_buf[..n].to_vec();
-            let mut done = false;
-            for msg in messages(&data)? {
-                if msg.seq != seq {
-                    continue;
-                }
-                match msg.ty {
-                    NLMSG_DONE => {
-                        // The dump's own error, if it failed part way.
-                        let err = msg.payload.get(..4).map(|b| i32::from_ne_bytes(b.try_into().expect("4 bytes")));
-                        if let Some(err) = err.filter(|e| *e < 0) {
-                            return Err(kernel_error(what, -err, None));
-                        }
-                        done = true;
-                    }
-                    NLMSG_ERROR => {
-                        let (errno, ext) = parse_error(&msg)?;
-                        if errno != 0 {
-                            return Err(kernel_error(what, errno, ext));
-                        }
-                        done = true;
-                    }
-                    _ => done |= msg.flags & NLM_F_MULTI == 0,
-                }
-            }
-            out.push(data);
-            if done {
-                return Ok(out);
-            }
-        }
     }
 
     /// Like [`NlSocket::transact`] for a single request expecting an ack.
