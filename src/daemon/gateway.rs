@@ -29,6 +29,9 @@ pub enum BridgeMode {
     SysctlOff,
     /// br_netfilter is not loaded: bridged frames never meet the inet hooks.
     NoBrNetfilter,
+    /// The kernel cannot broute and /proc/sys is hidden from the daemon (the
+    /// unit's ProcSubset=pid): the sysctls can be neither read nor set.
+    SysctlHidden,
 }
 
 impl std::fmt::Display for BridgeMode {
@@ -41,6 +44,11 @@ impl std::fmt::Display for BridgeMode {
                  while running, restored on exit"
             }
             BridgeMode::NoBrNetfilter => "br_netfilter not loaded: nothing to do",
+            BridgeMode::SysctlHidden => {
+                "this kernel cannot broute and /proc/sys is hidden (the unit's ProcSubset=pid): \
+                 bridge-nf-call-iptables cannot be turned off, so TPROXY of bridged clients times out \
+                 if br_netfilter is loaded (docs/gateway.md: a drop-in)"
+            }
         })
     }
 }
@@ -93,12 +101,16 @@ impl Gateway {
             BridgeMode::None
         } else if rs.broute {
             BridgeMode::Broute
+        } else if !std::path::Path::new("/proc/sys/net").exists() {
+            BridgeMode::SysctlHidden
         } else if read(SYSCTLS[0]).is_none() {
             BridgeMode::NoBrNetfilter
         } else {
             BridgeMode::SysctlOff
         });
-        if needs_off {
+        if self.mode == Some(BridgeMode::SysctlHidden) {
+            warn!("gateway bridges: {}", BridgeMode::SysctlHidden);
+        } else if needs_off {
             self.turn_off();
         } else {
             for e in self.restore() {
