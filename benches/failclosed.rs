@@ -93,8 +93,10 @@ fn daemon(b: &Bench, program: &str, extra: &str) -> (Proc, TempFile) {
     let path = TempFile(std::env::temp_dir().join(format!("cgtproxy-failclosed-{n}-{}.yaml", rand_tag())));
     std::fs::write(&*path, config(&b.cg.rel)).unwrap();
     let state = path.with_extension("state.json");
+    // CGTPROXY_BENCH_WRAP runs the daemon as the unit does, e.g. `chrt -r 1`.
+    let wrap = std::env::var("CGTPROXY_BENCH_WRAP").unwrap_or_default();
     let p = Proc::spawn(&format!(
-        "env CGTPROXY_STATE={} {} {program} -c {} {extra}",
+        "env CGTPROXY_STATE={} {} {wrap} {program} -c {} {extra}",
         state.display(),
         b.ns.enter(),
         path.display()
