@@ -172,6 +172,40 @@ fn outside_flush_is_restored() {
     s.stop();
 }
 
+/// Another program's large commit overruns the daemon's notification
+/// socket (about 100 bytes of notification per element, 32 MiB of buffer:
+/// ENOBUFS): the daemon says so,
+/// checks its table and routing, and keeps healing afterwards.
+#[test]
+fn lost_notifications_are_noticed_and_healing_goes_on() {
+    if !root("lost_notifications_are_noticed_and_healing_goes_on") {
+        return;
+    }
+    let mut s = setup("enobufs", "tproxy: px", &["a"]);
+    s.assert_in_step(5, "at start");
+    let file = TempFile(std::env::temp_dir().join(format!("cgtproxy-enobufs-{}.nft", std::process::id())));
+    let mut text = String::from("add table inet cgtp-other\nadd set inet cgtp-other s { type mark; }\n");
+    for chunk in (1..=500_000u32).collect::<Vec<_>>().chunks(1000) {
+        let list: Vec<String> = chunk.iter().map(|m| m.to_string()).collect();
+        text.push_str(&format!("add element inet cgtp-other s {{ {} }}\n", list.join(", ")));
+    }
+    std::fs::write(&*file, text).unwrap();
+    // Stopped while the kernel queues the notifications, so nothing reads
+    // them before the buffer is full.
+    s.daemon.signal(libc::SIGSTOP);
+    s.ns.sh(&format!("nft -f {}", file.display()));
+    s.daemon.signal(libc::SIGCONT);
+    s.daemon.wait_for("kernel notifications were lost (ENOBUFS)", 20);
+    s.assert_in_step(5, "after the overrun");
+    s.ns.sh("nft delete table inet cgtp-other");
+    // Still listening: an outside flush is restored as before.
+    s.ns.sh("nft flush ruleset");
+    s.assert_in_step(5, "after nft flush ruleset following the overrun");
+    let restored = wait_until(2, || s.ns.sh("nft list chain inet cgtproxy classify").contains("socket cgroupv2 level"));
+    assert!(restored, "classify chain not restored:\n{}", tail(&s.daemon.output()));
+    s.stop();
+}
+
 #[test]
 fn reload_valid_and_invalid() {
     if !root("reload_valid_and_invalid") {
