@@ -134,12 +134,7 @@ impl Lab {
     }
 
     fn packets_at_9999(&self) -> u64 {
-        self.remote
-            .sh("nft list chain inet count in")
-            .lines()
-            .filter_map(|l| l.split("packets ").nth(1))
-            .filter_map(|p| p.split_whitespace().next()?.parse::<u64>().ok())
-            .sum()
+        counted_packets(&self.remote)
     }
 
     fn config(&self, extra_rules: &str) -> String {

@@ -390,14 +390,7 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(lookup(map, ids, Some(NFT_REG_VERDICT)));
         }
         Stmt::CtDnatReturn => {
-            e.push(Expr::Ct { key: NFT_CT_STATUS, dreg: NFT_REG_1 });
-            e.push(Expr::Bitwise {
-                sreg: NFT_REG_1,
-                dreg: NFT_REG_1,
-                mask: IPS_DST_NAT.to_ne_bytes().to_vec(),
-                xor: vec![0; 4],
-            });
-            e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: vec![0; 4] });
+            e.extend(ct_bits_set(NFT_CT_STATUS, IPS_DST_NAT));
             e.push(verdict(NFT_RETURN, None));
         }
         Stmt::Tproxy { port, ipv4_only, tcp_only } => {
@@ -457,14 +450,7 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(verdict(NFT_RETURN, None));
         }
         Stmt::NewFlowClassify => {
-            e.push(Expr::Ct { key: NFT_CT_STATE, dreg: NFT_REG_1 });
-            e.push(Expr::Bitwise {
-                sreg: NFT_REG_1,
-                dreg: NFT_REG_1,
-                mask: NF_CT_STATE_NEW.to_ne_bytes().to_vec(),
-                xor: vec![0; 4],
-            });
-            e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: vec![0; 4] });
+            e.extend(ct_bits_set(NFT_CT_STATE, NF_CT_STATE_NEW));
             e.extend(ct_mark_eq(0));
             e.push(verdict(NFT_JUMP, Some(crate::ruleset::CHAIN_GATEWAY_CLASSIFY)));
         }
@@ -569,6 +555,16 @@ fn set_mark(mark: u32) -> [Expr; 2] {
     [
         Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(mark.to_ne_bytes().to_vec()) },
         Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 },
+    ]
+}
+
+/// `ct KEY & BITS != 0` (`ct status dnat`, `ct state new`): the conntrack
+/// word in register 1, masked, compared with zero.
+fn ct_bits_set(key: u32, bits: u32) -> [Expr; 3] {
+    [
+        Expr::Ct { key, dreg: NFT_REG_1 },
+        Expr::Bitwise { sreg: NFT_REG_1, dreg: NFT_REG_1, mask: bits.to_ne_bytes().to_vec(), xor: vec![0; 4] },
+        Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: vec![0; 4] },
     ]
 }
 

@@ -295,12 +295,7 @@ impl Testbed {
 
     /// Packets the remote host received on port 9999 (the drop target).
     pub fn packets_at_9999(&self) -> u64 {
-        self.remote
-            .sh("nft list chain inet count in")
-            .lines()
-            .filter_map(|l| l.split("packets ").nth(1))
-            .filter_map(|p| p.split_whitespace().next()?.parse::<u64>().ok())
-            .sum()
+        counted_packets(&self.remote)
     }
 
     /// Run the helper client inside `cgroup_dir` and the local namespace.
@@ -433,4 +428,14 @@ pub fn wait_map(
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
+}
+
+/// The sum of the `counter` packets of `ns`'s `inet count in` chain: what a
+/// test's remote host received on the port it counts.
+pub fn counted_packets(ns: &NetNs) -> u64 {
+    ns.sh("nft list chain inet count in")
+        .lines()
+        .filter_map(|l| l.split("packets ").nth(1))
+        .filter_map(|p| p.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
