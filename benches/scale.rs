@@ -20,8 +20,9 @@ mod common;
 use common::*;
 
 use std::collections::HashSet;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
+
+use cgtproxy::netlink::NlSocket;
 
 fn rss_peak_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -35,43 +36,33 @@ fn rss_peak_kib(pid: u32) -> u64 {
 /// The kernel's nf_tables notifications (NFNLGRP_NFTABLES = 7) in the
 /// calling thread's network namespace: the bench's clock.
 struct Monitor {
-    fd: OwnedFd,
+    sock: NlSocket,
     buf: Vec<u8>,
     /// The socket buffer overflowed: some notifications were lost.
     overflowed: bool,
 }
 
-const NFNLGRP_NFTABLES: libc::c_int = 7;
+const NFNLGRP_NFTABLES: u32 = 7;
 const NEWSETELEM: u16 = (10 << 8) | 12;
 
 impl Monitor {
     fn open() -> Self {
-        // SAFETY: plain socket(2); the fd is owned right away.
-        let raw =
-            unsafe { libc::socket(libc::AF_NETLINK, libc::SOCK_RAW | libc::SOCK_CLOEXEC, libc::NETLINK_NETFILTER) };
-        assert!(raw >= 0, "netlink socket: {}", std::io::Error::last_os_error());
-        // SAFETY: a fresh descriptor.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let set = |level, name, v: libc::c_int| {
-            // SAFETY: v outlives the call; the length matches its type.
-            unsafe { libc::setsockopt(fd.as_raw_fd(), level, name, (&v as *const libc::c_int).cast(), 4) }
-        };
-        // 100,000 elements are 100,000 notifications at startup.
-        set(libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 1 << 30);
-        // SAFETY: sockaddr_nl is plain data.
-        let mut addr: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        addr.nl_family = libc::AF_NETLINK as u16;
-        // SAFETY: a valid sockaddr_nl of its size.
+        let sock = NlSocket::monitor(libc::NETLINK_NETFILTER, &[NFNLGRP_NFTABLES]).expect("nf_tables monitor socket");
+        // 100,000 elements are 100,000 notifications at startup: more than
+        // the daemon's own 32 MiB.
+        let v: libc::c_int = 1 << 30;
+        // SAFETY: v outlives the call; the length matches its type.
         let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&addr as *const libc::sockaddr_nl).cast(),
-                size_of::<libc::sockaddr_nl>() as u32,
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_RCVBUFFORCE,
+                (&v as *const libc::c_int).cast(),
+                4,
             )
         };
-        assert_eq!(rc, 0, "bind: {}", std::io::Error::last_os_error());
-        assert_eq!(set(270 /* SOL_NETLINK */, 1 /* NETLINK_ADD_MEMBERSHIP */, NFNLGRP_NFTABLES), 0);
-        Monitor { fd, buf: vec![0; 1 << 20], overflowed: false }
+        assert_eq!(rc, 0, "SO_RCVBUFFORCE: {}", std::io::Error::last_os_error());
+        Monitor { sock, buf: vec![0; 1 << 20], overflowed: false }
     }
 
     /// Wait (blocking in poll(2), no busy loop) until every id in `want`
@@ -85,7 +76,7 @@ impl Monitor {
             if left.is_zero() {
                 return None;
             }
-            let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd { fd: self.sock.as_raw_fd(), events: libc::POLLIN, revents: 0 };
             // SAFETY: one valid pollfd.
             if unsafe { libc::poll(&mut pfd, 1, left.as_millis().max(1) as i32) } <= 0 {
                 continue;
@@ -102,7 +93,7 @@ impl Monitor {
 
     fn read(&mut self, want: &mut HashSet<u64>, flags: libc::c_int) -> Option<Instant> {
         // SAFETY: buf is writable for its length.
-        let n = unsafe { libc::recv(self.fd.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), flags) };
+        let n = unsafe { libc::recv(self.sock.as_raw_fd(), self.buf.as_mut_ptr().cast(), self.buf.len(), flags) };
         let at = Instant::now();
         if n < 0 {
             if std::io::Error::last_os_error().raw_os_error() == Some(libc::ENOBUFS) {
