@@ -173,8 +173,8 @@ pub(super) fn parse(
         if interface.is_none() && source.is_empty() {
             return Err(here("no condition: give `interface`, `source` or both".into()));
         }
-        let target =
-            one_target(ctx, &what, e.value.direct, e.value.drop, e.value.tproxy.as_ref(), tproxies)?.map_err(here)?;
+        let target = one_target(ctx, &what, e.value.direct, e.value.drop, None, e.value.tproxy.as_ref(), tproxies)?
+            .map_err(here)?;
         out.push(GatewayEntry { index, line: e.referenced.line(), interface, source, target });
     }
     Ok(out)

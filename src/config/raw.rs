@@ -266,11 +266,13 @@ fn parse_tproxies(
 
 /// The one-target check shared by `rules` and `gateway`: `what` names the
 /// entry in messages; an unknown tproxy is reported at its own position.
+/// `reject` is None where the entry has no such target (`gateway`).
 pub(super) fn one_target(
     ctx: &Ctx,
     what: &str,
     direct: bool,
     drop: bool,
+    reject: Option<bool>,
     tproxy: Option<&Spanned<String>>,
     tproxies: &BTreeMap<String, Tproxy>,
 ) -> Result<Result<Target, String>, ConfigError> {
@@ -280,6 +282,9 @@ pub(super) fn one_target(
     }
     if drop {
         targets.push(Target::Drop);
+    }
+    if reject == Some(true) {
+        targets.push(Target::Reject);
     }
     if let Some(name) = tproxy {
         if !tproxies.contains_key(&name.value) {
@@ -295,16 +300,17 @@ pub(super) fn one_target(
         }
         targets.push(Target::Tproxy(name.value.clone()));
     }
+    let choices = if reject.is_some() {
+        "`direct: true`, `drop: true`, `reject: true`, `tproxy: NAME`"
+    } else {
+        "`direct: true`, `drop: true`, `tproxy: NAME`"
+    };
     Ok(match targets.len() {
         1 => Ok(targets.remove(0)),
-        0 => Err("no target: set exactly one of `direct: true`, `drop: true`, `tproxy: NAME`".into()),
+        0 => Err(format!("no target: set exactly one of {choices}")),
         _ => {
             let names: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-            Err(format!(
-                "{} targets ({}): set exactly one of `direct: true`, `drop: true`, `tproxy: NAME`",
-                targets.len(),
-                names.join(", ")
-            ))
+            Err(format!("{} targets ({}): set exactly one of {choices}", targets.len(), names.join(", ")))
         }
     })
 }
@@ -320,46 +326,9 @@ fn parse_rules(
         let Some(pattern) = &r.value.pattern else {
             return Err(here("missing `match`".into()));
         };
-        let mut targets = Vec::new();
-        if r.value.direct {
-            targets.push(Target::Direct);
-        }
-        if r.value.drop {
-            targets.push(Target::Drop);
-        }
-        if r.value.reject {
-            targets.push(Target::Reject);
-        }
-        if let Some(name) = &r.value.tproxy {
-            if !tproxies.contains_key(&name.value) {
-                let known: Vec<&str> = tproxies.keys().map(String::as_str).collect();
-                return Err(ctx.at(
-                    name,
-                    format!(
-                        "rules[{index}]: tproxy {:?} is not defined in `tproxies` (defined: {})",
-                        name.value,
-                        if known.is_empty() { "none".into() } else { known.join(", ") }
-                    ),
-                ));
-            }
-            targets.push(Target::Tproxy(name.value.clone()));
-        }
-        let target = match targets.len() {
-            1 => targets.remove(0),
-            0 => {
-                return Err(here(
-                    "no target: set exactly one of `direct: true`, `drop: true`, `reject: true`, `tproxy: NAME`".into(),
-                ));
-            }
-            _ => {
-                let names: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-                return Err(here(format!(
-                    "{} targets ({}): set exactly one of `direct: true`, `drop: true`, `reject: true`, `tproxy: NAME`",
-                    targets.len(),
-                    names.join(", ")
-                )));
-            }
-        };
+        let what = format!("rules[{index}]");
+        let (v, t) = (&r.value, r.value.tproxy.as_ref());
+        let target = one_target(ctx, &what, v.direct, v.drop, Some(v.reject), t, tproxies)?.map_err(here)?;
         let regex = regex_compat::compile(&pattern.value)
             .map_err(|e| ctx.at(pattern, format!("rules[{index}]: bad regex {:?}: {e}", pattern.value)))?;
         rules.push(Rule { index, line: r.referenced.line(), pattern: pattern.value.clone(), regex, target });
