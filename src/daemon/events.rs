@@ -8,7 +8,7 @@
 //! `classify` rules we added and the generation id of our commit, so no
 //! commit needs a dump or a GETGEN round trip afterwards.
 
-use crate::netlink::{Message, NetlinkError, NlSocket, attrs, messages};
+use crate::netlink::{Message, NlSocket, attrs, messages};
 use crate::nft::sys::{NETLINK_NETFILTER, NFNL_SUBSYS_NFTABLES, NFPROTO_INET, NFT_MSG_DELRULE, NFT_MSG_DELTABLE};
 use crate::nft::sys::{NFT_MSG_NEWGEN, NFT_MSG_NEWRULE, NFTA_GEN_ID};
 use crate::route::{self, RTA_TABLE, RTM_DELROUTE, RTM_DELRULE, RTM_NEWROUTE};
@@ -78,36 +78,29 @@ impl KernelEvents {
     /// request sockets; `marks`/`table`: the routing we keep.
     pub fn read(&mut self, nft_port: u32, route_port: u32, marks: &[u32], table: u32) -> Seen {
         let mut seen = Seen::default();
-        match self.nft.read_queued() {
-            Ok(datagrams) => {
-                for d in &datagrams {
-                    match messages(d) {
-                        Ok(msgs) => nft_messages(&msgs, nft_port, &mut seen),
-                        Err(_) => seen.overrun = true,
-                    }
-                }
-            }
-            Err(NetlinkError::Overrun) | Err(_) => {
-                // Drain what is left after the overrun; it is superseded.
-                self.nft.drain();
-                seen.overrun = true;
-            }
-        }
-        match self.route.read_queued() {
-            Ok(datagrams) => {
-                for d in &datagrams {
-                    match messages(d) {
-                        Ok(msgs) => route_messages(&msgs, route_port, marks, table, &mut seen),
-                        Err(_) => seen.overrun = true,
-                    }
-                }
-            }
-            Err(_) => {
-                self.route.drain();
-                seen.overrun = true;
-            }
-        }
+        drain_into(&mut self.nft, &mut seen, |msgs, seen| nft_messages(msgs, nft_port, seen));
+        drain_into(&mut self.route, &mut seen, |msgs, seen| route_messages(msgs, route_port, marks, table, seen));
         seen
+    }
+}
+
+/// Hand every queued notification of `sock` to `handle`. A lost or
+/// unreadable notification (ENOBUFS, a malformed datagram) sets
+/// `seen.overrun`: what is still queued is superseded and dropped.
+fn drain_into(sock: &mut NlSocket, seen: &mut Seen, mut handle: impl FnMut(&[Message], &mut Seen)) {
+    match sock.read_queued() {
+        Ok(datagrams) => {
+            for d in &datagrams {
+                match messages(d) {
+                    Ok(msgs) => handle(&msgs, seen),
+                    Err(_) => seen.overrun = true,
+                }
+            }
+        }
+        Err(_) => {
+            sock.drain();
+            seen.overrun = true;
+        }
     }
 }
 
