@@ -88,27 +88,25 @@ pub fn permission(cfg: &Config) -> Result<Vec<String>, CheckError> {
             .to_owned(),
     );
     if cfg.gateway.iter().any(|e| matches!(e.target, crate::config::Target::Tproxy(_))) {
-        ok.push(gateway_bridge_line(Nft::open().map_err(CheckError::Kernel)?.can_broute()));
+        let mut nft = Nft::open().map_err(CheckError::Kernel)?;
+        ok.push(gateway_bridge_line(&crate::daemon::gateway::probe(&mut nft)));
     }
     Ok(ok)
 }
 
 /// What gateway mode does about br_netfilter on this kernel.
-pub fn gateway_bridge_line(can_broute: bool) -> String {
+pub fn gateway_bridge_line(brouting: &crate::daemon::gateway::Brouting) -> String {
     let brnf = std::fs::read_to_string(crate::daemon::gateway::SYSCTLS[0]).ok();
     let brnf = match brnf.as_deref().map(str::trim) {
         None => "br_netfilter not loaded".to_owned(),
         Some(v) => format!("bridge-nf-call-iptables={v}"),
     };
-    if can_broute {
-        format!(
-            "gateway: the kernel can broute (nft_meta_bridge): bridged clients are proxied with {brnf} left as it is"
-        )
+    if *brouting == crate::daemon::gateway::Brouting::Yes {
+        format!("gateway: {brouting}: bridged clients are proxied with {brnf} left as it is")
     } else {
         format!(
-            "gateway: the kernel CANNOT broute (no nft_meta_bridge / CONFIG_NFT_BRIDGE_META); {brnf}; the daemon \
-             sets bridge-nf-call-iptables/ip6tables to 0 in its network namespace while running and restores \
-             them on exit"
+            "gateway: {brouting}; {brnf}; the daemon sets bridge-nf-call-iptables/ip6tables to 0 in its network \
+             namespace while running and restores them on exit"
         )
     }
 }

@@ -236,7 +236,7 @@ pub fn status(cfg: &Config) -> Result<Status, InspectError> {
     } else {
         match daemon.as_ref().map(|d| d.gateway_bridge.clone()).filter(|m| !m.is_empty()) {
             Some(m) => Some(m),
-            None if readable => Some(crate::check::gateway_bridge_line(nft.can_broute())),
+            None if readable => Some(crate::check::gateway_bridge_line(&crate::daemon::gateway::probe(&mut nft))),
             None => None,
         }
     };

@@ -9,7 +9,9 @@
 //! commit needs a dump or a GETGEN round trip afterwards.
 
 use crate::netlink::{Message, NlSocket, attrs, messages};
-use crate::nft::sys::{NETLINK_NETFILTER, NFNL_SUBSYS_NFTABLES, NFPROTO_INET, NFT_MSG_DELRULE, NFT_MSG_DELTABLE};
+use crate::nft::sys::{
+    NETLINK_NETFILTER, NFNL_SUBSYS_NFTABLES, NFPROTO_BRIDGE, NFPROTO_INET, NFT_MSG_DELRULE, NFT_MSG_DELTABLE,
+};
 use crate::nft::sys::{NFT_MSG_NEWGEN, NFT_MSG_NEWRULE, NFTA_GEN_ID};
 use crate::route::{self, RTA_TABLE, RTM_DELROUTE, RTM_DELRULE, RTM_NEWROUTE};
 
@@ -104,14 +106,16 @@ fn drain_into(sock: &mut NlSocket, seen: &mut Seen, mut handle: impl FnMut(&[Mes
     }
 }
 
-/// Does an nf_tables message address `table inet cgtproxy`? Every object
-/// message (table, chain, rule, set, element list, object, flowtable) has
-/// its table name as attribute 1.
-fn addresses_our_table(payload: &[u8]) -> bool {
-    payload.first() == Some(&NFPROTO_INET)
-        && attrs(payload.get(4..).unwrap_or_default())
-            .find(|(t, _)| *t == 1)
-            .is_some_and(|(_, v)| v.strip_suffix(b"\0") == Some(crate::ruleset::TABLE.as_bytes()))
+/// The family of an nf_tables message that addresses one of our tables
+/// (`table inet cgtproxy`, gateway mode's `table bridge cgtproxy`). Every
+/// object message (table, chain, rule, set, element list, object,
+/// flowtable) has its table name as attribute 1.
+fn our_table_family(payload: &[u8]) -> Option<u8> {
+    let family = *payload.first()?;
+    let named = attrs(payload.get(4..).unwrap_or_default())
+        .find(|(t, _)| *t == 1)
+        .is_some_and(|(_, v)| v.strip_suffix(b"\0") == Some(crate::ruleset::TABLE.as_bytes()));
+    (named && (family == NFPROTO_INET || family == NFPROTO_BRIDGE)).then_some(family)
 }
 
 pub fn nft_messages(msgs: &[Message], our_port: u32, seen: &mut Seen) {
@@ -128,11 +132,15 @@ pub fn nft_messages(msgs: &[Message], our_port: u32, seen: &mut Seen) {
             seen.generation = id.or(seen.generation);
             continue;
         }
-        if !addresses_our_table(m.payload) {
-            continue;
-        }
+        let Some(family) = our_table_family(m.payload) else { continue };
+        // Either table changed by someone else: the full apply restores both.
         if m.pid != our_port {
             seen.outside_table = true;
+            continue;
+        }
+        // Our own level-rule bookkeeping is of the inet table only (a full
+        // apply deletes and re-adds the bridge table, too).
+        if family != NFPROTO_INET {
             continue;
         }
         match msg {
@@ -237,6 +245,17 @@ mod tests {
         let mut seen = Seen::default();
         nft_messages(&messages(&w.buf).unwrap(), 42, &mut seen);
         assert!(seen.outside_table && seen.own.is_empty());
+        // Gateway mode's bridge table: someone else's deletion is healed;
+        // our own re-creation is not the inet table's deletion.
+        let bridge = |pid: u32| {
+            let mut w = MsgWriter::new();
+            nft_msg(&mut w, NFT_MSG_DELTABLE, pid, NFPROTO_BRIDGE, "cgtproxy", |_| {});
+            let mut seen = Seen::default();
+            nft_messages(&messages(&w.buf).unwrap(), 42, &mut seen);
+            seen
+        };
+        assert!(bridge(0).outside_table);
+        assert_eq!(bridge(42), Seen::default());
     }
 
     #[test]

@@ -16,6 +16,95 @@ use crate::ruleset::Ruleset;
 pub const SYSCTLS: [&str; 2] =
     ["/proc/sys/net/bridge/bridge-nf-call-iptables", "/proc/sys/net/bridge/bridge-nf-call-ip6tables"];
 
+/// Whether the daemon broutes on this host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Brouting {
+    Yes,
+    /// The kernel has no nft_meta_bridge (CONFIG_NFT_BRIDGE_META).
+    KernelCannot,
+    /// This host's `nft` (its `--version` here) crashes listing a rule with
+    /// `meta broute`: nftables before 1.0.8 (Debian 12 has 1.0.6) looks up
+    /// a template it does not have. With our bridge table in the kernel,
+    /// every `nft list ruleset` on the host would crash.
+    NftCrashes(String),
+}
+
+/// Can the kernel broute, and can this host's `nft` list such a rule?
+/// Without an `nft` command there is nothing to crash. The version says it
+/// (1.0.6 crashes, measured; `broute` came to nft's meta templates after
+/// 1.0.7); for 1.0.7 or an unknown version, `nft` lists a scratch table.
+pub fn probe(nft: &mut Nft) -> Brouting {
+    if !nft.can_broute() {
+        return Brouting::KernelCannot;
+    }
+    let Some(version) = nft_cli_version() else { return Brouting::Yes };
+    match parse_nft_version(&version) {
+        Some(v) if v >= (1, 0, 8) => Brouting::Yes,
+        Some(v) if v < (1, 0, 7) => Brouting::NftCrashes(version),
+        _ => match nft.with_broute_probe(nft_cli_crashes) {
+            Ok(true) => Brouting::NftCrashes(version),
+            _ => Brouting::Yes,
+        },
+    }
+}
+
+/// `nft --version`, e.g. "nftables v1.0.6 (Lester Gooch #5)"; None without
+/// an `nft` command.
+fn nft_cli_version() -> Option<String> {
+    let out = std::process::Command::new("nft").arg("--version").stdin(std::process::Stdio::null()).output().ok()?;
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+}
+
+fn parse_nft_version(text: &str) -> Option<(u32, u32, u32)> {
+    let v = text.split_whitespace().find_map(|w| w.strip_prefix('v'))?;
+    let number = |p: &str| p.split(|c: char| !c.is_ascii_digit()).next()?.parse::<u32>().ok();
+    let mut parts = v.split('.').map(number);
+    Some((parts.next()??, parts.next()??, parts.next().flatten().unwrap_or(0)))
+}
+
+/// Does `nft list table bridge TABLE` die of a signal?
+fn nft_cli_crashes(table: &str) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::{Command, Stdio};
+    Command::new("nft")
+        .args(["list", "table", "bridge", table])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.signal().is_some())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_nft_version;
+
+    #[test]
+    fn nft_versions() {
+        assert_eq!(parse_nft_version("nftables v1.0.6 (Lester Gooch #5)"), Some((1, 0, 6)));
+        assert_eq!(parse_nft_version("nftables v1.1.3 (Commodore Bullmoose #4)"), Some((1, 1, 3)));
+        assert_eq!(parse_nft_version("nftables v0.9"), Some((0, 9, 0)));
+        assert_eq!(parse_nft_version("nftables v1.0.8rc1"), Some((1, 0, 8)));
+        assert_eq!(parse_nft_version("something else"), None);
+    }
+}
+
+impl std::fmt::Display for Brouting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Brouting::Yes => f.write_str("the kernel can broute (nft_meta_bridge)"),
+            Brouting::KernelCannot => {
+                f.write_str("the kernel CANNOT broute (no nft_meta_bridge / CONFIG_NFT_BRIDGE_META)")
+            }
+            Brouting::NftCrashes(v) => write!(
+                f,
+                "the kernel can broute, but this host's nft ({v}) crashes listing `meta broute` \
+                 (nftables 1.0.8 or later does not), so brouting is not used"
+            ),
+        }
+    }
+}
+
 /// How bridged clients' proxied traffic escapes br_netfilter.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -27,6 +116,8 @@ pub enum BridgeMode {
     /// The kernel cannot broute: bridge-nf-call-iptables/ip6tables are 0
     /// in this namespace while the daemon runs.
     SysctlOff,
+    /// As SysctlOff, because this host's `nft` would crash on `meta broute`.
+    SysctlOffForNft,
     /// br_netfilter is not loaded: bridged frames never meet the inet hooks.
     NoBrNetfilter,
     /// The kernel cannot broute and /proc/sys is hidden from the daemon (the
@@ -43,6 +134,10 @@ impl std::fmt::Display for BridgeMode {
                 "this kernel cannot broute (no nft_meta_bridge): bridge-nf-call-iptables/ip6tables set to 0 \
                  while running, restored on exit"
             }
+            BridgeMode::SysctlOffForNft => {
+                "the kernel can broute but this host's nft (older than 1.0.8) would crash listing `meta broute`: \
+                 bridge-nf-call-iptables/ip6tables set to 0 while running, restored on exit"
+            }
             BridgeMode::NoBrNetfilter => "br_netfilter not loaded: nothing to do",
             BridgeMode::SysctlHidden => {
                 "this kernel cannot broute and /proc/sys is hidden (the unit's ProcSubset=pid): \
@@ -53,10 +148,68 @@ impl std::fmt::Display for BridgeMode {
     }
 }
 
+/// What the daemon changed outside its table, on disk beside the state file
+/// (`state.sysctls`): a SIGKILL or a `--keep-on-exit` stop leaves the
+/// sysctls at 0, and the next instance or `cgtproxy cleanup` must still
+/// know what to put back. Only for the network namespace it was written in.
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct Journal {
+    netns: u64,
+    values: Vec<(String, String)>,
+}
+
+fn journal_path() -> std::path::PathBuf {
+    crate::state::path().with_extension("sysctls")
+}
+
+fn own_netns() -> u64 {
+    crate::inspect::own_netns().unwrap_or(0)
+}
+
+/// The journal of this network namespace, if any.
+fn read_journal() -> Option<Journal> {
+    let text = std::fs::read_to_string(journal_path()).ok()?;
+    let j: Journal = serde_json::from_str(&text).ok()?;
+    (j.netns == own_netns()).then_some(j)
+}
+
+fn write_journal(values: &[(&'static str, String)]) {
+    let path = journal_path();
+    if values.is_empty() {
+        let _ = std::fs::remove_file(&path);
+        return;
+    }
+    let j = Journal { netns: own_netns(), values: values.iter().map(|(p, v)| (p.to_string(), v.clone())).collect() };
+    let written = path
+        .parent()
+        .map_or(Ok(()), std::fs::create_dir_all)
+        .and_then(|()| std::fs::write(&path, serde_json::to_string(&j).map_err(std::io::Error::other)?));
+    if let Err(e) = written {
+        warn!("cannot write {}: {e}; after a crash `cgtproxy cleanup` cannot restore the sysctls", path.display());
+    }
+}
+
+/// `cgtproxy cleanup`: put back the sysctls a stopped or killed daemon left
+/// at 0 in this network namespace; returns what was done and the errors.
+pub fn restore_journal() -> (Vec<String>, Vec<String>) {
+    let (mut done, mut errors) = (Vec::new(), Vec::new());
+    let Some(j) = read_journal() else { return (done, errors) };
+    for (path, value) in j.values {
+        match std::fs::write(&path, &value) {
+            Ok(()) => done.push(format!("restored {path} to {value}")),
+            Err(e) => errors.push(format!("cannot restore {path} to {value}: {e}")),
+        }
+    }
+    if errors.is_empty() {
+        let _ = std::fs::remove_file(journal_path());
+    }
+    (done, errors)
+}
+
 #[derive(Debug, Default)]
 pub struct Gateway {
     /// Probed once, on the first ruleset that needs it.
-    broute: Option<bool>,
+    broute: Option<Brouting>,
     /// Values of [`SYSCTLS`] before we changed them.
     saved: Vec<(&'static str, String)>,
     pub mode: Option<BridgeMode>,
@@ -74,18 +227,17 @@ impl Gateway {
             rs.broute = false;
             return;
         }
-        let can = *self.broute.get_or_insert_with(|| {
-            let can = nft.can_broute();
-            if !can {
+        let brouting = self.broute.get_or_insert_with(|| {
+            let b = probe(nft);
+            if b != Brouting::Yes {
                 warn!(
-                    "this kernel cannot broute (nft_meta_bridge missing): bridged clients are proxied by turning \
-                     br_netfilter's IP hooks off (bridge-nf-call-iptables/ip6tables = 0) in this network namespace \
-                     while running"
+                    "{b}: bridged clients are proxied by turning br_netfilter's IP hooks off \
+                     (bridge-nf-call-iptables/ip6tables = 0) in this network namespace while running"
                 );
             }
-            can
+            b
         });
-        rs.broute = can;
+        rs.broute = *brouting == Brouting::Yes;
     }
 
     /// After a successful apply: drop a bridge table the ruleset no longer
@@ -105,6 +257,8 @@ impl Gateway {
             BridgeMode::SysctlHidden
         } else if read(SYSCTLS[0]).is_none() {
             BridgeMode::NoBrNetfilter
+        } else if matches!(self.broute, Some(Brouting::NftCrashes(_))) {
+            BridgeMode::SysctlOffForNft
         } else {
             BridgeMode::SysctlOff
         });
@@ -123,6 +277,16 @@ impl Gateway {
     /// that sets them back (Docker does when it creates a network) is
     /// undone at the next health check.
     pub fn turn_off(&mut self) {
+        // A previous instance that was killed or kept its rules on exit
+        // left them at 0: its journal has the values to put back.
+        if self.saved.is_empty()
+            && let Some(j) = read_journal()
+        {
+            self.saved = SYSCTLS
+                .iter()
+                .filter_map(|p| j.values.iter().find(|(jp, _)| jp == p).map(|(_, v)| (*p, v.clone())))
+                .collect();
+        }
         for path in SYSCTLS {
             let Some(value) = read(path) else { continue };
             if value == "0" {
@@ -131,6 +295,7 @@ impl Gateway {
             if !self.saved.iter().any(|(p, _)| *p == path) {
                 self.saved.push((path, value.clone()));
             }
+            write_journal(&self.saved);
             match std::fs::write(path, "0") {
                 Ok(()) => info!("set {path} to 0 (was {value}) so TPROXY works for bridged clients"),
                 Err(e) => warn!("cannot set {path} to 0: {e}; TPROXY of bridged clients will time out"),
@@ -140,18 +305,29 @@ impl Gateway {
 
     /// Whether the sysctls need turning off again (health check).
     pub fn drifted(&self) -> bool {
-        self.mode == Some(BridgeMode::SysctlOff) && SYSCTLS.iter().any(|p| read(p).is_some_and(|v| v != "0"))
+        self.sysctls_off() && SYSCTLS.iter().any(|p| read(p).is_some_and(|v| v != "0"))
+    }
+
+    /// Does the daemon hold the sysctls at 0 (the fallback modes)?
+    pub fn sysctls_off(&self) -> bool {
+        matches!(self.mode, Some(BridgeMode::SysctlOff | BridgeMode::SysctlOffForNft))
     }
 
     /// Put back what we changed; returns the errors.
     pub fn restore(&mut self) -> Vec<String> {
         let mut errors = Vec::new();
+        let mut failed = Vec::new();
         for (path, value) in std::mem::take(&mut self.saved) {
             match std::fs::write(path, &value) {
                 Ok(()) => info!("restored {path} to {value}"),
-                Err(e) => errors.push(format!("cannot restore {path} to {value}: {e}")),
+                Err(e) => {
+                    errors.push(format!("cannot restore {path} to {value}: {e}"));
+                    failed.push((path, value));
+                }
             }
         }
+        // What could not be put back stays for `cgtproxy cleanup`.
+        write_journal(&failed);
         errors
     }
 }

@@ -30,6 +30,10 @@ const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// Rescan period while some directories have no inotify watch.
 const UNWATCHED_RESCAN: Duration = Duration::from_secs(1);
+/// How often the br_netfilter sysctls are read back in the fallback mode
+/// (no notification exists for sysctls; Docker sets them to 1 when it
+/// starts or creates a network).
+const SYSCTL_RECHECK: Duration = Duration::from_secs(1);
 /// CGROUP2_SUPER_MAGIC: the root must be a mounted cgroup2 file system.
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
@@ -275,6 +279,11 @@ pub fn cleanup(cfg: &Config) -> Result<bool, DaemonError> {
             false
         }
     };
+    let (restored, failed) = gateway::restore_journal();
+    for r in restored {
+        info!("{r}");
+    }
+    errors.extend(failed.into_iter().map(DaemonError::Gateway));
     let marks: Vec<u32> = cfg.tproxies.values().map(|t| t.mark).collect();
     match Routes::open() {
         Ok(mut r) => errors.extend(r.remove(&marks, cfg.route_table).into_iter().map(DaemonError::from)),
@@ -470,6 +479,7 @@ impl Daemon {
     fn event_loop(&mut self, signals: &Signals) {
         let mut next_ping = Instant::now();
         let mut next_rescan = Instant::now() + UNWATCHED_RESCAN;
+        let mut next_sysctl_check = Instant::now() + SYSCTL_RECHECK;
         loop {
             if let Some(interval) = self.watchdog
                 && Instant::now() >= next_ping
@@ -484,12 +494,18 @@ impl Daemon {
                 self.rescan_unwatched();
                 next_rescan = Instant::now() + UNWATCHED_RESCAN;
             }
+            let sysctls_off = self.gateway.sysctls_off();
+            if sysctls_off && Instant::now() >= next_sysctl_check {
+                next_sysctl_check = Instant::now() + SYSCTL_RECHECK;
+            }
             // No timer at all when idle: only the watchdog (if systemd asks
-            // for one), a retry after an error or the unwatched-tree rescan.
+            // for one), a retry after an error, the unwatched-tree rescan,
+            // or the sysctl read-back of gateway mode's fallback.
             let deadlines = [
                 self.watchdog.map(|_| next_ping),
                 self.trouble.as_ref().map(|t| t.retry_at),
                 (self.trouble.is_none() && self.watcher.degraded).then_some(next_rescan),
+                sysctls_off.then_some(next_sysctl_check),
             ];
             let timeout = match deadlines.into_iter().flatten().min() {
                 // Round up: a timeout rounded down to 0 ms would spin.
@@ -538,8 +554,7 @@ impl Daemon {
                 self.heal();
             }
             // No notification exists for sysctls: checked whenever the
-            // daemon wakes anyway (Docker sets them back when it creates a
-            // network, which also brings route and cgroup events).
+            // daemon wakes, at least every SYSCTL_RECHECK in that mode.
             if self.gateway.drifted() {
                 warn!(
                     "bridge-nf-call-iptables/ip6tables were set back to 1 by another program; setting them to 0 again"

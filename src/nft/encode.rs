@@ -129,12 +129,14 @@ pub fn bridge_table(b: &mut Batch, rs: &Ruleset) {
 }
 
 /// A bridge table with one brouting rule, for [`super::Nft::can_broute`]:
-/// `meta ibrname "x*" meta mark set 1 meta broute set 1`.
-pub fn probe_broute(b: &mut Batch) {
+/// `meta ibrname "x*" meta mark set 1 meta broute set 1`, in a prerouting
+/// chain (`hooked`, so the kernel validates the hook too) or in a chain no
+/// packet reaches (a probe table that must outlive a batch).
+pub fn probe_broute(b: &mut Batch, hooked: bool) {
     table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE, "add scratch bridge table");
     let c = Chain {
         name: "probe".into(),
-        hook: Some(crate::ruleset::Hook {
+        hook: hooked.then_some(crate::ruleset::Hook {
             kind: "filter",
             hook: "prerouting",
             priority: crate::ruleset::PRIO_BRIDGE_FILTER,

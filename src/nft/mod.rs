@@ -144,9 +144,27 @@ impl Nft {
         let mut b = self.batch();
         b.family = NFPROTO_BRIDGE;
         b.table = format!("cgtproxy-probe-{}", std::process::id());
-        encode::probe_broute(&mut b);
+        encode::probe_broute(&mut b, true);
         encode::table(&mut b, NFT_MSG_DELTABLE, 0, "delete scratch bridge table");
         self.commit(b).is_ok()
+    }
+
+    /// Run `f` while a scratch bridge table with a `meta broute set 1` rule
+    /// exists (in a chain no packet reaches), named as given to `f`; the
+    /// table is deleted afterwards.
+    pub fn with_broute_probe<T>(&mut self, f: impl FnOnce(&str) -> T) -> Result<T, NftError> {
+        let name = format!("cgtproxy-probe-{}", std::process::id());
+        let mut b = self.batch();
+        b.family = NFPROTO_BRIDGE;
+        b.table = name.clone();
+        encode::probe_broute(&mut b, false);
+        self.commit(b)?;
+        let out = f(&name);
+        let mut b = self.batch();
+        b.family = NFPROTO_BRIDGE;
+        b.table = name;
+        encode::table(&mut b, NFT_MSG_DELTABLE, 0, "delete scratch bridge table");
+        self.commit(b).map(|()| out)
     }
 
     /// Does `table inet cgtproxy` exist?
