@@ -86,23 +86,19 @@ impl KernelEvents {
     }
 }
 
-/// Hand every queued notification of `sock` to `handle`. A lost or
-/// unreadable notification (ENOBUFS, a malformed datagram) sets
-/// `seen.overrun`: what is still queued is superseded and dropped.
+/// Hand every queued notification of `sock` to `handle`, one datagram at a
+/// time (the notifications of a large commit are never all in memory). A
+/// lost or unreadable notification (ENOBUFS, a malformed datagram) sets
+/// `seen.overrun`: what is still queued is superseded and dropped, and the
+/// caller resynchronises instead of trusting what was read.
 fn drain_into(sock: &mut NlSocket, seen: &mut Seen, mut handle: impl FnMut(&[Message], &mut Seen)) {
-    match sock.read_queued() {
-        Ok(datagrams) => {
-            for d in &datagrams {
-                match messages(d) {
-                    Ok(msgs) => handle(&msgs, seen),
-                    Err(_) => seen.overrun = true,
-                }
-            }
-        }
-        Err(_) => {
-            sock.drain();
-            seen.overrun = true;
-        }
+    let read = sock.each_queued(|d| match messages(d) {
+        Ok(msgs) => handle(&msgs, seen),
+        Err(_) => seen.overrun = true,
+    });
+    if read.is_err() {
+        sock.drain();
+        seen.overrun = true;
     }
 }
 
