@@ -186,3 +186,9 @@ fn gateway_rule_entries_follow_the_chains() {
         assert_eq!(matches!(stmt, Stmt::GwEntry { .. }), entry.is_some(), "{stmt}");
     }
 }
+
+#[test]
+fn an_element_stays_small() {
+    // One per cgroup: 10,000 of them are most of the daemon's heap (issue 11).
+    assert!(std::mem::size_of::<Element>() <= 40, "{}", std::mem::size_of::<Element>());
+}
