@@ -27,6 +27,10 @@ pub enum Brouting {
     /// a template it does not have. With our bridge table in the kernel,
     /// every `nft list ruleset` on the host would crash.
     NftCrashes(String),
+    /// Reverse-path filtering is on (the setting named here): a brouted
+    /// IPv4 packet arrives on the bridge port, which has no address, and
+    /// fib_validate_source() drops it whatever the rp_filter mode.
+    RpFilter(String),
 }
 
 /// Can the kernel broute, and can this host's `nft` list such a rule?
@@ -37,6 +41,9 @@ pub fn probe(nft: &mut Nft) -> Brouting {
     if !nft.can_broute() {
         return Brouting::KernelCannot;
     }
+    if let Some(on) = rp_filter_on() {
+        return Brouting::RpFilter(on);
+    }
     let Some(version) = nft_cli_version() else { return Brouting::Yes };
     match parse_nft_version(&version) {
         Some(v) if v >= (1, 0, 8) => Brouting::Yes,
@@ -46,6 +53,16 @@ pub fn probe(nft: &mut Nft) -> Brouting {
             _ => Brouting::Yes,
         },
     }
+}
+
+/// `net.ipv4.conf.{all,default}.rp_filter=N` when one is not 0. Unreadable
+/// (the unit hides /proc/sys) counts as off: brouting is still the only
+/// way there, and `cgtproxy check` (not sandboxed) tells.
+fn rp_filter_on() -> Option<String> {
+    ["all", "default"].into_iter().find_map(|c| {
+        let v = read(&format!("/proc/sys/net/ipv4/conf/{c}/rp_filter"))?;
+        (v != "0").then(|| format!("net.ipv4.conf.{c}.rp_filter={v}"))
+    })
 }
 
 /// `nft --version`, e.g. "nftables v1.0.6 (Lester Gooch #5)"; None without
@@ -101,6 +118,11 @@ impl std::fmt::Display for Brouting {
                 "the kernel can broute, but this host's nft ({v}) crashes listing `meta broute` \
                  (nftables 1.0.8 or later does not), so brouting is not used"
             ),
+            Brouting::RpFilter(on) => write!(
+                f,
+                "the kernel can broute, but reverse-path filtering is on ({on}): brouted IPv4 arrives on a \
+                 bridge port, which has no address, and would be dropped, so brouting is not used"
+            ),
         }
     }
 }
@@ -116,8 +138,6 @@ pub enum BridgeMode {
     /// The kernel cannot broute: bridge-nf-call-iptables/ip6tables are 0
     /// in this namespace while the daemon runs.
     SysctlOff,
-    /// As SysctlOff, because this host's `nft` would crash on `meta broute`.
-    SysctlOffForNft,
     /// br_netfilter is not loaded: bridged frames never meet the inet hooks.
     NoBrNetfilter,
     /// The kernel cannot broute and /proc/sys is hidden from the daemon (the
@@ -133,10 +153,6 @@ impl std::fmt::Display for BridgeMode {
             BridgeMode::SysctlOff => {
                 "this kernel cannot broute (no nft_meta_bridge): bridge-nf-call-iptables/ip6tables set to 0 \
                  while running, restored on exit"
-            }
-            BridgeMode::SysctlOffForNft => {
-                "the kernel can broute but this host's nft (older than 1.0.8) would crash listing `meta broute`: \
-                 bridge-nf-call-iptables/ip6tables set to 0 while running, restored on exit"
             }
             BridgeMode::NoBrNetfilter => "br_netfilter not loaded: nothing to do",
             BridgeMode::SysctlHidden => {
@@ -257,8 +273,6 @@ impl Gateway {
             BridgeMode::SysctlHidden
         } else if read(SYSCTLS[0]).is_none() {
             BridgeMode::NoBrNetfilter
-        } else if matches!(self.broute, Some(Brouting::NftCrashes(_))) {
-            BridgeMode::SysctlOffForNft
         } else {
             BridgeMode::SysctlOff
         });
@@ -308,9 +322,21 @@ impl Gateway {
         self.sysctls_off() && SYSCTLS.iter().any(|p| read(p).is_some_and(|v| v != "0"))
     }
 
-    /// Does the daemon hold the sysctls at 0 (the fallback modes)?
+    /// What `status` shows: the mode, with the reason brouting is not used
+    /// when the kernel could.
+    pub fn describe(&self) -> String {
+        match (self.mode, &self.broute) {
+            (None | Some(BridgeMode::None), _) => String::new(),
+            (Some(BridgeMode::SysctlOff), Some(b @ (Brouting::NftCrashes(_) | Brouting::RpFilter(_)))) => {
+                format!("{b}: bridge-nf-call-iptables/ip6tables set to 0 while running, restored on exit")
+            }
+            (Some(m), _) => m.to_string(),
+        }
+    }
+
+    /// Does the daemon hold the sysctls at 0 (the fallback mode)?
     pub fn sysctls_off(&self) -> bool {
-        matches!(self.mode, Some(BridgeMode::SysctlOff | BridgeMode::SysctlOffForNft))
+        self.mode == Some(BridgeMode::SysctlOff)
     }
 
     /// Put back what we changed; returns the errors.

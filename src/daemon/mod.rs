@@ -300,10 +300,7 @@ impl Daemon {
         self.state.strict = self.tracker.cfg.strict;
         self.state.config = self.tracker.cfg.origin.clone();
         self.state.guard = self.guard.findings.clone();
-        self.state.gateway_bridge = match self.gateway.mode {
-            Some(m) if m != gateway::BridgeMode::None => m.to_string(),
-            _ => String::new(),
-        };
+        self.state.gateway_bridge = self.gateway.describe();
         self.state.degraded = self.trouble.as_ref().map(|t| t.what.clone());
         if let Err(e) = crate::state::write(&self.state) {
             warn!(path = %crate::state::path().display(), "cannot write the state file: {e}");
