@@ -420,8 +420,11 @@ fn gateway_on_a_kernel_that_can_broute() {
     }
     let exe = std::env::current_exe().unwrap();
     let cmd = format!(
-        "modprobe br_netfilter && CGTPROXY_TEST_WANT_BROUTE=1 exec {} --test-threads=1 --nocapture \
-         --skip gateway_on_a_kernel_that_can_broute",
+        // The daemon's debug binary (70 MB) is read over 9p first, so its
+        // first start is not slowed by demand paging under emulation.
+        "modprobe br_netfilter && cat {} > /dev/null && CGTPROXY_TEST_WANT_BROUTE=1 exec {} --test-threads=1 \
+         --nocapture --skip gateway_on_a_kernel_that_can_broute",
+        bin(),
         exe.display()
     );
     let (ok, out) = try_sh(&format!("tests/vm/run sh -c {}", shell_quote(&cmd)));
