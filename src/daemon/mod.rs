@@ -8,6 +8,7 @@ mod guard;
 mod signals;
 pub mod tracker;
 pub mod watch;
+mod wds;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
