@@ -88,26 +88,26 @@ mod tests {
             w.insert(wd, format!("/{wd}").into());
         }
         assert_eq!(w.count(), 6);
-        assert_eq!(w.get(3).as_deref().map(|p| &**p), Some("/3"));
+        assert_eq!(w.get(3).map(|p| &**p), Some("/3"));
         assert_eq!(w.get(7), None);
         w.insert(3, "/again".into());
         assert_eq!(w.count(), 6);
-        assert_eq!(w.get(3).as_deref().map(|p| &**p), Some("/again"));
+        assert_eq!(w.get(3).map(|p| &**p), Some("/again"));
         assert_eq!(w.remove(3).as_deref(), Some("/again"));
         assert_eq!(w.remove(3), None);
         assert_eq!(w.get(3), None);
         assert_eq!(w.count(), 5);
         // A removed descriptor handed out again.
         w.insert(3, "/3b".into());
-        assert_eq!(w.get(3).as_deref().map(|p| &**p), Some("/3b"));
+        assert_eq!(w.get(3).map(|p| &**p), Some("/3b"));
         assert_eq!(w.count(), 6);
         // Enough holes to squeeze: the rest is still found.
         for wd in [1, 2, 3, 4] {
             assert!(w.remove(wd).is_some());
         }
         assert_eq!(w.count(), 2);
-        assert_eq!(w.get(5).as_deref().map(|p| &**p), Some("/5"));
-        assert_eq!(w.get(9).as_deref().map(|p| &**p), Some("/9"));
+        assert_eq!(w.get(5).map(|p| &**p), Some("/5"));
+        assert_eq!(w.get(9).map(|p| &**p), Some("/9"));
         w.insert(2, "/2".into());
         let mut all = w.drain();
         all.sort_unstable();
