@@ -124,15 +124,8 @@ fn probe_kernel() -> Result<(), crate::nft::NftError> {
     // without it.
     rs.broute = false;
     rs.levels.insert(1);
-    rs.elements.insert(
-        1,
-        crate::ruleset::Element {
-            path: "/probe".into(),
-            level: 1,
-            verdict: crate::ruleset::Verdict::Tproxy(1),
-            rule: Some(0),
-        },
-    );
+    rs.elements
+        .insert(1, crate::ruleset::Element { level: 1, verdict: crate::ruleset::Verdict::Tproxy(1), rule: Some(0) });
     let mut nft = Nft::open()?;
     let mut b = nft.batch();
     b.table = format!("cgtproxy-probe-{}", std::process::id());

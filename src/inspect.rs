@@ -503,19 +503,23 @@ pub fn diff(cfg: &Config) -> Result<Option<String>, InspectError> {
         let by_id: HashMap<u64, &Cgroup> = cgroups.iter().map(|c| (c.id, c)).collect();
         let mut have = want.clone();
         have.elements.clear();
+        let mut named = cgroups.clone();
         for (id, verdict) in nft.cgroup_map()? {
-            let (path, level) = match by_id.get(&id) {
-                Some(c) => (c.path.clone(), c.level),
-                None => (format!("#{id} (gone)").into(), 0),
+            let level = match by_id.get(&id) {
+                Some(c) => c.level,
+                None => {
+                    named.push(Cgroup { path: format!("#{id} (gone)").into(), id, level: 0 });
+                    0
+                }
             };
-            have.elements.insert(id, crate::ruleset::Element { path, level, verdict, rule: None });
+            have.elements.insert(id, crate::ruleset::Element { level, verdict, rule: None });
         }
         have.levels = nft.level_handles()?.into_keys().collect();
-        have.render()
+        have.render(&named)
     } else {
         String::new()
     };
-    let want_text = want.render();
+    let want_text = want.render(&cgroups);
     if have_text == want_text {
         return Ok(None);
     }

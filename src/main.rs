@@ -143,12 +143,12 @@ fn render_now(cfg: &Config) -> anyhow::Result<String> {
     let root = cgroup::resolve_root(&cfg.cgroup_root)?;
     let cgroups = cgroup::scan(&root).map_err(|e| anyhow::anyhow!("scanning cgroups below {}: {e}", root.display()))?;
     let rs = Ruleset::build(cfg, &cgroups);
-    Ok(rs.render_for_nft(&root).unwrap_or_else(|| {
+    Ok(rs.render_for_nft(&root, &cgroups).unwrap_or_else(|| {
         format!(
             "# cgroup2 is mounted at {}, not below /sys/fs/cgroup, where nft looks up cgroupsv2 elements:\n\
              # `nft -f` cannot load the paths below (the daemon programs cgroup ids and is not affected).\n{}",
             root.display(),
-            rs.render()
+            rs.render(&cgroups)
         )
     }))
 }

@@ -8,6 +8,7 @@ mod guard;
 mod signals;
 pub mod tracker;
 pub mod watch;
+mod wds;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -634,16 +635,17 @@ impl Daemon {
         let started = Instant::now();
         match self.try_commit(delta) {
             Ok(()) if delta.add.len() <= 64 => {
-                for (_, e) in delta.add.iter().filter(|(_, e)| e.verdict != crate::ruleset::Verdict::Continue) {
+                for (_, e, path) in delta.add.iter().filter(|(_, e, _)| e.verdict != crate::ruleset::Verdict::Continue)
+                {
                     let target = crate::inspect::describe(e.verdict, &self.tracker.cfg);
                     // Only the proxy-loop guard adds a non-strict element without a rule.
                     let rule = e.rule.map_or_else(|| "proxy-loop guard".to_owned(), |r| format!("rule {r}"));
                     info!(
-                        cgroup = %e.path,
+                        cgroup = %path,
                         rule = e.rule.map(|r| r as i64).unwrap_or(-1),
                         target = %target,
                         "classified {}: {target} ({rule})",
-                        e.path
+                        path
                     );
                 }
                 debug!(
@@ -689,7 +691,7 @@ impl Daemon {
             }
         }
         encode::delete_cgroup_elements(&mut b, &delta.del);
-        encode::cgroup_elements(&mut b, delta.add.iter().map(|(id, e)| (id, e)), None);
+        encode::cgroup_elements(&mut b, delta.add.iter().map(|(id, e, _)| (id, e)), None);
         self.nft.commit(b)?;
         self.own_commits = self.own_commits.wrapping_add(1);
         if !levels.is_empty() {

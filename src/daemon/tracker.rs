@@ -15,7 +15,9 @@ use crate::ruleset::{Element, Ruleset, Verdict};
 pub struct Delta {
     /// Levels that need a new `socket cgroupv2 level N` rule.
     pub new_levels: Vec<u32>,
-    pub add: Vec<(u64, Element)>,
+    /// New elements, by id, with their cgroup's path (for the log: the
+    /// elements themselves have none).
+    pub add: Vec<(u64, Element, Arc<str>)>,
     pub del: Vec<u64>,
 }
 
@@ -33,7 +35,7 @@ impl Delta {
         self.new_levels.dedup();
         for id in other.del {
             let before = self.add.len();
-            self.add.retain(|(a, _)| *a != id);
+            self.add.retain(|(a, ..)| *a != id);
             if self.add.len() == before {
                 self.del.push(id);
             }
@@ -91,9 +93,9 @@ impl Tracker {
         if self.ruleset.levels.insert(level) {
             delta.new_levels.push(level);
         }
-        let e = Element { path, level, verdict: Verdict::Direct, rule: None };
+        let e = Element { level, verdict: Verdict::Direct, rule: None };
         self.ruleset.elements.insert(id, e.clone());
-        delta.add.push((id, e));
+        delta.add.push((id, e, path));
         delta
     }
 
@@ -105,8 +107,9 @@ impl Tracker {
             delta.del.push(id);
         }
         let level = crate::cgroup::level_of(&path);
-        if let Some(e) = self.ruleset.classify(&self.cfg, &Cgroup { path, id, level }) {
-            delta.add.push((id, e.clone()));
+        let cg = Cgroup { path, id, level };
+        if let Some(e) = self.ruleset.classify(&self.cfg, &cg) {
+            delta.add.push((id, e.clone(), cg.path));
         }
         delta
     }
@@ -144,7 +147,7 @@ impl Tracker {
                 }
             }
             if let Some(e) = self.ruleset.classify(&self.cfg, cg) {
-                delta.add.push((cg.id, e.clone()));
+                delta.add.push((cg.id, e.clone(), cg.path.clone()));
             }
         }
         delta.new_levels = self.ruleset.levels.difference(&levels_before).copied().collect();
@@ -218,7 +221,7 @@ mod tests {
         assert_eq!(t.ruleset.levels.iter().copied().collect::<Vec<_>>(), [1]);
         let d = t.appeared(&[cg("/a/b", 3), cg("/a/b/c", 4), cg("/y", 5)]);
         assert_eq!(d.new_levels, [2, 3]);
-        assert_eq!(d.add.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [3, 4]);
+        assert_eq!(d.add.iter().map(|(id, ..)| *id).collect::<Vec<_>>(), [3, 4]);
         assert!(t.appeared(&[cg("/a/b", 3)]).is_empty(), "known cgroups are no change");
         let d = t.vanished("/a/b");
         let mut del = d.del.clone();
@@ -242,7 +245,7 @@ mod tests {
         let mut t = Tracker::new(cfg(), &[cg("/a", 1), cg("/a/b", 2), cg("/a/x", 3)]);
         let d = t.reconcile(&[cg("/a", 1), cg("/a/x", 3), cg("/a/b", 7), cg("/a/q/r/s", 8)]);
         assert_eq!(d.del, [2]);
-        let mut add: Vec<u64> = d.add.iter().map(|(id, _)| *id).collect();
+        let mut add: Vec<u64> = d.add.iter().map(|(id, ..)| *id).collect();
         add.sort();
         assert_eq!(add, [7, 8]);
         assert_eq!(d.new_levels, [4]);
@@ -266,7 +269,7 @@ mod tests {
     #[test]
     fn pins_keep_a_cgroup_direct_until_unpinned() {
         let mut t = Tracker::new(cfg(), &[cg("/a", 1), cg("/a/b", 3), cg("/z", 4), cg("/z/p", 5)]);
-        t.ruleset.elements.insert(4, Element { path: "/z".into(), level: 1, verdict: Verdict::Tproxy(1), rule: None });
+        t.ruleset.elements.insert(4, Element { level: 1, verdict: Verdict::Tproxy(1), rule: None });
         assert_eq!(t.effective("/z/p"), Some(Verdict::Tproxy(1)), "inherited from /z");
         let d = t.pin(5, "/z/p".into());
         assert_eq!((d.del.len(), d.add.len(), d.new_levels.clone()), (0, 1, vec![]), "level 2 exists (/a/b)");

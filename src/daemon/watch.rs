@@ -5,13 +5,13 @@
 //! listed or reported by an event (or both; duplicates are harmless). A
 //! queue overflow, or a rename, is answered with a full rescan.
 
-use std::collections::HashMap;
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::wds::Watches;
 use crate::cgroup::{self, Cgroup};
 
 /// What happened in the cgroup tree.
@@ -33,7 +33,7 @@ pub struct Watcher {
     root: PathBuf,
     /// Relative path of each watched directory ("" is the root), by watch
     /// descriptor.
-    dirs: HashMap<i32, Arc<str>>,
+    dirs: Watches,
     buf: Vec<u8>,
     /// Some directories could not be watched (fs.inotify.max_user_watches
     /// reached): the daemon rescans periodically instead.
@@ -58,7 +58,7 @@ impl Watcher {
             // SAFETY: a fresh descriptor we own.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             root: root.to_path_buf(),
-            dirs: HashMap::new(),
+            dirs: Watches::default(),
             buf: vec![0; 64 * 1024],
             degraded: false,
             warned: false,
@@ -71,7 +71,7 @@ impl Watcher {
 
     /// Number of watched directories.
     pub fn watched(&self) -> usize {
-        self.dirs.len()
+        self.dirs.count()
     }
 
     /// Watch the cgroup at relative path `rel` ("" for the root) and
@@ -162,7 +162,7 @@ impl Watcher {
                 continue;
             }
             if mask & libc::IN_IGNORED != 0 {
-                if self.dirs.remove(&wd).is_some_and(|rel| rel.is_empty()) {
+                if self.dirs.remove(wd).is_some_and(|rel| rel.is_empty()) {
                     changes.push(Change::RootGone);
                 }
                 continue;
@@ -170,7 +170,7 @@ impl Watcher {
             if mask & libc::IN_ISDIR == 0 {
                 continue;
             }
-            let (Some(parent), Ok(name)) = (self.dirs.get(&wd), CStr::from_bytes_until_nul(name)) else {
+            let (Some(parent), Ok(name)) = (self.dirs.get(wd), CStr::from_bytes_until_nul(name)) else {
                 continue;
             };
             let rel = format!("{parent}/{}", name.to_string_lossy());
@@ -188,7 +188,7 @@ impl Watcher {
 
     /// Forget every watch and watch the whole tree again; returns every cgroup.
     pub fn rewatch_all(&mut self) -> io::Result<Vec<Cgroup>> {
-        for (wd, _) in self.dirs.drain() {
+        for wd in self.dirs.drain() {
             // SAFETY: removing a watch of our own instance.
             unsafe { libc::inotify_rm_watch(self.fd.as_raw_fd(), wd) };
         }

@@ -15,8 +15,10 @@ pub fn nft_cgroup_prefix(root: &std::path::Path) -> Option<String> {
     Some(if rest.is_empty() { String::new() } else { format!("{rest}/") })
 }
 
-/// `prefix` goes before every cgroup path (see [`nft_cgroup_prefix`]).
-pub(super) fn render(rs: &Ruleset, prefix: &str) -> String {
+/// `prefix` goes before every cgroup path (see [`nft_cgroup_prefix`]); the
+/// paths are those of `cgroups`, by id.
+pub(super) fn render(rs: &Ruleset, cgroups: &[Cgroup], prefix: &str) -> String {
+    let paths: std::collections::HashMap<u64, &str> = cgroups.iter().map(|c| (c.id, &*c.path)).collect();
     let mut o = String::new();
     let w = &mut o;
     let _ = writeln!(w, "table inet {TABLE} {{");
@@ -25,8 +27,13 @@ pub(super) fn render(rs: &Ruleset, prefix: &str) -> String {
 
     let cgroups: Vec<String> = rs
         .elements
-        .values()
-        .map(|e| format!("{:?} : {}", format!("{prefix}{}", e.path.trim_start_matches('/')), mark(e.verdict.class())))
+        .iter()
+        .map(|(id, e)| {
+            // Every element's cgroup is in `cgroups`; a missing one is shown
+            // by id rather than dropped.
+            let path = paths.get(id).map_or_else(|| format!("#{id}"), |p| p.trim_start_matches('/').to_owned());
+            format!("{:?} : {}", format!("{prefix}{path}"), mark(e.verdict.class()))
+        })
         .collect();
     map(w, MAP_CGROUP, if rs.counters { "cgroupsv2 : mark\n\t\tcounter" } else { "cgroupsv2 : mark" }, &cgroups);
     let marks: Vec<String> =

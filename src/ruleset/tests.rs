@@ -39,14 +39,14 @@ fn desktop() -> Vec<Cgroup> {
 #[test]
 fn example_ruleset_golden() {
     let rs = Ruleset::build(&example(), &desktop());
-    golden("example.nft", &rs.render());
+    golden("example.nft", &rs.render(&desktop()));
 }
 
 #[test]
 fn empty_ruleset_golden() {
     let rs = Ruleset::build(&Config::builtin_default(), &desktop());
     assert!(rs.elements.is_empty() && rs.levels.is_empty());
-    golden("builtin-default.nft", &rs.render());
+    golden("builtin-default.nft", &rs.render(&desktop()));
 }
 
 #[test]
@@ -66,9 +66,10 @@ fn tproxy_options_golden() {
         "opts.yaml",
     )
     .unwrap();
-    let rs = Ruleset::build(&cfg, &[cg("/a", 1), cg("/b/x/y", 2), cg("/c/z", 3), cg("/d", 4), cg("/e", 5)]);
+    let cgroups = [cg("/a", 1), cg("/b/x/y", 2), cg("/c/z", 3), cg("/d", 4), cg("/e", 5)];
+    let rs = Ruleset::build(&cfg, &cgroups);
     assert_eq!(rs.levels.iter().copied().collect::<Vec<_>>(), [1, 2, 3]);
-    golden("tproxy-options.nft", &rs.render());
+    golden("tproxy-options.nft", &rs.render(&cgroups));
 }
 
 #[test]
@@ -99,7 +100,8 @@ fn strict_ruleset_golden() {
         "strict.yaml",
     )
     .unwrap();
-    let rs = Ruleset::build(&cfg, &[cg("/a", 1), cg("/a/b", 2), cg("/a/b/c", 3), cg("/d/e/f/g/h", 4)]);
+    let cgroups = [cg("/a", 1), cg("/a/b", 2), cg("/a/b/c", 3), cg("/d/e/f/g/h", 4)];
+    let rs = Ruleset::build(&cfg, &cgroups);
     // Every known cgroup is in the map; unmatched ones continue.
     assert_eq!(rs.elements[&1].verdict, Verdict::Continue);
     assert_eq!(rs.elements[&3].verdict, Verdict::Continue);
@@ -107,7 +109,7 @@ fn strict_ruleset_golden() {
     // Levels 1..=3 always, plus deeper known ones (not held there).
     assert_eq!(rs.levels.iter().copied().collect::<Vec<_>>(), [1, 2, 3, 5]);
     assert_eq!(rs.level_rules(5), [Stmt::ClassifyLevel { level: 5 }]);
-    golden("strict.nft", &rs.render());
+    golden("strict.nft", &rs.render(&cgroups));
 }
 
 #[test]
@@ -117,9 +119,9 @@ fn nft_text_paths_are_relative_to_sys_fs_cgroup() {
     assert_eq!(render::nft_cgroup_prefix(Path::new("/sys/fs/cgroup/unified")).as_deref(), Some("unified/"));
     assert_eq!(render::nft_cgroup_prefix(Path::new("/mnt/cg")), None);
     let rs = Ruleset::build(&example(), &desktop());
-    let hybrid = rs.render_for_nft(Path::new("/sys/fs/cgroup/unified")).unwrap();
+    let hybrid = rs.render_for_nft(Path::new("/sys/fs/cgroup/unified"), &desktop()).unwrap();
     assert!(hybrid.contains("\"unified/user.slice/"), "{hybrid}");
-    assert_eq!(rs.render_for_nft(Path::new("/sys/fs/cgroup")).unwrap(), rs.render());
+    assert_eq!(rs.render_for_nft(Path::new("/sys/fs/cgroup"), &desktop()).unwrap(), rs.render(&desktop()));
 }
 
 const GATEWAY: &str = "version: 1
@@ -148,11 +150,11 @@ gateway:
 fn gateway_ruleset_golden() {
     let cfg = Config::parse(GATEWAY, "gateway.yaml").unwrap();
     let rs = Ruleset::build(&cfg, &desktop());
-    golden("gateway.nft", &rs.render());
+    golden("gateway.nft", &rs.render(&desktop()));
     // Without broute support there is no bridge table; the inet part stays.
     let mut no_broute = rs.clone();
     no_broute.broute = false;
-    let text = no_broute.render();
+    let text = no_broute.render(&desktop());
     assert!(!text.contains("table bridge") && text.contains("chain gateway-classify"), "{text}");
 }
 
@@ -160,13 +162,13 @@ fn gateway_ruleset_golden() {
 fn gateway_with_counters_golden() {
     let text = GATEWAY.replace("version: 1\n", "version: 1\ncounters: true\n");
     let cfg = Config::parse(&text, "gateway.yaml").unwrap();
-    golden("gateway-counters.nft", &Ruleset::build(&cfg, &[]).render());
+    golden("gateway-counters.nft", &Ruleset::build(&cfg, &[]).render(&[]));
 }
 
 #[test]
 fn no_gateway_no_gateway_chains() {
     let rs = Ruleset::build(&example(), &desktop());
-    let text = rs.render();
+    let text = rs.render(&desktop());
     assert!(!text.contains("gateway") && !text.contains("table bridge"), "{text}");
 }
 
@@ -191,4 +193,10 @@ fn gateway_rule_entries_follow_the_chains() {
 fn an_element_stays_small() {
     // One per cgroup: 10,000 of them are most of the daemon's heap (issue 11).
     assert!(std::mem::size_of::<Element>() <= 40, "{}", std::mem::size_of::<Element>());
+}
+
+/// One element per cgroup: its size is the daemon's memory per cgroup.
+#[test]
+fn element_is_small() {
+    assert_eq!(std::mem::size_of::<Element>(), 20);
 }
