@@ -2,6 +2,7 @@
 //! cleanup. All kernel and filesystem I/O of `cgtproxy` run lives here; the
 //! decisions are made by [`tracker::Tracker`] and [`crate::ruleset`].
 
+mod brouting;
 pub mod events;
 pub mod gateway;
 mod guard;
