@@ -128,7 +128,7 @@ fn probe_kernel() -> Result<(), crate::nft::NftError> {
         .insert(1, crate::ruleset::Element { level: 1, verdict: crate::ruleset::Verdict::Tproxy(1), rule: Some(0) });
     let mut nft = Nft::open()?;
     let mut b = nft.batch();
-    b.table = format!("cgtproxy-probe-{}", std::process::id());
+    b.table = crate::nft::probe_table();
     encode::full(&mut b, &rs);
     encode::table(&mut b, sys::NFT_MSG_DELTABLE, 0, "delete scratch table");
     nft.commit(b)

@@ -97,20 +97,12 @@ fn write_journal(values: &[(&'static str, String)]) {
 }
 
 /// `cgtproxy cleanup`: put back the sysctls a stopped or killed daemon left
-/// at 0 in this network namespace; returns what was done and the errors.
-pub fn restore_journal() -> (Vec<String>, Vec<String>) {
-    let (mut done, mut errors) = (Vec::new(), Vec::new());
-    let Some(j) = read_journal() else { return (done, errors) };
-    for (path, value) in j.values {
-        match std::fs::write(&path, &value) {
-            Ok(()) => done.push(format!("restored {path} to {value}")),
-            Err(e) => errors.push(format!("cannot restore {path} to {value}: {e}")),
-        }
-    }
-    if errors.is_empty() {
-        let _ = std::fs::remove_file(journal_path());
-    }
-    (done, errors)
+/// at 0 in this network namespace; returns the errors (what could not be
+/// put back stays in the journal).
+pub fn restore_journal() -> Vec<String> {
+    let mut g = Gateway::default();
+    g.adopt_journal();
+    g.restore()
 }
 
 #[derive(Debug, Default)]
@@ -182,16 +174,7 @@ impl Gateway {
     /// that sets them back (Docker does when it creates a network) is
     /// undone at the next health check.
     pub fn turn_off(&mut self) {
-        // A previous instance that was killed or kept its rules on exit
-        // left them at 0: its journal has the values to put back.
-        if self.saved.is_empty()
-            && let Some(j) = read_journal()
-        {
-            self.saved = SYSCTLS
-                .iter()
-                .filter_map(|p| j.values.iter().find(|(jp, _)| jp == p).map(|(_, v)| (*p, v.clone())))
-                .collect();
-        }
+        self.adopt_journal();
         for path in SYSCTLS {
             let Some(value) = read(path) else { continue };
             if value == "0" {
@@ -205,6 +188,19 @@ impl Gateway {
                 Ok(()) => info!("set {path} to 0 (was {value}) so TPROXY works for bridged clients"),
                 Err(e) => warn!("cannot set {path} to 0: {e}; TPROXY of bridged clients will time out"),
             }
+        }
+    }
+
+    /// A previous instance that was killed or kept its rules on exit left
+    /// the sysctls at 0: take over the values its journal says to put back.
+    fn adopt_journal(&mut self) {
+        if self.saved.is_empty()
+            && let Some(j) = read_journal()
+        {
+            self.saved = SYSCTLS
+                .iter()
+                .filter_map(|p| j.values.iter().find(|(jp, _)| jp == p).map(|(_, v)| (*p, v.clone())))
+                .collect();
         }
     }
 

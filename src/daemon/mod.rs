@@ -281,11 +281,7 @@ pub fn cleanup(cfg: &Config) -> Result<bool, DaemonError> {
             false
         }
     };
-    let (restored, failed) = gateway::restore_journal();
-    for r in restored {
-        info!("{r}");
-    }
-    errors.extend(failed.into_iter().map(DaemonError::Gateway));
+    errors.extend(gateway::restore_journal().into_iter().map(DaemonError::Gateway));
     let marks: Vec<u32> = cfg.tproxies.values().map(|t| t.mark).collect();
     match Routes::open() {
         Ok(mut r) => errors.extend(r.remove(&marks, cfg.route_table).into_iter().map(DaemonError::from)),

@@ -120,11 +120,20 @@ impl Nft {
         }
     }
 
+    /// A batch for a bridge-family table, `table` (ours unless given).
+    fn bridge_batch(&mut self, table: Option<&str>) -> Batch {
+        let mut b = self.batch();
+        b.family = NFPROTO_BRIDGE;
+        if let Some(t) = table {
+            b.table = t.to_owned();
+        }
+        b
+    }
+
     /// `delete table bridge cgtproxy` (gateway brouting); Ok(false) when
     /// there was none, or the kernel has no nf_tables bridge family.
     pub fn delete_bridge_table(&mut self) -> Result<bool, NftError> {
-        let mut b = self.batch();
-        b.family = NFPROTO_BRIDGE;
+        let mut b = self.bridge_batch(None);
         encode::table(&mut b, NFT_MSG_DELTABLE, 0, "delete table bridge cgtproxy");
         match self.commit(b) {
             Ok(()) => Ok(true),
@@ -141,9 +150,7 @@ impl Nft {
     /// set 1`)? Probed with a scratch bridge table created and deleted in
     /// one batch, so nothing stays.
     pub fn can_broute(&mut self) -> bool {
-        let mut b = self.batch();
-        b.family = NFPROTO_BRIDGE;
-        b.table = format!("cgtproxy-probe-{}", std::process::id());
+        let mut b = self.bridge_batch(Some(&probe_table()));
         encode::probe_broute(&mut b, true);
         encode::table(&mut b, NFT_MSG_DELTABLE, 0, "delete scratch bridge table");
         self.commit(b).is_ok()
@@ -153,16 +160,12 @@ impl Nft {
     /// exists (in a chain no packet reaches), named as given to `f`; the
     /// table is deleted afterwards.
     pub fn with_broute_probe<T>(&mut self, f: impl FnOnce(&str) -> T) -> Result<T, NftError> {
-        let name = format!("cgtproxy-probe-{}", std::process::id());
-        let mut b = self.batch();
-        b.family = NFPROTO_BRIDGE;
-        b.table = name.clone();
+        let name = probe_table();
+        let mut b = self.bridge_batch(Some(&name));
         encode::probe_broute(&mut b, false);
         self.commit(b)?;
         let out = f(&name);
-        let mut b = self.batch();
-        b.family = NFPROTO_BRIDGE;
-        b.table = name;
+        let mut b = self.bridge_batch(Some(&name));
         encode::table(&mut b, NFT_MSG_DELTABLE, 0, "delete scratch bridge table");
         self.commit(b).map(|()| out)
     }
@@ -388,4 +391,9 @@ fn parse_counter(expr: &[u8]) -> Option<(u64, u64)> {
         }
     }
     out
+}
+
+/// The name of this process's scratch tables (kernel probes).
+pub fn probe_table() -> String {
+    format!("cgtproxy-probe-{}", std::process::id())
 }
