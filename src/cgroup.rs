@@ -147,7 +147,8 @@ pub fn scan_into(root: &Path, dir: &Path, out: &mut Vec<Cgroup>) -> io::Result<(
 
 /// Walk the cgroup at relative path `start` ("" is the root, which is not
 /// returned) and everything below it, parents before children. `enter` runs
-/// on each directory (given by its absolute path) before anything about it
+/// on each directory (given by a path that is absolute or relative to the
+/// current directory; see [`Cwd`]) before anything about it
 /// is read: the watcher adds its inotify watch there, so a child created
 /// meanwhile is either seen here or reported by an event. `Ok(false)` skips
 /// the directory. Directories that vanish meanwhile are skipped.
@@ -157,13 +158,21 @@ pub fn scan_into(root: &Path, dir: &Path, out: &mut Vec<Cgroup>) -> io::Result<(
 /// id (the inode number) and its link count; a directory's link count is 2
 /// plus its subdirectories (kernfs, like tmpfs and ext4, keeps it so), so a
 /// count of 2 means there is nothing to list. Only a cgroup with children
-/// is opened (relative to its parent) and listed with `getdents64`.
+/// is opened (relative to its parent), listed with `getdents64` and made
+/// the current directory, so that `enter` gets its children's bare names
+/// (see [`Cwd`]); the current directory is put back when the walk ends.
 pub fn walk(
     root: &Path,
     start: &str,
     mut enter: impl FnMut(&CStr, &Arc<str>) -> io::Result<bool>,
 ) -> io::Result<Vec<Cgroup>> {
-    let mut w = Walk { found: Vec::new(), abs: Vec::new(), root: root.as_os_str().as_bytes(), buf: Vec::new() };
+    let mut w = Walk {
+        found: Vec::new(),
+        abs: Vec::new(),
+        root: root.as_os_str().as_bytes(),
+        buf: Vec::new(),
+        cwd: Cwd::Untried,
+    };
     let rel: Arc<str> = start.into();
     w.set_abs(&rel);
     let abs = CString::from_vec_with_nul(w.abs.clone()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
@@ -176,7 +185,7 @@ pub fn walk(
             Err(e) => return Err(e),
         }
     } else {
-        match w.visit(&mut enter, libc::AT_FDCWD, &abs, rel.clone())? {
+        match w.visit(&mut enter, (libc::AT_FDCWD, &abs, false), rel.clone())? {
             Some(has_children) => has_children,
             None => return Ok(w.found),
         }
@@ -221,6 +230,38 @@ struct Walk<'a> {
     abs: Vec<u8>,
     /// getdents64 buffer, allocated when the first directory is listed.
     buf: Vec<u8>,
+    cwd: Cwd,
+}
+
+/// Whether the walk names children relative to the current directory.
+///
+/// `inotify_add_watch` has no `*at` form, so an absolute path costs a
+/// lookup of every component (7 on a desktop's app cgroups): 3.7-4.6 us
+/// per watch here, against 1.7 us for a name relative to the current
+/// directory, which is most of startup at 100,000 cgroups. So the walk
+/// changes into each directory it lists and puts the old one back when
+/// it ends. The current directory is shared by a process's threads, so
+/// the walk first gives its thread one of its own (`unshare(CLONE_FS)`,
+/// no privilege needed; a no-op in the single-threaded daemon); where
+/// that is refused (a seccomp filter), it keeps absolute paths.
+enum Cwd {
+    /// Nothing listed yet: nothing changed.
+    Untried,
+    /// The directory to go back to; names are relative from here on.
+    Saved(OwnedFd),
+    /// Absolute paths only.
+    Unavailable,
+}
+
+impl Drop for Cwd {
+    fn drop(&mut self) {
+        if let Cwd::Saved(old) = self {
+            // SAFETY: an open directory we own. fchdir to a directory we
+            // hold open does not fail but for EINTR-free kernel errors,
+            // and there would be nothing better to do then.
+            unsafe { libc::fchdir(old.as_raw_fd()) };
+        }
+    }
 }
 
 /// `struct linux_dirent64`: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name.
@@ -238,21 +279,41 @@ impl Walk<'_> {
         CStr::from_bytes_with_nul(&self.abs).unwrap_or_default()
     }
 
+    /// Make `dir` the current directory, so its children can be named
+    /// relative to it; false when the walk keeps absolute paths.
+    fn change_into(&mut self, dir: &OwnedFd) -> bool {
+        if let Cwd::Untried = self.cwd {
+            self.cwd = Cwd::Unavailable;
+            // SAFETY: unshare with CLONE_FS alone creates no namespace.
+            if unsafe { libc::unshare(libc::CLONE_FS) } == 0 {
+                // SAFETY: a NUL-terminated literal; O_PATH needs no permission.
+                let fd = unsafe { libc::open(c".".as_ptr(), libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC) };
+                if fd >= 0 {
+                    // SAFETY: a fresh descriptor we own.
+                    self.cwd = Cwd::Saved(unsafe { OwnedFd::from_raw_fd(fd) });
+                }
+            }
+        }
+        // SAFETY: an open directory.
+        matches!(self.cwd, Cwd::Saved(_)) && unsafe { libc::fchdir(dir.as_raw_fd()) } == 0
+    }
+
     fn error(&self, what: &str, e: io::Error) -> io::Error {
         io::Error::new(e.kind(), format!("{what} {}: {e}", self.abs().to_string_lossy()))
     }
 
     /// `enter`, then `fstatat(at, name)`: records the cgroup and returns
     /// whether it has subdirectories; None when it is skipped or gone.
+    /// `relative`: `name` is also valid relative to the current directory.
     fn visit(
         &mut self,
         enter: &mut impl FnMut(&CStr, &Arc<str>) -> io::Result<bool>,
-        at: RawFd,
-        name: &CStr,
+        (at, name, relative): (RawFd, &CStr, bool),
         rel: Arc<str>,
     ) -> io::Result<Option<bool>> {
         self.set_abs(&rel);
-        match enter(self.abs(), &rel) {
+        let entered = if relative { enter(name, &rel) } else { enter(self.abs(), &rel) };
+        match entered {
             Ok(true) => {}
             Ok(false) => return Ok(None),
             Err(e) if vanished(&e) => return Ok(None),
@@ -285,6 +346,7 @@ impl Walk<'_> {
     ) -> io::Result<()> {
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(32 * 1024, 0);
+        let relative = self.change_into(fd);
         let result = loop {
             // SAFETY: fd is an open directory and buf a writable buffer of its length.
             let n = unsafe { libc::syscall(libc::SYS_getdents64, fd.as_raw_fd(), buf.as_mut_ptr(), buf.len()) };
@@ -314,7 +376,7 @@ impl Walk<'_> {
                     continue;
                 }
                 let child: Arc<str> = format!("{rel}/{}", name.to_string_lossy()).into();
-                match self.visit(enter, fd.as_raw_fd(), name, child.clone()) {
+                match self.visit(enter, (fd.as_raw_fd(), name, relative), child.clone()) {
                     Ok(Some(true)) => stack.push(Pending { parent: Some(fd.clone()), name: name.into(), rel: child }),
                     Ok(_) => {}
                     Err(e) => {
@@ -379,5 +441,39 @@ mod tests {
         assert_eq!(found[0].id, id_of(&tmp.join("a")).unwrap());
         std::fs::remove_dir_all(&tmp).unwrap();
         assert!(scan(&tmp).unwrap().is_empty(), "a vanished root scans as empty");
+    }
+
+    /// `enter` gets names relative to the directory being listed, which is
+    /// this thread's current directory then, and only this thread's: the
+    /// test harness's main thread (what /proc/self/cwd shows) never moves.
+    /// The current directory is back where it was when the walk ends.
+    #[test]
+    fn walk_names_children_relative_to_a_private_current_directory() {
+        let tmp = std::env::temp_dir().join(format!("cgtproxy-cwd-{}", std::process::id()));
+        std::fs::create_dir_all(tmp.join("a/b/c")).unwrap();
+        std::fs::create_dir_all(tmp.join("d")).unwrap();
+        let before = std::env::current_dir().unwrap();
+        let process_cwd = || std::fs::read_link("/proc/self/cwd").unwrap();
+        let main_before = process_cwd();
+        let mut seen = Vec::new();
+        walk(&tmp, "", |dir, rel| {
+            let dir = Path::new(std::ffi::OsStr::from_bytes(dir.to_bytes()));
+            if rel.is_empty() {
+                assert_eq!(dir, tmp, "the start is named by its absolute path");
+            } else {
+                let parent = tmp.join(rel.trim_start_matches('/')).parent().unwrap().to_path_buf();
+                assert!(dir.is_relative(), "{rel} was given as {}", dir.display());
+                assert_eq!(std::env::current_dir().unwrap(), parent, "while entering {rel}");
+                assert!(std::fs::metadata(dir).unwrap().is_dir(), "{rel} resolves relative to the current directory");
+                assert_eq!(process_cwd(), main_before, "the main thread's directory moved while entering {rel}");
+            }
+            seen.push(rel.to_string());
+            Ok(true)
+        })
+        .unwrap();
+        seen.sort();
+        assert_eq!(seen, ["", "/a", "/a/b", "/a/b/c", "/d"]);
+        assert_eq!(std::env::current_dir().unwrap(), before, "the walk put the current directory back");
+        std::fs::remove_dir_all(&tmp).unwrap();
     }
 }

@@ -8,7 +8,7 @@
 use std::ffi::CStr;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use super::wds::Watches;
@@ -30,7 +30,8 @@ pub enum Change {
 pub struct Watcher {
     /// The inotify instance (non-blocking).
     fd: OwnedFd,
-    root: PathBuf,
+    /// Shared with each walk, which runs while `self` is borrowed.
+    root: Arc<Path>,
     /// Relative path of each watched directory ("" is the root), by watch
     /// descriptor.
     dirs: Watches,
@@ -57,7 +58,7 @@ impl Watcher {
         Ok(Watcher {
             // SAFETY: a fresh descriptor we own.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
-            root: root.to_path_buf(),
+            root: root.into(),
             dirs: Watches::default(),
             buf: vec![0; 64 * 1024],
             degraded: false,
@@ -79,13 +80,12 @@ impl Watcher {
     /// unless it is the root). Each directory is watched before it is
     /// listed (see [`cgroup::walk`]).
     pub fn watch_tree(&mut self, rel: &str) -> io::Result<Vec<Cgroup>> {
-        let root = std::mem::take(&mut self.root);
-        let found = cgroup::walk(&root, rel, |dir, rel| self.add(dir, rel));
-        self.root = root;
-        found
+        let root = self.root.clone();
+        cgroup::walk(&root, rel, |dir, rel| self.add(dir, rel))
     }
 
-    /// Add the watch of one directory; Ok(false) when it is not one.
+    /// Add the watch of one directory (`dir`: absolute, or relative to the
+    /// walk's current directory); Ok(false) when it is not one.
     fn add(&mut self, dir: &CStr, rel: &Arc<str>) -> io::Result<bool> {
         // SAFETY: dir is NUL-terminated; the fd is our inotify instance.
         let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), dir.as_ptr(), MASK) };
@@ -102,17 +102,17 @@ impl Watcher {
                 // Out of inotify watches: keep going unwatched here.
                 if !self.warned {
                     self.warned = true;
+                    let dir = format!("{}{rel}", self.root.display());
                     tracing::error!(
-                        dir = %dir.to_string_lossy(),
-                        "fs.inotify.max_user_watches is exhausted at {}: cgroups below unwatched directories are \
-                         found by a rescan every second until it is raised",
-                        dir.to_string_lossy()
+                        dir,
+                        "fs.inotify.max_user_watches is exhausted at {dir}: cgroups below unwatched directories are \
+                         found by a rescan every second until it is raised"
                     );
                 }
                 self.degraded = true;
                 Ok(true)
             }
-            _ => Err(io::Error::new(e.kind(), format!("inotify watch on {}: {e}", dir.to_string_lossy()))),
+            _ => Err(io::Error::new(e.kind(), format!("inotify watch on {}{rel}: {e}", self.root.display()))),
         }
     }
 
