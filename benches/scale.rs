@@ -242,8 +242,17 @@ fn startup_one(imp: Imp, cg: &TestCgroups, ids: &HashSet<u64>, timeout: Duration
         .lines()
         .find(|l| l.contains("ready"))
         .map(|l| {
+            // Its own split: the walk of the cgroup tree, then the kernel
+            // (routing, and the one nf_tables commit), in ms.
             l.split_whitespace()
-                .filter(|w| w.starts_with("cgroups=") || w.starts_with("elapsed_ms="))
+                .filter_map(|w| {
+                    let (k, v) = w.split_once('=')?;
+                    match k {
+                        "cgroups" => Some(w.to_owned()),
+                        "elapsed_ms" | "walk_ms" | "kernel_ms" => Some(format!("{k}={:.1}", v.parse::<f64>().ok()?)),
+                        _ => None,
+                    }
+                })
                 .collect::<Vec<_>>()
                 .join(" ")
         })

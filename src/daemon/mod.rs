@@ -159,6 +159,7 @@ pub fn run(source: ConfigSource, opts: Options) -> Result<(), DaemonError> {
     let started = Instant::now();
     let mut watcher = Watcher::new(&root).map_err(|e| watch_error(&root, e))?;
     let cgroups = watcher.rewatch_all().map_err(|e| watch_error(&root, e))?;
+    let walked = started.elapsed();
     let tracker = Tracker::new(cfg, &cgroups);
     // The tracker holds what it needs; the scan list would stay alive for
     // the daemon's lifetime otherwise.
@@ -202,6 +203,7 @@ pub fn run(source: ConfigSource, opts: Options) -> Result<(), DaemonError> {
     // first commit overrun the socket, GETGEN == this + 1 shows that only
     // we committed (no second full apply).
     d.generation = d.nft.generation().unwrap_or(0);
+    let synced = Instant::now();
     if let Err(e) = d.sync_all() {
         // A previous instance's table (restart) stays when keeping: it is
         // still the best classification there is.
@@ -219,12 +221,17 @@ pub fn run(source: ConfigSource, opts: Options) -> Result<(), DaemonError> {
         cgroups = d.tracker.paths.len(),
         elements = d.tracker.ruleset.elements.len(),
         elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
-        "ready: all cgroups classified ({} cgroups below {}, {} map elements, config {}, {:.1} ms)",
+        walk_ms = walked.as_secs_f64() * 1000.0,
+        kernel_ms = synced.elapsed().as_secs_f64() * 1000.0,
+        "ready: all cgroups classified ({} cgroups below {}, {} map elements, config {}, {:.1} ms: {:.1} walking \
+         the cgroup tree, {:.1} putting table and routing into the kernel)",
         d.tracker.paths.len(),
         d.root.display(),
         d.tracker.ruleset.elements.len(),
         d.tracker.cfg.origin,
-        started.elapsed().as_secs_f64() * 1000.0
+        started.elapsed().as_secs_f64() * 1000.0,
+        walked.as_secs_f64() * 1000.0,
+        synced.elapsed().as_secs_f64() * 1000.0
     );
     d.state = crate::state::DaemonState {
         pid: std::process::id(),
