@@ -84,12 +84,16 @@ pub fn unreadable() -> Option<String> {
     }
 }
 
-/// Remove the state file, and its directory when that is now empty (a
-/// manual run created /run/cgtproxy; systemd's RuntimeDirectory= goes anyway).
+/// Remove the state file, and /run/cgtproxy when that is now empty (a
+/// manual run created it; systemd's RuntimeDirectory= goes anyway). The
+/// directory of a `$CGTPROXY_STATE` is the user's, and stays.
 pub fn remove() {
     let path = path();
     let _ = std::fs::remove_file(&path);
-    if let Some(dir) = path.parent() {
+    if std::env::var_os("CGTPROXY_STATE").is_none()
+        && std::env::var_os("RUNTIME_DIRECTORY").is_none()
+        && let Some(dir) = path.parent()
+    {
         let _ = std::fs::remove_dir(dir);
     }
 }
