@@ -256,9 +256,9 @@ enum Cwd {
 impl Drop for Cwd {
     fn drop(&mut self) {
         if let Cwd::Saved(old) = self {
-            // SAFETY: an open directory we own. fchdir to a directory we
-            // hold open does not fail but for EINTR-free kernel errors,
-            // and there would be nothing better to do then.
+            // SAFETY: an open directory we own. Going back can fail only
+            // if that directory was made unsearchable meanwhile; there is
+            // nothing better to do then.
             unsafe { libc::fchdir(old.as_raw_fd()) };
         }
     }
