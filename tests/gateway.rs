@@ -391,6 +391,14 @@ fn gateway_sysctls_follow_config_and_are_restored() {
     let mut again = spawn();
     assert!(again.stop().success(), "{}", again.output());
     assert_eq!(brnf(), "1 1 ", "{}", again.output());
+    // Killed again, and the next instance has no gateway entries: it still
+    // puts back what the killed one left at 0.
+    kill(spawn());
+    std::fs::write(&*cfg, "version: 1\ntproxies: {px: {mark: 3000, port: 7893}}\n").unwrap();
+    let mut plain = spawn();
+    assert_eq!(brnf(), "1 1 ", "{}", plain.output());
+    assert!(plain.stop().success(), "{}", plain.output());
+    std::fs::write(&*cfg, with).unwrap();
     kill(spawn());
     let out =
         sh(&format!("CGTPROXY_STATE={} {} {} cleanup -c {} 2>&1", state.display(), ns.enter(), bin(), cfg.display()));

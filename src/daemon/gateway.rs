@@ -100,9 +100,7 @@ fn write_journal(values: &[(&'static str, String)]) {
 /// at 0 in this network namespace; returns the errors (what could not be
 /// put back stays in the journal).
 pub fn restore_journal() -> Vec<String> {
-    let mut g = Gateway::default();
-    g.adopt_journal();
-    g.restore()
+    Gateway::default().restore()
 }
 
 #[derive(Debug, Default)]
@@ -226,8 +224,17 @@ impl Gateway {
         self.mode == Some(BridgeMode::SysctlOff)
     }
 
-    /// Put back what we changed; returns the errors.
+    /// Put back what we changed, or what a killed (or kept-on-exit)
+    /// instance left in this network namespace's journal; returns the
+    /// errors.
     pub fn restore(&mut self) -> Vec<String> {
+        // Whether or not this instance ever turned them off: one with no
+        // gateway entries must still undo its predecessor's change.
+        self.adopt_journal();
+        if self.saved.is_empty() {
+            // Nothing to put back, and another namespace's journal stays.
+            return Vec::new();
+        }
         let mut errors = Vec::new();
         let mut failed = Vec::new();
         for (path, value) in std::mem::take(&mut self.saved) {
