@@ -4,7 +4,7 @@
 //! `RuntimeDirectory=`), else `/run/cgtproxy/state.json`.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -44,12 +44,15 @@ pub struct DaemonState {
     pub degraded: Option<String>,
 }
 
+/// Where the state file lives outside systemd, created by the daemon.
+const DEFAULT_DIR: &str = "/run/cgtproxy";
+
 pub fn path() -> PathBuf {
     if let Some(p) = std::env::var_os("CGTPROXY_STATE") {
         return PathBuf::from(p);
     }
     crate::config::systemd_directory("RUNTIME_DIRECTORY")
-        .unwrap_or_else(|| PathBuf::from("/run/cgtproxy"))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_DIR))
         .join("state.json")
 }
 
@@ -90,10 +93,7 @@ pub fn unreadable() -> Option<String> {
 pub fn remove() {
     let path = path();
     let _ = std::fs::remove_file(&path);
-    if std::env::var_os("CGTPROXY_STATE").is_none()
-        && std::env::var_os("RUNTIME_DIRECTORY").is_none()
-        && let Some(dir) = path.parent()
-    {
-        let _ = std::fs::remove_dir(dir);
+    if path.parent() == Some(Path::new(DEFAULT_DIR)) {
+        let _ = std::fs::remove_dir(DEFAULT_DIR);
     }
 }
