@@ -13,8 +13,6 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use crate::config::CgroupRoot;
-
 /// `statfs.f_type` of cgroup2.
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
@@ -80,7 +78,7 @@ fn unescape_mountinfo(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn is_cgroup2(path: &Path) -> io::Result<bool> {
+pub fn is_cgroup2(path: &Path) -> io::Result<bool> {
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     // SAFETY: statfs writes into a zeroed struct we own; c is NUL-terminated.
@@ -91,6 +89,14 @@ fn is_cgroup2(path: &Path) -> io::Result<bool> {
     }
     #[allow(clippy::unnecessary_cast)]
     Ok(st.f_type as i64 == CGROUP2_SUPER_MAGIC)
+}
+
+/// Where `cgtproxy` finds the cgroup2 hierarchy (the config's `cgroup-root`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CgroupRoot {
+    /// Found from /proc/self/mountinfo at start.
+    Auto,
+    Path(PathBuf),
 }
 
 /// Turn the config's `cgroup-root` into a verified cgroup2 mount point.

@@ -53,7 +53,7 @@ pub fn describe(cfg: &Config) -> String {
         let _ = writeln!(s, "  rule {} (line {}): {} -> {}", r.index, r.line, r.pattern, r.target);
     }
     for e in &cfg.gateway {
-        let _ = writeln!(s, "  gateway {} (line {}): {} -> {}", e.index, e.line, e.conditions(), e.target);
+        let _ = writeln!(s, "  gateway {} (line {}): {e}", e.index, e.line);
     }
     s
 }
@@ -89,26 +89,9 @@ pub fn permission(cfg: &Config) -> Result<Vec<String>, CheckError> {
     );
     if cfg.gateway.iter().any(|e| matches!(e.target, crate::config::Target::Tproxy(_))) {
         let mut nft = Nft::open().map_err(CheckError::Kernel)?;
-        ok.push(gateway_bridge_line(&crate::daemon::gateway::probe(&mut nft)));
+        ok.push(crate::bridge::probe(&mut nft).line());
     }
     Ok(ok)
-}
-
-/// What gateway mode does about br_netfilter on this kernel.
-pub fn gateway_bridge_line(brouting: &crate::daemon::gateway::Brouting) -> String {
-    let brnf = std::fs::read_to_string(crate::daemon::gateway::SYSCTLS[0]).ok();
-    let brnf = match brnf.as_deref().map(str::trim) {
-        None => "br_netfilter not loaded".to_owned(),
-        Some(v) => format!("bridge-nf-call-iptables={v}"),
-    };
-    if *brouting == crate::daemon::gateway::Brouting::Yes {
-        format!("gateway: {brouting}: bridged clients are proxied with {brnf} left as it is")
-    } else {
-        format!(
-            "gateway: {brouting}; {brnf}; the daemon sets bridge-nf-call-iptables/ip6tables to 0 in its network \
-             namespace while running and restores them on exit"
-        )
-    }
 }
 
 fn probe_kernel() -> Result<(), crate::nft::NftError> {

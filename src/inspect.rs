@@ -33,20 +33,6 @@ pub enum InspectError {
     Target(String),
 }
 
-/// A target as people read it.
-pub fn describe(verdict: Verdict, cfg: &Config) -> String {
-    match verdict {
-        Verdict::Direct => "direct".into(),
-        Verdict::Drop => "drop".into(),
-        Verdict::Reject => "reject".into(),
-        Verdict::Continue => "unmatched (strict)".into(),
-        Verdict::Tproxy(mark) => match cfg.tproxies.values().find(|t| t.mark == mark) {
-            Some(t) => format!("tproxy {}", t.name),
-            None => format!("tproxy mark {mark:#x}"),
-        },
-    }
-}
-
 #[derive(Debug, Serialize)]
 pub struct CgroupStatus {
     pub path: String,
@@ -113,12 +99,11 @@ fn gateway_status(
     let mut rs = Ruleset::new(cfg);
     // Without CAP_NET_ADMIN the kernel cannot be read: entries only.
     let inet = if table && readable {
-        nft.rule_counters(NFPROTO_INET, crate::ruleset::CHAIN_GATEWAY_CLASSIFY)?
+        nft.rule_counters(NFPROTO_INET, crate::names::CHAIN_GATEWAY_CLASSIFY)?
     } else {
         Vec::new()
     };
-    let bridge =
-        if readable { nft.rule_counters(NFPROTO_BRIDGE, crate::ruleset::CHAIN_PREROUTING)? } else { Vec::new() };
+    let bridge = if readable { nft.rule_counters(NFPROTO_BRIDGE, crate::names::CHAIN_PREROUTING)? } else { Vec::new() };
     rs.broute = !bridge.is_empty();
     let mut sums: BTreeMap<usize, (u64, u64)> = BTreeMap::new();
     let mut counted = false;
@@ -167,15 +152,10 @@ fn privileged<T>(r: Result<T, NftError>) -> Result<Result<T, String>, InspectErr
     }
 }
 
-/// This process's network namespace (the inode of /proc/self/ns/net).
-pub fn own_netns() -> Option<u64> {
-    std::fs::metadata("/proc/self/ns/net").ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m))
-}
-
 /// A note when the running daemon lives in another network namespace.
 fn netns_note(daemon: Option<&DaemonState>) -> Option<String> {
     let d = daemon?;
-    let here = own_netns()?;
+    let here = crate::netns::own()?;
     (d.netns != 0 && d.netns != here).then(|| {
         format!(
             "the daemon (pid {}) runs in another network namespace (net:[{}]) than this command (net:[{here}]): \
@@ -215,7 +195,7 @@ pub fn status(cfg: &Config) -> Result<Status, InspectError> {
         if verdict == Verdict::Continue && kernel_unreadable.is_some() {
             continue;
         }
-        let target = describe(verdict, cfg);
+        let target = verdict.describe(cfg);
         *totals.entry(target.clone()).or_insert(0) += 1;
         if let Some((packets, bytes)) = counter {
             let t = traffic.entry(target.clone()).or_insert((0, 0));
@@ -236,7 +216,7 @@ pub fn status(cfg: &Config) -> Result<Status, InspectError> {
     } else {
         match daemon.as_ref().map(|d| d.gateway_bridge.clone()).filter(|m| !m.is_empty()) {
             Some(m) => Some(m),
-            None if readable => Some(crate::check::gateway_bridge_line(&crate::daemon::gateway::probe(&mut nft))),
+            None if readable => Some(crate::bridge::probe(&mut nft).line()),
             None => None,
         }
     };
@@ -475,16 +455,16 @@ pub fn explain(cfg: &Config, target: &str) -> Result<String, InspectError> {
     }
     match own {
         Some(v) => {
-            let _ = writeln!(s, "kernel: cgroup-class holds {:#010x} ({}) for it", v.class(), describe(v, cfg));
+            let _ = writeln!(s, "kernel: cgroup-class holds {:#010x} ({}) for it", v.class(), v.describe(cfg));
         }
         None => s.push_str("kernel: cgroup-class holds nothing for it\n"),
     }
     match effective {
         Some((p, v)) if p == path => {
-            let _ = writeln!(s, "effective: {}", describe(v, cfg));
+            let _ = writeln!(s, "effective: {}", v.describe(cfg));
         }
         Some((p, v)) => {
-            let _ = writeln!(s, "effective: {} (inherited from {p})", describe(v, cfg));
+            let _ = writeln!(s, "effective: {} (inherited from {p})", v.describe(cfg));
         }
         None => s.push_str("effective: direct (no classified ancestor)\n"),
     }
@@ -558,15 +538,7 @@ pub fn explain_gateway(cfg: &Config, from: std::net::IpAddr, iif: Option<&str>) 
             );
         }
         Some(e) => {
-            let _ = writeln!(
-                s,
-                "gateway[{}] (line {} of {}): {} -> {}",
-                e.index,
-                e.line,
-                cfg.origin,
-                e.conditions(),
-                e.target
-            );
+            let _ = writeln!(s, "gateway[{}] (line {} of {}): {e}", e.index, e.line, cfg.origin);
             if e.index > 0 {
                 let _ = writeln!(s, "  (gateway[0..{}] do not match)", e.index - 1);
             }

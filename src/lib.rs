@@ -4,6 +4,7 @@
 //! [`config`] -> [`cgroup`] scan -> [`ruleset::Ruleset`] (printable as nft
 //! text) -> [`nft`] netlink batch, plus [`route`] for policy routing.
 
+pub mod bridge;
 pub mod cgroup;
 pub mod check;
 pub mod cli;
@@ -12,7 +13,9 @@ pub mod daemon;
 pub mod exec;
 pub mod inspect;
 pub mod logging;
+pub mod names;
 pub mod netlink;
+pub mod netns;
 pub mod nft;
 pub mod route;
 pub mod ruleset;

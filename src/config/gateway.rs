@@ -120,6 +120,14 @@ impl GatewayEntry {
     }
 }
 
+/// `interface "br-*", source [..] -> tproxy mihomo`: the one way an entry
+/// is described in words.
+impl std::fmt::Display for GatewayEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} -> {}", self.conditions(), self.target)
+    }
+}
+
 /// Check an interface name as written: at most 15 bytes, none of the
 /// characters the kernel refuses, `*` only at the end.
 fn parse_iface(text: &str) -> Result<Iface, String> {

@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
+pub use crate::cgroup::CgroupRoot;
 pub use cidr::Cidr;
 pub use gateway::{GatewayEntry, Iface};
 use regex::Regex;
@@ -36,14 +37,6 @@ pub enum ConfigError {
     Syntax { file: String, message: String },
     #[error("config file {file}, line {line} column {column}: {message}")]
     Invalid { file: String, line: u64, column: u64, message: String },
-}
-
-/// Where `cgtproxy` finds the cgroup2 hierarchy.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CgroupRoot {
-    /// Found from /proc/self/mountinfo at start.
-    Auto,
-    Path(PathBuf),
 }
 
 /// What happens to a cgroup's outgoing traffic.

@@ -78,18 +78,6 @@ struct RawRule {
     tproxy: Option<Spanned<String>>,
 }
 
-/// Chains the ruleset always has; a tproxy's chains must not collide with them.
-const BUILTIN_CHAINS: [&str; 8] = [
-    "output-mangle",
-    "classify",
-    "prerouting",
-    "output-nat",
-    "dns-hijack",
-    "gateway",
-    "gateway-classify",
-    "gateway-nat",
-];
-
 /// Route tables the kernel reserves: unspec, default, main, local.
 const RESERVED_TABLES: [i64; 4] = [0, 253, 254, 255];
 
@@ -195,7 +183,7 @@ fn parse_tproxies(
     let mut out = BTreeMap::new();
     let mut marks: HashMap<u32, &str> = HashMap::new();
     let mut chains: HashMap<String, &str> =
-        BUILTIN_CHAINS.iter().map(|c| ((*c).to_owned(), "the built-in chains")).collect();
+        crate::names::BUILTIN_CHAINS.iter().map(|c| ((*c).to_owned(), "the built-in chains")).collect();
     for (name, tp) in raw {
         let here = |m: String| ctx.at(tp, format!("tproxies.{name}: {m}"));
         let valid_name = !name.is_empty()
@@ -204,7 +192,7 @@ fn parse_tproxies(
         if !valid_name {
             return Err(here("the name must be 1 to 200 characters of A-Z a-z 0-9 - _ .".into()));
         }
-        for chain in [name.clone(), format!("{name}-MARK"), format!("{name}-DNS"), format!("{name}-GW")] {
+        for chain in crate::names::tproxy_chains(name) {
             if let Some(owner) = chains.insert(chain.clone(), name) {
                 return Err(here(format!("its chain {chain:?} collides with a chain of {owner}")));
             }
@@ -219,7 +207,7 @@ fn parse_tproxies(
                 }
             },
         };
-        if [crate::ruleset::CLASS_DIRECT, crate::ruleset::CLASS_DROP, crate::ruleset::CLASS_REJECT].contains(&mark) {
+        if crate::names::RESERVED_CLASSES.contains(&mark) {
             let m = t.mark.as_ref().expect("mark checked above");
             return Err(ctx.at(
                 m,

@@ -110,7 +110,7 @@ fn our_table_family(payload: &[u8]) -> Option<u8> {
     let family = *payload.first()?;
     let named = attrs(payload.get(4..).unwrap_or_default())
         .find(|(t, _)| *t == 1)
-        .is_some_and(|(_, v)| v.strip_suffix(b"\0") == Some(crate::ruleset::TABLE.as_bytes()));
+        .is_some_and(|(_, v)| v.strip_suffix(b"\0") == Some(crate::names::TABLE.as_bytes()));
     (named && (family == NFPROTO_INET || family == NFPROTO_BRIDGE)).then_some(family)
 }
 

@@ -11,49 +11,9 @@
 
 use tracing::{info, warn};
 
-pub use super::brouting::{Brouting, probe};
+pub use crate::bridge::{BridgeMode, Brouting, SYSCTLS, probe, read};
 use crate::nft::Nft;
 use crate::ruleset::Ruleset;
-
-pub const SYSCTLS: [&str; 2] =
-    ["/proc/sys/net/bridge/bridge-nf-call-iptables", "/proc/sys/net/bridge/bridge-nf-call-ip6tables"];
-
-/// How bridged clients' proxied traffic escapes br_netfilter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BridgeMode {
-    /// No gateway tproxy entry: nothing to do.
-    None,
-    /// `table bridge cgtproxy` broutes matched frames.
-    Broute,
-    /// The kernel cannot broute: bridge-nf-call-iptables/ip6tables are 0
-    /// in this namespace while the daemon runs.
-    SysctlOff,
-    /// br_netfilter is not loaded: bridged frames never meet the inet hooks.
-    NoBrNetfilter,
-    /// The kernel cannot broute and /proc/sys is hidden from the daemon (the
-    /// unit's ProcSubset=pid): the sysctls can be neither read nor set.
-    SysctlHidden,
-}
-
-impl std::fmt::Display for BridgeMode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            BridgeMode::None => "not needed (no gateway tproxy entry)",
-            BridgeMode::Broute => "broute: table bridge cgtproxy passes matched frames up before br_netfilter",
-            BridgeMode::SysctlOff => {
-                "this kernel cannot broute (no nft_meta_bridge): bridge-nf-call-iptables/ip6tables set to 0 \
-                 while running, restored on exit"
-            }
-            BridgeMode::NoBrNetfilter => "br_netfilter not loaded: nothing to do",
-            BridgeMode::SysctlHidden => {
-                "this kernel cannot broute and /proc/sys is hidden (the unit's ProcSubset=pid): \
-                 bridge-nf-call-iptables cannot be turned off, so TPROXY of bridged clients times out \
-                 if br_netfilter is loaded (docs/gateway.md: a drop-in)"
-            }
-        })
-    }
-}
 
 /// What the daemon changed outside its table, on disk beside the state file
 /// (`state.sysctls`): a SIGKILL or a `--keep-on-exit` stop leaves the
@@ -70,7 +30,7 @@ fn journal_path() -> std::path::PathBuf {
 }
 
 fn own_netns() -> u64 {
-    crate::inspect::own_netns().unwrap_or(0)
+    crate::netns::own().unwrap_or(0)
 }
 
 /// The journal of this network namespace, if any.
@@ -112,10 +72,6 @@ pub struct Gateway {
     pub mode: Option<BridgeMode>,
 }
 
-pub(super) fn read(path: &str) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
-}
-
 impl Gateway {
     /// Decide how `rs` deals with bridges; sets `rs.broute`. Called before
     /// each full apply.
@@ -146,17 +102,7 @@ impl Gateway {
             warn!("cannot delete table bridge cgtproxy: {e}");
         }
         let needs_off = !rs.gateway_tproxies().is_empty() && !rs.broute;
-        self.mode = Some(if rs.gateway_tproxies().is_empty() {
-            BridgeMode::None
-        } else if rs.broute {
-            BridgeMode::Broute
-        } else if !std::path::Path::new("/proc/sys/net").exists() {
-            BridgeMode::SysctlHidden
-        } else if read(SYSCTLS[0]).is_none() {
-            BridgeMode::NoBrNetfilter
-        } else {
-            BridgeMode::SysctlOff
-        });
+        self.mode = Some(BridgeMode::decide(!rs.gateway_tproxies().is_empty(), rs.broute));
         if self.mode == Some(BridgeMode::SysctlHidden) {
             warn!("gateway bridges: {}", BridgeMode::SysctlHidden);
         } else if needs_off {
@@ -209,14 +155,8 @@ impl Gateway {
 
     /// What `status` shows: the mode, with the reason brouting is not used
     /// when the kernel could.
-    pub fn describe(&self) -> String {
-        match (self.mode, &self.broute) {
-            (None | Some(BridgeMode::None), _) => String::new(),
-            (Some(BridgeMode::SysctlOff), Some(b @ (Brouting::NftCrashes(_) | Brouting::RpFilter(_)))) => {
-                format!("{b}: bridge-nf-call-iptables/ip6tables set to 0 while running, restored on exit")
-            }
-            (Some(m), _) => m.to_string(),
-        }
+    pub fn bridge_status(&self) -> String {
+        self.mode.map_or_else(String::new, |m| m.status(self.broute.as_ref()))
     }
 
     /// Does the daemon hold the sysctls at 0 (the fallback mode)?

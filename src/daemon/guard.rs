@@ -77,7 +77,7 @@ impl Guard {
             let pinned = tracker.pins.contains_key(id);
             match tracker.effective(&f.path) {
                 Some(Verdict::Tproxy(mark)) if !pinned => {
-                    let target = crate::inspect::describe(Verdict::Tproxy(mark), &tracker.cfg);
+                    let target = Verdict::Tproxy(mark).describe(&tracker.cfg);
                     let text = format!(
                         "{serves} listens in cgroup {}, which the rules send to {target}: kept direct so the proxy \
                          does not loop on its own connections; add a `direct: true` rule for that cgroup or start \
@@ -92,7 +92,7 @@ impl Guard {
                     self.findings.push(format!("{serves} listens in cgroup {}: kept direct (proxy-loop guard)", f.path))
                 }
                 v => {
-                    let how = v.map_or("direct".to_owned(), |v| crate::inspect::describe(v, &tracker.cfg));
+                    let how = v.map_or("direct".to_owned(), |v| v.describe(&tracker.cfg));
                     let text = format!("{serves} listens in cgroup {}: {how}, no loop", f.path);
                     if full {
                         info!(cgroup = %f.path, "{text}");

@@ -2,7 +2,6 @@
 //! cleanup. All kernel and filesystem I/O of `cgtproxy` run lives here; the
 //! decisions are made by [`tracker::Tracker`] and [`crate::ruleset`].
 
-mod brouting;
 pub mod events;
 pub mod gateway;
 mod guard;
@@ -19,9 +18,9 @@ use tracing::{debug, error, info, warn};
 
 use crate::cgroup::{self, CgroupError};
 use crate::config::{Config, ConfigError};
+use crate::names::CHAIN_CLASSIFY;
 use crate::nft::{Nft, NftError, encode};
 use crate::route::{RouteError, Routes};
-use crate::ruleset::CHAIN_CLASSIFY;
 use events::{KernelEvents, Own};
 use signals::{Signal, Signals};
 use tracker::{Delta, Tracker};
@@ -37,7 +36,6 @@ const UNWATCHED_RESCAN: Duration = Duration::from_secs(1);
 /// starts or creates a network).
 const SYSCTL_RECHECK: Duration = Duration::from_secs(1);
 /// CGROUP2_SUPER_MAGIC: the root must be a mounted cgroup2 file system.
-const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
@@ -240,7 +238,7 @@ pub fn run(source: ConfigSource, opts: Options) -> Result<(), DaemonError> {
         cgroup_root: d.root.display().to_string(),
         started: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|t| t.as_secs()).unwrap_or(0),
         startup_ms: started.elapsed().as_secs_f64() * 1000.0,
-        netns: crate::inspect::own_netns().unwrap_or(0),
+        netns: crate::netns::own().unwrap_or(0),
         keep_on_exit: opts.keep_on_exit,
         ..Default::default()
     };
@@ -266,17 +264,6 @@ fn notify(state: &[sd_notify::NotifyState]) {
 }
 
 /// Is `root` a mounted cgroup2 file system (not an empty mount point)?
-fn is_cgroup2(root: &Path) -> bool {
-    let Ok(c) = std::ffi::CString::new(root.as_os_str().as_encoded_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs is plain data, filled by the call; c is NUL-terminated.
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: valid path and output buffer.
-    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
-    rc == 0 && st.f_type as i64 == CGROUP2_SUPER_MAGIC
-}
-
 /// Remove what a daemon left (`cgtproxy cleanup`): the table and the
 /// routing `cfg` uses. Every error is collected.
 pub fn cleanup(cfg: &Config) -> Result<bool, DaemonError> {
@@ -305,7 +292,7 @@ impl Daemon {
         self.state.strict = self.tracker.cfg.strict;
         self.state.config = self.tracker.cfg.origin.clone();
         self.state.guard = self.guard.findings.clone();
-        self.state.gateway_bridge = self.gateway.describe();
+        self.state.gateway_bridge = self.gateway.bridge_status();
         self.state.degraded = self.trouble.as_ref().map(|t| t.what.clone());
         if let Err(e) = crate::state::write(&self.state) {
             warn!(path = %crate::state::path().display(), "cannot write the state file: {e}");
@@ -575,7 +562,7 @@ impl Daemon {
     /// The mount table changed: is the cgroup root still cgroup2? If it
     /// came back while degraded, retry now instead of after the backoff.
     fn on_mounts_changed(&mut self) {
-        let mounted = is_cgroup2(&self.root);
+        let mounted = cgroup::is_cgroup2(&self.root).unwrap_or(false);
         match &mut self.trouble {
             None if !mounted => {
                 self.degrade(format!("the cgroup root {} was removed or unmounted", self.root.display()))
@@ -641,7 +628,7 @@ impl Daemon {
             Ok(()) if delta.add.len() <= 64 => {
                 for (_, e, path) in delta.add.iter().filter(|(_, e, _)| e.verdict != crate::ruleset::Verdict::Continue)
                 {
-                    let target = crate::inspect::describe(e.verdict, &self.tracker.cfg);
+                    let target = e.verdict.describe(&self.tracker.cfg);
                     // Only the proxy-loop guard adds a non-strict element without a rule.
                     let rule = e.rule.map_or_else(|| "proxy-loop guard".to_owned(), |r| format!("rule {r}"));
                     info!(
@@ -721,7 +708,7 @@ impl Daemon {
     /// Watch and scan the whole tree again, then replace the whole table and
     /// routing for the tracker's config.
     fn rebuild(&mut self) -> Result<(), DaemonError> {
-        if !is_cgroup2(&self.root) {
+        if !cgroup::is_cgroup2(&self.root).unwrap_or(false) {
             // An empty mount point would look like a tree without cgroups:
             // classifying nothing would let every app go direct.
             return Err(DaemonError::RootGone(self.root.display().to_string()));

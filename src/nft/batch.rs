@@ -26,7 +26,7 @@ impl Batch {
     /// Start a batch whose messages get sequence numbers after `seq`.
     pub fn new(seq: u32) -> Self {
         let mut b = Batch {
-            table: crate::ruleset::TABLE.to_owned(),
+            table: crate::names::TABLE.to_owned(),
             family: NFPROTO_INET,
             w: MsgWriter::new(),
             acks: Vec::new(),

@@ -1,11 +1,12 @@
 //! The desired [`Ruleset`] as nf_tables netlink messages.
 
+use crate::names::{
+    CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DROP, CLASS_REJECT, MAP_CGROUP, MAP_MARK, MAP_MARK_DNS, SET_BYPASS4, SET_BYPASS6,
+    TABLE,
+};
 use crate::netlink::{MsgWriter, NLM_F_APPEND, NLM_F_CREATE, NLM_F_EXCL};
 use crate::ruleset::stmt::{GwMatch, GwVerdict, Only};
-use crate::ruleset::{
-    CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DROP, CLASS_REJECT, Chain, Element, Interval, MAP_CGROUP, MAP_MARK, MAP_MARK_DNS,
-    Ruleset, SET_BYPASS4, SET_BYPASS6, Stmt, TABLE,
-};
+use crate::ruleset::{Chain, Element, Interval, Ruleset, Stmt};
 
 use super::batch::Batch;
 use super::expr::{Data, Expr, encode_data, meta_eq, verdict};
@@ -80,7 +81,7 @@ pub fn full(b: &mut Batch, rs: &Ruleset) {
         .map(|t| {
             Elem::Mapping(
                 t.mark.to_ne_bytes().to_vec(),
-                Data::Verdict(NFT_GOTO, Some(crate::ruleset::tproxy_chain(&t.name).into())),
+                Data::Verdict(NFT_GOTO, Some(crate::names::tproxy_chain(&t.name).into())),
             )
         })
         .collect();
@@ -90,7 +91,7 @@ pub fn full(b: &mut Batch, rs: &Ruleset) {
         .iter()
         .filter(|t| t.dns_hijack.is_some())
         .map(|t| {
-            let goto = Data::Verdict(NFT_GOTO, Some(crate::ruleset::dns_chain(&t.name).into()));
+            let goto = Data::Verdict(NFT_GOTO, Some(crate::names::dns_chain(&t.name).into()));
             Elem::Mapping(t.mark.to_ne_bytes().to_vec(), goto)
         })
         .collect();
@@ -421,7 +422,7 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(Expr::Immediate { dreg: NFT_REG_2, data: Data::Value(port.to_be_bytes().to_vec()) });
             e.push(Expr::Dnat { family: nfproto, reg_addr: NFT_REG_1, reg_proto: NFT_REG_2 });
         }
-        Stmt::JumpGateway => e.push(verdict(NFT_JUMP, Some(crate::ruleset::CHAIN_GATEWAY))),
+        Stmt::JumpGateway => e.push(verdict(NFT_JUMP, Some(crate::names::CHAIN_GATEWAY))),
         Stmt::LoopbackReturn => {
             // lo is ifindex 1 in every network namespace.
             e.extend(meta_eq(NFT_META_IIF, &1u32.to_ne_bytes()));
@@ -454,7 +455,7 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
         Stmt::NewFlowClassify => {
             e.extend(ct_bits_set(NFT_CT_STATE, NF_CT_STATE_NEW));
             e.extend(ct_mark_eq(0));
-            e.push(verdict(NFT_JUMP, Some(crate::ruleset::CHAIN_GATEWAY_CLASSIFY)));
+            e.push(verdict(NFT_JUMP, Some(crate::names::CHAIN_GATEWAY_CLASSIFY)));
         }
         Stmt::ClearMark => e.extend(set_mark(0)),
         Stmt::FlowDnsReturn { mark, l4 } => {

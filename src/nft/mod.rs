@@ -11,8 +11,9 @@ pub mod sys;
 
 pub use batch::Batch;
 
+use crate::names::TABLE;
 use crate::netlink::{NLM_F_REQUEST, NetlinkError, NlSocket};
-use crate::ruleset::{Ruleset, TABLE};
+use crate::ruleset::Ruleset;
 use sys::*;
 
 /// `cgroup-class` by cgroup id: the verdict and, with counters, (packets, bytes).
@@ -233,7 +234,7 @@ impl Nft {
     pub fn level_handles(&mut self) -> Result<std::collections::BTreeMap<u32, u64>, NftError> {
         let req = self.get(NFT_MSG_GETRULE, NFPROTO_INET, crate::netlink::NLM_F_DUMP, |w| {
             w.str(NFTA_RULE_TABLE, TABLE);
-            w.str(NFTA_RULE_CHAIN, crate::ruleset::CHAIN_CLASSIFY);
+            w.str(NFTA_RULE_CHAIN, crate::names::CHAIN_CLASSIFY);
         });
         let mut out = std::collections::BTreeMap::new();
         self.sock.dump(&req, "list chain inet cgtproxy classify", |_, payload| {
@@ -259,7 +260,7 @@ impl Nft {
         use crate::netlink::attrs;
         let req = self.get(NFT_MSG_GETSETELEM, NFPROTO_INET, crate::netlink::NLM_F_DUMP, |w| {
             w.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-            w.str(NFTA_SET_ELEM_LIST_SET, crate::ruleset::MAP_CGROUP);
+            w.str(NFTA_SET_ELEM_LIST_SET, crate::names::MAP_CGROUP);
         });
         // The first NFTA_DATA_VALUE inside a nested data attribute.
         fn value(nested: &[u8]) -> Option<&[u8]> {
@@ -301,7 +302,7 @@ impl Nft {
     pub fn has_cgroup(&mut self, id: u64) -> Result<bool, NftError> {
         let req = self.get(NFT_MSG_GETSETELEM, NFPROTO_INET, 0, |w| {
             w.str(NFTA_SET_ELEM_LIST_TABLE, TABLE);
-            w.str(NFTA_SET_ELEM_LIST_SET, crate::ruleset::MAP_CGROUP);
+            w.str(NFTA_SET_ELEM_LIST_SET, crate::names::MAP_CGROUP);
             let list = w.nest(NFTA_SET_ELEM_LIST_ELEMENTS);
             encode::Elem::Key(id.to_ne_bytes().to_vec()).encode(w);
             w.nest_end(list);
@@ -357,7 +358,7 @@ pub fn level_rule(payload: &[u8]) -> Option<(u32, u64)> {
     let (mut handle, mut level, mut chain_ok) = (None, None, false);
     for (ty, v) in attrs(payload.get(4..)?) {
         match ty {
-            NFTA_RULE_CHAIN => chain_ok = v.strip_suffix(b"\0") == Some(crate::ruleset::CHAIN_CLASSIFY.as_bytes()),
+            NFTA_RULE_CHAIN => chain_ok = v.strip_suffix(b"\0") == Some(crate::names::CHAIN_CLASSIFY.as_bytes()),
             NFTA_RULE_HANDLE => handle = <[u8; 8]>::try_from(v).ok().map(u64::from_be_bytes),
             NFTA_RULE_EXPRESSIONS => {
                 for (_, elem) in attrs(v) {

@@ -24,12 +24,6 @@
 use super::stmt::{GwMatch, GwVerdict};
 use super::*;
 
-/// The chain of a tproxy's gateway flows (inet), and of its brouted frames
-/// (bridge table, named after the tproxy).
-pub fn gw_chain(tproxy: &str) -> String {
-    format!("{tproxy}-GW")
-}
-
 impl Ruleset {
     /// Tproxies that some gateway entry uses, in name order.
     pub fn gateway_tproxies(&self) -> Vec<&Tproxy> {

@@ -18,30 +18,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use crate::cgroup::Cgroup;
 use crate::config::{Cidr, Config, GatewayEntry, Target, Tproxy};
+use crate::names::*;
 pub use stmt::{Chain, Hook, L4, PRIO_BRIDGE_FILTER, PRIO_DSTNAT, PRIO_MANGLE, Stmt};
-
-pub const TABLE: &str = "cgtproxy";
-pub const SET_BYPASS4: &str = "bypass";
-pub const SET_BYPASS6: &str = "bypass6";
-pub const MAP_CGROUP: &str = "cgroup-class";
-pub const MAP_MARK: &str = "mark-vmap";
-pub const MAP_MARK_DNS: &str = "mark-dns-vmap";
-pub const CHAIN_OUTPUT: &str = "output-mangle";
-pub const CHAIN_CLASSIFY: &str = "classify";
-pub const CHAIN_PREROUTING: &str = "prerouting";
-pub const CHAIN_OUTPUT_NAT: &str = "output-nat";
-pub const CHAIN_DNS: &str = "dns-hijack";
-pub const CHAIN_GATEWAY: &str = "gateway";
-pub const CHAIN_GATEWAY_CLASSIFY: &str = "gateway-classify";
-pub const CHAIN_GATEWAY_NAT: &str = "gateway-nat";
-
-/// Class of direct cgroups, held in the packet mark only inside
-/// output-mangle ("CGT" 1). Tproxy marks may not use it.
-pub const CLASS_DIRECT: u32 = 0x4347_5401;
-/// Class of dropped cgroups ("CGT" 2).
-pub const CLASS_DROP: u32 = 0x4347_5402;
-/// Class of rejected cgroups ("CGT" 3).
-pub const CLASS_REJECT: u32 = 0x4347_5403;
 
 /// What `cgroup-class` says about a cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -79,6 +57,20 @@ impl Verdict {
         }
     }
 
+    /// The target as people read it, in every command and log line.
+    pub fn describe(self, cfg: &Config) -> String {
+        match self {
+            Verdict::Direct => "direct".into(),
+            Verdict::Drop => "drop".into(),
+            Verdict::Reject => "reject".into(),
+            Verdict::Continue => "unmatched (strict)".into(),
+            Verdict::Tproxy(mark) => match cfg.tproxies.values().find(|t| t.mark == mark) {
+                Some(t) => format!("tproxy {}", t.name),
+                None => format!("tproxy mark {mark:#x}"),
+            },
+        }
+    }
+
     pub fn from_class(class: u32) -> Self {
         match class {
             CLASS_DIRECT => Verdict::Direct,
@@ -88,16 +80,6 @@ impl Verdict {
             mark => Verdict::Tproxy(mark),
         }
     }
-}
-
-/// The chain that sends a tproxy's packets to its port (from prerouting).
-pub fn tproxy_chain(tproxy: &str) -> String {
-    tproxy.to_owned()
-}
-
-/// The chain that rewrites a tproxy's DNS packets (from output-nat).
-pub fn dns_chain(tproxy: &str) -> String {
-    format!("{tproxy}-DNS")
 }
 
 /// One element of `cgroup-class`. No path: there is one element per

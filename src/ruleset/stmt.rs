@@ -5,10 +5,11 @@
 use std::fmt;
 use std::net::IpAddr;
 
-use super::{
-    CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DROP, CLASS_REJECT, Interval, MAP_CGROUP, MAP_MARK, SET_BYPASS4, SET_BYPASS6,
-};
+use super::Interval;
 use crate::config::Iface;
+use crate::names::{
+    CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DROP, CLASS_REJECT, MAP_CGROUP, MAP_MARK, SET_BYPASS4, SET_BYPASS6,
+};
 
 /// The conditions of one `gateway` entry, for one address family when it
 /// has sources.

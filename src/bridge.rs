@@ -1,10 +1,20 @@
-//! Whether gateway mode can broute here: the kernel (nft_meta_bridge),
-//! reverse-path filtering, and this host's `nft` command, which must be
-//! able to list what the daemon loads (docs/gateway.md, "Bridges and
-//! br_netfilter").
+//! Bridges and br_netfilter: whether gateway mode can broute here (the
+//! kernel's nft_meta_bridge, reverse-path filtering, and this host's `nft`
+//! command, which must be able to list what the daemon loads), what
+//! br_netfilter's sysctls say, and how the daemon deals with bridged
+//! clients ([`BridgeMode`]). The daemon, `check` and `status` all ask here
+//! (docs/gateway.md, "Bridges and br_netfilter").
 
-use super::gateway::read;
 use crate::nft::Nft;
+
+/// br_netfilter's IP hooks for bridged frames; absent without br_netfilter.
+pub const SYSCTLS: [&str; 2] =
+    ["/proc/sys/net/bridge/bridge-nf-call-iptables", "/proc/sys/net/bridge/bridge-nf-call-ip6tables"];
+
+/// A sysctl (or any small proc file), trimmed; None when unreadable.
+pub fn read(path: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
+}
 
 /// Whether the daemon broutes on this host.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +109,95 @@ impl std::fmt::Display for Brouting {
                 "the kernel can broute, but reverse-path filtering is on ({on}): brouted IPv4 arrives on a \
                  bridge port, which has no address, and would be dropped, so brouting is not used"
             ),
+        }
+    }
+}
+
+/// How bridged clients' proxied traffic escapes br_netfilter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BridgeMode {
+    /// No gateway tproxy entry: nothing to do.
+    None,
+    /// `table bridge cgtproxy` broutes matched frames.
+    Broute,
+    /// The kernel cannot broute: bridge-nf-call-iptables/ip6tables are 0
+    /// in this namespace while the daemon runs.
+    SysctlOff,
+    /// br_netfilter is not loaded: bridged frames never meet the inet hooks.
+    NoBrNetfilter,
+    /// The kernel cannot broute and /proc/sys is hidden from the daemon (the
+    /// unit's ProcSubset=pid): the sysctls can be neither read nor set.
+    SysctlHidden,
+}
+
+impl BridgeMode {
+    /// How the daemon deals with bridged clients, for a ruleset with or
+    /// without gateway tproxy entries and brouting.
+    pub fn decide(gateway_tproxies: bool, broute: bool) -> Self {
+        if !gateway_tproxies {
+            BridgeMode::None
+        } else if broute {
+            BridgeMode::Broute
+        } else if !std::path::Path::new("/proc/sys/net").exists() {
+            BridgeMode::SysctlHidden
+        } else if read(SYSCTLS[0]).is_none() {
+            BridgeMode::NoBrNetfilter
+        } else {
+            BridgeMode::SysctlOff
+        }
+    }
+}
+
+impl BridgeMode {
+    /// What `status` shows: the mode, with the reason brouting is not used
+    /// when the kernel could; empty when nothing is needed.
+    pub fn status(self, brouting: Option<&Brouting>) -> String {
+        match (self, brouting) {
+            (BridgeMode::None, _) => String::new(),
+            (BridgeMode::SysctlOff, Some(b @ (Brouting::NftCrashes(_) | Brouting::RpFilter(_)))) => {
+                format!("{b}: bridge-nf-call-iptables/ip6tables set to 0 while running, restored on exit")
+            }
+            (m, _) => m.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for BridgeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BridgeMode::None => "not needed (no gateway tproxy entry)",
+            BridgeMode::Broute => "broute: table bridge cgtproxy passes matched frames up before br_netfilter",
+            BridgeMode::SysctlOff => {
+                "this kernel cannot broute (no nft_meta_bridge): bridge-nf-call-iptables/ip6tables set to 0 \
+                 while running, restored on exit"
+            }
+            BridgeMode::NoBrNetfilter => "br_netfilter not loaded: nothing to do",
+            BridgeMode::SysctlHidden => {
+                "this kernel cannot broute and /proc/sys is hidden (the unit's ProcSubset=pid): \
+                 bridge-nf-call-iptables cannot be turned off, so TPROXY of bridged clients times out \
+                 if br_netfilter is loaded (docs/gateway.md: a drop-in)"
+            }
+        })
+    }
+}
+
+impl Brouting {
+    /// What gateway mode does about br_netfilter on this kernel, as `check`
+    /// and `status` say it.
+    pub fn line(&self) -> String {
+        let brnf = std::fs::read_to_string(SYSCTLS[0]).ok();
+        let brnf = match brnf.as_deref().map(str::trim) {
+            None => "br_netfilter not loaded".to_owned(),
+            Some(v) => format!("bridge-nf-call-iptables={v}"),
+        };
+        if *self == Brouting::Yes {
+            format!("gateway: {self}: bridged clients are proxied with {brnf} left as it is")
+        } else {
+            format!(
+                "gateway: {self}; {brnf}; the daemon sets bridge-nf-call-iptables/ip6tables to 0 in its network \
+                 namespace while running and restores them on exit"
+            )
         }
     }
 }

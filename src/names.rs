@@ -1,0 +1,81 @@
+//! The names and numbers the kernel sees: the table, its chains, sets and
+//! maps, and the class values written into the packet mark.
+//!
+//! A leaf: nothing here imports the rest of the crate, so the config's
+//! validation (which reserves these names), the desired ruleset, the
+//! encoder, the daemon and the inspection commands all read one list.
+
+/// `table inet cgtproxy` (and `table bridge cgtproxy` in gateway mode).
+pub const TABLE: &str = "cgtproxy";
+
+pub const SET_BYPASS4: &str = "bypass";
+pub const SET_BYPASS6: &str = "bypass6";
+/// cgroup id -> class (a data map; see `ruleset`'s module comment).
+pub const MAP_CGROUP: &str = "cgroup-class";
+pub const MAP_MARK: &str = "mark-vmap";
+pub const MAP_MARK_DNS: &str = "mark-dns-vmap";
+
+pub const CHAIN_OUTPUT: &str = "output-mangle";
+pub const CHAIN_CLASSIFY: &str = "classify";
+pub const CHAIN_PREROUTING: &str = "prerouting";
+pub const CHAIN_OUTPUT_NAT: &str = "output-nat";
+pub const CHAIN_DNS: &str = "dns-hijack";
+pub const CHAIN_GATEWAY: &str = "gateway";
+pub const CHAIN_GATEWAY_CLASSIFY: &str = "gateway-classify";
+pub const CHAIN_GATEWAY_NAT: &str = "gateway-nat";
+
+/// Chains the ruleset always has; a tproxy's chains must not collide with them.
+pub const BUILTIN_CHAINS: [&str; 8] = [
+    CHAIN_OUTPUT,
+    CHAIN_CLASSIFY,
+    CHAIN_PREROUTING,
+    CHAIN_OUTPUT_NAT,
+    CHAIN_DNS,
+    CHAIN_GATEWAY,
+    CHAIN_GATEWAY_CLASSIFY,
+    CHAIN_GATEWAY_NAT,
+];
+
+/// Class of direct cgroups, held in the packet mark only inside
+/// output-mangle ("CGT" 1). Tproxy marks may not use it.
+pub const CLASS_DIRECT: u32 = 0x4347_5401;
+/// Class of dropped cgroups ("CGT" 2).
+pub const CLASS_DROP: u32 = 0x4347_5402;
+/// Class of rejected cgroups ("CGT" 3).
+pub const CLASS_REJECT: u32 = 0x4347_5403;
+/// The classes a tproxy's mark must not take.
+pub const RESERVED_CLASSES: [u32; 3] = [CLASS_DIRECT, CLASS_DROP, CLASS_REJECT];
+
+/// The chain that sends a tproxy's packets to its port (from prerouting).
+pub fn tproxy_chain(tproxy: &str) -> String {
+    tproxy.to_owned()
+}
+
+/// The chain that rewrites a tproxy's DNS packets (from output-nat).
+pub fn dns_chain(tproxy: &str) -> String {
+    format!("{tproxy}-DNS")
+}
+
+/// The chain of a tproxy's gateway flows (inet), and of its brouted frames
+/// (bridge table, named after the tproxy).
+pub fn gw_chain(tproxy: &str) -> String {
+    format!("{tproxy}-GW")
+}
+
+/// Every chain a tproxy named `tproxy` may own.
+pub fn tproxy_chains(tproxy: &str) -> [String; 3] {
+    [tproxy_chain(tproxy), dns_chain(tproxy), gw_chain(tproxy)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_tproxy_chain_never_collides_with_a_builtin_one_of_another_shape() {
+        for c in tproxy_chains("x") {
+            assert!(!BUILTIN_CHAINS.contains(&c.as_str()));
+        }
+        assert_eq!(RESERVED_CLASSES.len(), 3);
+    }
+}
