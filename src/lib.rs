@@ -6,12 +6,10 @@
 
 pub mod bridge;
 pub mod cgroup;
-pub mod check;
 pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod daemon;
-pub mod exec;
-pub mod inspect;
 pub mod logging;
 pub mod names;
 pub mod netlink;

@@ -1,0 +1,224 @@
+//! `cgtproxy explain PATH|PID`: which rule matches a cgroup and why, and
+//! what the kernel holds for it. [`read`] gathers the facts; [`render`]
+//! puts them next to the config.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use super::world::{InspectError, netns_note, privileged};
+use crate::cgroup;
+use crate::config::Config;
+use crate::nft::Nft;
+use crate::ruleset::Verdict;
+use crate::state::{self, DaemonState};
+
+/// What `explain` learns from the world about one cgroup.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Facts {
+    /// Relative to the cgroup root, starting with `/`.
+    pub path: String,
+    /// None: the cgroup does not exist now.
+    pub id: Option<u64>,
+    pub daemon: Option<DaemonState>,
+    pub netns_note: Option<String>,
+    pub kernel: Kernel,
+}
+
+/// The kernel's side of an explanation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kernel {
+    /// Why it could not be read (no CAP_NET_ADMIN).
+    Unreadable(String),
+    Absent,
+    /// `own`: the cgroup's element; `effective`: the deepest
+    /// ancestor-or-self whose element decides, with its path.
+    Classified {
+        own: Option<Verdict>,
+        effective: Option<(String, Verdict)>,
+    },
+}
+
+/// Resolve `explain`'s argument to a cgroup path relative to the root.
+pub fn resolve_target(target: &str, root: &Path) -> Result<String, InspectError> {
+    if !target.is_empty() && target.bytes().all(|b| b.is_ascii_digit()) {
+        let file = format!("/proc/{target}/cgroup");
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| InspectError::Target(format!("PID {target}: {file}: {e}")))?;
+        return text
+            .lines()
+            .find_map(|l| l.strip_prefix("0::"))
+            .map(str::to_owned)
+            .ok_or_else(|| InspectError::Target(format!("PID {target}: no cgroup v2 entry in {file}")));
+    }
+    let path = Path::new(target);
+    if let Some(rel) = cgroup::relative_path(root, path).filter(|_| path.starts_with(root)) {
+        return Ok(if rel.is_empty() { "/".into() } else { rel });
+    }
+    if target.starts_with('/') {
+        return Ok(target.trim_end_matches('/').to_owned());
+    }
+    Err(InspectError::Target(format!("{target:?} is not a PID, nor a cgroup path starting with /")))
+}
+
+/// Read the world for `explain TARGET`.
+pub fn read(cfg: &Config, target: &str) -> Result<Facts, InspectError> {
+    let root = cgroup::resolve_root(&cfg.cgroup_root)?;
+    let path = resolve_target(target, &root)?;
+    let id = cgroup::id_of(&root.join(path.trim_start_matches('/'))).ok();
+    let daemon = state::read();
+    let netns_note = netns_note(daemon.as_ref(), crate::netns::own());
+    let mut nft = Nft::open()?;
+    let kernel = match privileged(nft.table_exists())? {
+        Err(why) => Kernel::Unreadable(why),
+        Ok(false) => Kernel::Absent,
+        Ok(true) => {
+            // The kernel's answer: the deepest ancestor-or-self with an element.
+            let map = nft.cgroup_map()?;
+            let mut own = None;
+            let mut effective = None;
+            let mut p = path.clone();
+            loop {
+                if let Ok(cid) = cgroup::id_of(&root.join(p.trim_start_matches('/')))
+                    && let Some(v) = map.get(&cid)
+                {
+                    if p == path {
+                        own = Some(*v);
+                    }
+                    if *v != Verdict::Continue {
+                        effective = Some((p.clone(), *v));
+                        break;
+                    }
+                }
+                match p.rfind('/') {
+                    Some(0) | None => break,
+                    Some(i) => p.truncate(i),
+                }
+            }
+            Kernel::Classified { own, effective }
+        }
+    };
+    Ok(Facts { path, id, daemon, netns_note, kernel })
+}
+
+/// The text `explain` prints.
+pub fn render(cfg: &Config, f: &Facts) -> String {
+    let mut s = String::new();
+    let path = &f.path;
+    match f.id {
+        Some(id) => {
+            let _ = writeln!(s, "cgroup {path} (id {id}, level {})", cgroup::level_of(path));
+        }
+        None => {
+            let _ = writeln!(s, "cgroup {path} (does not exist now; matching the path anyway)");
+        }
+    }
+    match cfg.classify(path) {
+        Some(rule) => {
+            let m = rule.regex.find(path).expect("classify matched");
+            let _ = writeln!(
+                s,
+                "rule {} (line {} of {}): {:?} matches {:?} at {}..{} -> {}",
+                rule.index,
+                rule.line,
+                cfg.origin,
+                rule.pattern,
+                m.as_str(),
+                m.start(),
+                m.end(),
+                rule.target
+            );
+            if rule.index > 0 {
+                let _ = writeln!(s, "  (rules 0..{} do not match)", rule.index - 1);
+            }
+        }
+        None => {
+            let _ = writeln!(
+                s,
+                "no rule matches ({} rules tried): the cgroup follows its nearest classified ancestor, else goes direct",
+                cfg.rules.len()
+            );
+        }
+    }
+    if let Some(note) = &f.netns_note {
+        let _ = writeln!(s, "NOTE: {note}");
+    }
+    // The proxy-loop guard overrides the rules for a proxy's own cgroup.
+    let needle = format!("cgroup {path},");
+    let needle_colon = format!("cgroup {path}:");
+    for line in f.daemon.iter().flat_map(|d| &d.guard) {
+        if line.contains(&needle) || line.contains(&needle_colon) {
+            let _ = writeln!(s, "proxy guard: {line}");
+        }
+    }
+    let (own, effective) = match &f.kernel {
+        Kernel::Unreadable(why) => {
+            let _ = writeln!(s, "kernel: not shown: {why}");
+            return s;
+        }
+        Kernel::Absent => {
+            s.push_str("kernel: table inet cgtproxy is absent: traffic is not classified\n");
+            return s;
+        }
+        Kernel::Classified { own, effective } => (own, effective),
+    };
+    match own {
+        Some(v) => {
+            let _ = writeln!(s, "kernel: cgroup-class holds {:#010x} ({}) for it", v.class(), v.describe(cfg));
+        }
+        None => s.push_str("kernel: cgroup-class holds nothing for it\n"),
+    }
+    match effective {
+        Some((p, v)) if p == path => {
+            let _ = writeln!(s, "effective: {}", v.describe(cfg));
+        }
+        Some((p, v)) => {
+            let _ = writeln!(s, "effective: {} (inherited from {p})", v.describe(cfg));
+        }
+        None => s.push_str("effective: direct (no classified ancestor)\n"),
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg() -> Config {
+        Config::parse(
+            "version: 1\ntproxies:\n  p: {mark: 7, port: 7893}\nrules:\n  - {match: '^/a$', direct: true}\n  - {match: '^/a/b', tproxy: p}\n",
+            "t.yaml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn an_inherited_verdict_is_explained_with_its_rule_and_ancestor() {
+        let f = Facts {
+            path: "/a/b/c".into(),
+            id: Some(42),
+            daemon: None,
+            netns_note: None,
+            kernel: Kernel::Classified { own: None, effective: Some(("/a/b".into(), Verdict::Tproxy(7))) },
+        };
+        assert_eq!(
+            render(&cfg(), &f),
+            "cgroup /a/b/c (id 42, level 3)\n\
+             rule 1 (line 6 of t.yaml): \"^/a/b\" matches \"/a/b\" at 0..4 -> tproxy p\n  (rules 0..0 do not match)\n\
+             kernel: cgroup-class holds nothing for it\neffective: tproxy p (inherited from /a/b)\n"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_kernel_is_said_and_nothing_more() {
+        let f = Facts {
+            path: "/x".into(),
+            id: None,
+            daemon: None,
+            netns_note: None,
+            kernel: Kernel::Unreadable("needs CAP_NET_ADMIN".into()),
+        };
+        let text = render(&cfg(), &f);
+        assert!(text.starts_with("cgroup /x (does not exist now; matching the path anyway)\nno rule matches (2 rules"));
+        assert!(text.ends_with("kernel: not shown: needs CAP_NET_ADMIN\n"), "{text}");
+    }
+}
