@@ -16,8 +16,10 @@ use std::net::IpAddr;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::raw::{Ctx, one_target};
-use super::{Cidr, ConfigError, Target, Tproxy};
+use super::cidr::Cidr;
+use super::ctx::{Ctx, one_target};
+use super::error::ConfigError;
+use super::target::{Target, Tproxy};
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
 pub const IFNAME_MAX: usize = 15;

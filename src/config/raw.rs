@@ -7,10 +7,13 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::{
-    CgroupRoot, Cidr, Config, ConfigError, DEFAULT_ROUTE_TABLE, DEFAULT_STRICT_DEPTH, DnsHijack, Rule, Target, Tproxy,
-    regex_compat,
-};
+use super::cidr::Cidr;
+use super::ctx::{Ctx, one_target};
+use super::error::ConfigError;
+use super::model::{Config, DEFAULT_ROUTE_TABLE, DEFAULT_STRICT_DEPTH};
+use super::regex_compat;
+use super::target::{DnsHijack, Rule, Tproxy};
+use crate::cgroup::CgroupRoot;
 
 /// `version` was a string in the Go implementation; YAML authors write both
 /// `1` and `"1"`.
@@ -80,25 +83,6 @@ struct RawRule {
 
 /// Route tables the kernel reserves: unspec, default, main, local.
 const RESERVED_TABLES: [i64; 4] = [0, 253, 254, 255];
-
-pub(super) struct Ctx<'a> {
-    pub(super) file: &'a str,
-}
-
-impl Ctx<'_> {
-    pub(super) fn at<T>(&self, spanned: &Spanned<T>, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid {
-            file: self.file.to_owned(),
-            line: spanned.referenced.line(),
-            column: spanned.referenced.column(),
-            message: message.into(),
-        }
-    }
-
-    fn top(&self, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid { file: self.file.to_owned(), line: 1, column: 1, message: message.into() }
-    }
-}
 
 pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig = serde_saphyr::from_str(text)
@@ -250,57 +234,6 @@ fn parse_tproxies(
         );
     }
     Ok(out)
-}
-
-/// The one-target check shared by `rules` and `gateway`: `what` names the
-/// entry in messages; an unknown tproxy is reported at its own position.
-/// `reject` is None where the entry has no such target (`gateway`).
-pub(super) fn one_target(
-    ctx: &Ctx,
-    what: &str,
-    direct: bool,
-    drop: bool,
-    reject: Option<bool>,
-    tproxy: Option<&Spanned<String>>,
-    tproxies: &BTreeMap<String, Tproxy>,
-) -> Result<Result<Target, String>, ConfigError> {
-    let mut targets = Vec::new();
-    if direct {
-        targets.push(Target::Direct);
-    }
-    if drop {
-        targets.push(Target::Drop);
-    }
-    if reject == Some(true) {
-        targets.push(Target::Reject);
-    }
-    if let Some(name) = tproxy {
-        if !tproxies.contains_key(&name.value) {
-            let known: Vec<&str> = tproxies.keys().map(String::as_str).collect();
-            return Err(ctx.at(
-                name,
-                format!(
-                    "{what}: tproxy {:?} is not defined in `tproxies` (defined: {})",
-                    name.value,
-                    if known.is_empty() { "none".into() } else { known.join(", ") }
-                ),
-            ));
-        }
-        targets.push(Target::Tproxy(name.value.clone()));
-    }
-    let choices = if reject.is_some() {
-        "`direct: true`, `drop: true`, `reject: true`, `tproxy: NAME`"
-    } else {
-        "`direct: true`, `drop: true`, `tproxy: NAME`"
-    };
-    Ok(match targets.len() {
-        1 => Ok(targets.remove(0)),
-        0 => Err(format!("no target: set exactly one of {choices}")),
-        _ => {
-            let names: Vec<String> = targets.iter().map(|t| t.to_string()).collect();
-            Err(format!("{} targets ({}): set exactly one of {choices}", targets.len(), names.join(", ")))
-        }
-    })
 }
 
 fn parse_rules(

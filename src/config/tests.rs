@@ -1,4 +1,5 @@
 use super::*;
+use std::net::Ipv4Addr;
 
 const MINIMAL: &str = "version: 1\n";
 

@@ -21,8 +21,11 @@
 //!   its addresses) and take the normal br_netfilter path.
 //! ```
 
-use super::stmt::{GwMatch, GwVerdict};
-use super::*;
+use super::model::Ruleset;
+use super::stmt::{Chain, GwMatch, GwVerdict, Hook, L4, PRIO_BRIDGE_FILTER, PRIO_DSTNAT, Stmt};
+use super::verdict::merge;
+use crate::config::{Cidr, GatewayEntry, Target, Tproxy};
+use crate::names::*;
 
 impl Ruleset {
     /// Tproxies that some gateway entry uses, in name order.

@@ -1,9 +1,11 @@
 //! The ruleset as `nft -f` text, laid out like `nft list table`.
 
 use std::fmt::Write;
-use std::net::{Ipv4Addr, Ipv6Addr};
 
-use super::*;
+use super::model::Ruleset;
+use super::stmt::{intervals, mark};
+use crate::cgroup::Cgroup;
+use crate::names::*;
 
 /// What `nft` needs before a cgroup path relative to the cgroup2 mount
 /// `root`: nft resolves `cgroupsv2` elements against /sys/fs/cgroup, so on a
@@ -15,9 +17,24 @@ pub fn nft_cgroup_prefix(root: &std::path::Path) -> Option<String> {
     Some(if rest.is_empty() { String::new() } else { format!("{rest}/") })
 }
 
+impl Ruleset {
+    /// `nft -f` text for this ruleset, cgroup paths relative to the cgroup2
+    /// mount; each element's path is its id's in `cgroups`.
+    pub fn render(&self, cgroups: &[Cgroup]) -> String {
+        render(self, cgroups, "")
+    }
+
+    /// `nft -f` text that `nft` can load on this host: cgroup paths relative
+    /// to /sys/fs/cgroup (`unified/...` on hybrid hosts), for a cgroup2
+    /// mount at `root`. None when nft cannot resolve paths below `root`.
+    pub fn render_for_nft(&self, root: &std::path::Path, cgroups: &[Cgroup]) -> Option<String> {
+        nft_cgroup_prefix(root).map(|prefix| render(self, cgroups, &prefix))
+    }
+}
+
 /// `prefix` goes before every cgroup path (see [`nft_cgroup_prefix`]); the
 /// paths are those of `cgroups`, by id.
-pub(super) fn render(rs: &Ruleset, cgroups: &[Cgroup], prefix: &str) -> String {
+fn render(rs: &Ruleset, cgroups: &[Cgroup], prefix: &str) -> String {
     let paths: std::collections::HashMap<u64, &str> = cgroups.iter().map(|c| (c.id, &*c.path)).collect();
     let mut o = String::new();
     let w = &mut o;
@@ -70,31 +87,6 @@ pub(super) fn render(rs: &Ruleset, cgroups: &[Cgroup], prefix: &str) -> String {
         o.push_str("}\n");
     }
     o
-}
-
-pub fn mark(m: u32) -> String {
-    format!("{m:#010x}")
-}
-
-pub(super) fn intervals(list: &[Interval], v6: bool) -> Vec<String> {
-    list.iter()
-        .map(|&(start, end)| {
-            let addr = |x: u128| {
-                if v6 { Ipv6Addr::from(x).to_string() } else { Ipv4Addr::from(x as u32).to_string() }
-            };
-            let bits = if v6 { 128 } else { 32 };
-            let size = end - start;
-            let aligned = size.checked_add(1).is_none_or(|n| n.is_power_of_two() && start % n == 0);
-            if start == end {
-                addr(start)
-            } else if aligned {
-                let host_bits = if size == u128::MAX { 128 } else { (size + 1).trailing_zeros() };
-                format!("{}/{}", addr(start), bits - host_bits)
-            } else {
-                format!("{}-{}", addr(start), addr(end))
-            }
-        })
-        .collect()
 }
 
 fn elements(w: &mut String, items: &[String]) {

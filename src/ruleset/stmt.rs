@@ -3,12 +3,13 @@
 //! netlink expressions.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use super::Interval;
+use super::verdict::Interval;
 use crate::config::Iface;
 use crate::names::{
-    CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DROP, CLASS_REJECT, MAP_CGROUP, MAP_MARK, SET_BYPASS4, SET_BYPASS6,
+    CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_GATEWAY, CHAIN_GATEWAY_CLASSIFY, CLASS_DROP, CLASS_REJECT, MAP_CGROUP, MAP_MARK,
+    SET_BYPASS4, SET_BYPASS6,
 };
 
 /// The conditions of one `gateway` entry, for one address family when it
@@ -220,13 +221,13 @@ impl fmt::Display for Stmt {
             Stmt::DnsDnat { l4, ip: IpAddr::V6(ip), port } => {
                 write!(f, "meta nfproto ipv6 {l4} dport 53 dnat ip6 to [{ip}]:{port}")
             }
-            Stmt::JumpGateway => write!(f, "jump {}", super::CHAIN_GATEWAY),
+            Stmt::JumpGateway => write!(f, "jump {}", CHAIN_GATEWAY),
             Stmt::LoopbackReturn => f.write_str("iif \"lo\" return"),
             Stmt::ForeignMarkReturn => write!(f, "meta mark != 0x00000000 meta mark != @{MAP_MARK} return"),
             Stmt::LocalUnmarkReturn => f.write_str("fib daddr type local meta mark set 0x00000000 return"),
             Stmt::ReplyUnmarkReturn => f.write_str("ct direction reply meta mark set 0x00000000 return"),
             Stmt::NewFlowClassify => {
-                write!(f, "ct state new ct mark 0x00000000 jump {}", super::CHAIN_GATEWAY_CLASSIFY)
+                write!(f, "ct state new ct mark 0x00000000 jump {}", CHAIN_GATEWAY_CLASSIFY)
             }
             Stmt::ClearMark => f.write_str("meta mark set 0x00000000"),
             Stmt::FlowDnsReturn { mark, l4 } => write!(f, "ct mark {mark:#010x} {l4} dport 53 return"),
@@ -238,7 +239,7 @@ impl fmt::Display for Stmt {
                     write!(f, "{} {i} ", if *bridge { "meta ibrname" } else { "iifname" })?;
                 }
                 if let Some((v6, ranges)) = &m.source {
-                    let list = super::render::intervals(ranges, *v6).join(", ");
+                    let list = intervals(ranges, *v6).join(", ");
                     write!(f, "{} saddr {{ {list} }} ", if *v6 { "ip6" } else { "ip" })?;
                 }
                 if *counter {
@@ -292,4 +293,29 @@ pub struct Chain {
     pub name: String,
     pub hook: Option<Hook>,
     pub rules: Vec<Stmt>,
+}
+
+pub fn mark(m: u32) -> String {
+    format!("{m:#010x}")
+}
+
+pub(super) fn intervals(list: &[Interval], v6: bool) -> Vec<String> {
+    list.iter()
+        .map(|&(start, end)| {
+            let addr = |x: u128| {
+                if v6 { Ipv6Addr::from(x).to_string() } else { Ipv4Addr::from(x as u32).to_string() }
+            };
+            let bits = if v6 { 128 } else { 32 };
+            let size = end - start;
+            let aligned = size.checked_add(1).is_none_or(|n| n.is_power_of_two() && start % n == 0);
+            if start == end {
+                addr(start)
+            } else if aligned {
+                let host_bits = if size == u128::MAX { 128 } else { (size + 1).trailing_zeros() };
+                format!("{}/{}", addr(start), bits - host_bits)
+            } else {
+                format!("{}-{}", addr(start), addr(end))
+            }
+        })
+        .collect()
 }

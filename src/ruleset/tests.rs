@@ -1,5 +1,8 @@
+use super::verdict::merge;
 use super::*;
+use crate::cgroup::Cgroup;
 use crate::config::Config;
+use crate::names::*;
 use std::path::Path;
 
 /// Compare `actual` with the checked-in file; `UPDATE_GOLDEN=1` rewrites it.

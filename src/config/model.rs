@@ -1,0 +1,60 @@
+//! The validated configuration as a value, with its defaults.
+
+use std::collections::BTreeMap;
+
+use super::cidr::Cidr;
+use super::gateway::GatewayEntry;
+use super::target::{Rule, Tproxy};
+use crate::cgroup::CgroupRoot;
+
+/// Where the config lives when `-c` is not given.
+pub const DEFAULT_PATH: &str = "/etc/cgtproxy/config.yaml";
+/// Table number used when `route-table` is not set.
+pub const DEFAULT_ROUTE_TABLE: u32 = 300;
+/// Deepest cgroup level watched for unknown cgroups in strict mode by default.
+pub const DEFAULT_STRICT_DEPTH: u32 = 12;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file it came from, or `<built-in default>`.
+    pub origin: String,
+    pub cgroup_root: CgroupRoot,
+    pub route_table: u32,
+    pub bypass: Vec<Cidr>,
+    /// Sorted by name.
+    pub tproxies: BTreeMap<String, Tproxy>,
+    pub rules: Vec<Rule>,
+    /// Hold packets of cgroups the daemon has not classified yet.
+    pub strict: bool,
+    /// Deepest level checked for unknown cgroups in strict mode.
+    pub strict_depth: u32,
+    /// Count packets and bytes per classified cgroup (`cgtproxy status`).
+    pub counters: bool,
+    /// Forwarded traffic (containers, VMs, LAN clients, VPN peers), first
+    /// match wins; empty: forwarded traffic is not touched.
+    pub gateway: Vec<GatewayEntry>,
+}
+
+impl Config {
+    /// The configuration used when no file exists: everything goes direct.
+    pub fn builtin_default() -> Self {
+        Config {
+            origin: "<built-in default>".into(),
+            cgroup_root: CgroupRoot::Auto,
+            route_table: DEFAULT_ROUTE_TABLE,
+            bypass: Vec::new(),
+            tproxies: BTreeMap::new(),
+            rules: Vec::new(),
+            strict: false,
+            strict_depth: DEFAULT_STRICT_DEPTH,
+            counters: false,
+            gateway: Vec::new(),
+        }
+    }
+
+    /// The first rule whose pattern matches `path`, the path of a cgroup
+    /// relative to the cgroup2 root (starting with `/`).
+    pub fn classify(&self, path: &str) -> Option<&Rule> {
+        self.rules.iter().find(|r| r.regex.is_match(path))
+    }
+}

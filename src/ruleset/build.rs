@@ -1,0 +1,194 @@
+//! Building a [`Ruleset`] from the config and the cgroups that exist:
+//! the map elements and every chain with its rules.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::gateway;
+use super::model::Ruleset;
+use super::stmt::{Chain, Hook, L4, Only, PRIO_DSTNAT, PRIO_MANGLE, Stmt};
+use super::verdict::{Element, Verdict, merge};
+use crate::cgroup::Cgroup;
+use crate::config::{Cidr, Config, Tproxy};
+use crate::names::*;
+
+impl Ruleset {
+    /// The static part of the ruleset for `cfg`, with no cgroup yet.
+    pub fn new(cfg: &Config) -> Self {
+        let (v4, v6): (Vec<Cidr>, Vec<Cidr>) = cfg.bypass.iter().partition(|c| c.addr.is_ipv4());
+        Ruleset {
+            bypass4: merge(v4.iter().map(Cidr::range).collect()),
+            bypass6: merge(v6.iter().map(Cidr::range).collect()),
+            tproxies: cfg.tproxies.values().cloned().collect(),
+            route_table: cfg.route_table,
+            levels: if cfg.strict { (1..=cfg.strict_depth).collect() } else { BTreeSet::new() },
+            elements: BTreeMap::new(),
+            strict: cfg.strict.then_some(cfg.strict_depth),
+            counters: cfg.counters,
+            gateway: cfg.gateway.clone(),
+            broute: true,
+            verdicts: cfg
+                .rules
+                .iter()
+                .map(|r| (r.target.clone(), Verdict::for_target(&r.target, &cfg.tproxies)))
+                .collect(),
+        }
+    }
+
+    /// The ruleset for `cfg` and the cgroups `cgroups`.
+    pub fn build(cfg: &Config, cgroups: &[Cgroup]) -> Self {
+        let mut rs = Self::new(cfg);
+        for cg in cgroups {
+            rs.classify(cfg, cg);
+        }
+        rs
+    }
+
+    /// Add the map element `cg` needs under `cfg`, if any: one for every
+    /// matched cgroup, and in strict mode one for every cgroup.
+    pub fn classify(&mut self, cfg: &Config, cg: &Cgroup) -> Option<&Element> {
+        let (verdict, rule) = match cfg.classify(&cg.path) {
+            Some(rule) => {
+                let verdict = self.verdicts.get(&rule.target).copied();
+                (verdict.unwrap_or(Verdict::Direct), u32::try_from(rule.index).ok())
+            }
+            None if self.strict.is_some() => (Verdict::Continue, None),
+            None => return None,
+        };
+        self.levels.insert(cg.level);
+        let element = Element { level: cg.level, verdict, rule };
+        self.elements.insert(cg.id, element);
+        self.elements.get(&cg.id)
+    }
+
+    /// The chains, in the order they are created and printed.
+    pub fn chains(&self) -> Vec<Chain> {
+        let mut output = vec![Stmt::CtReplyReturn];
+        // DNS of hijacking cgroups is hijacked whatever its destination:
+        // before the bypass sets, so a stub resolver on 127.0.0.53 (in the
+        // usual `bypass: 127.0.0.0/8`) is covered too.
+        let dns_keep = self.dns_keep();
+        if !dns_keep.is_empty() {
+            output.push(Stmt::JumpDns);
+        }
+        output.extend([
+            Stmt::BypassReturn { v6: false },
+            Stmt::BypassReturn { v6: true },
+            Stmt::NotTcpUdpReturn,
+            Stmt::MarkedReturn,
+            Stmt::JumpClassify,
+            Stmt::Unmark { mark: CLASS_DIRECT, only: None },
+            Stmt::DropClass,
+        ]);
+        // Only configs with a `reject` rule get these (other rulesets, and
+        // their golden files, stay as they were).
+        if self.verdicts.values().any(|v| *v == Verdict::Reject) {
+            output.push(Stmt::RejectClass { tcp: true });
+            output.push(Stmt::RejectClass { tcp: false });
+        }
+        for t in &self.tproxies {
+            // Leave unmarked what this tproxy does not take, so it goes
+            // direct (the Go implementation marked it and blackholed it).
+            if t.no_udp {
+                let keep_dns = t.dns_hijack.is_some();
+                output.push(Stmt::Unmark { mark: t.mark, only: Some(Only::Udp { keep_dns }) });
+                // IPv6 DNS stays marked only when it is hijacked too.
+                let hijack6 = t.dns_hijack.as_ref().is_some_and(|d| d.ip6.is_some());
+                if keep_dns && !t.no_ipv6 && !hijack6 {
+                    output.push(Stmt::Unmark { mark: t.mark, only: Some(Only::Udp6) });
+                }
+            }
+            if t.no_ipv6 {
+                output.push(Stmt::Unmark { mark: t.mark, only: Some(Only::Ipv6) });
+            }
+        }
+        let classify: Vec<Stmt> = self.levels.iter().rev().flat_map(|&level| self.level_rules(level)).collect();
+        let mut chains = vec![
+            Chain {
+                name: CHAIN_OUTPUT.into(),
+                hook: Some(Hook { kind: "route", hook: "output", priority: PRIO_MANGLE, priority_name: "mangle" }),
+                rules: output,
+            },
+            Chain { name: CHAIN_CLASSIFY.into(), hook: None, rules: classify },
+            Chain {
+                name: CHAIN_PREROUTING.into(),
+                hook: Some(Hook { kind: "filter", hook: "prerouting", priority: PRIO_MANGLE, priority_name: "mangle" }),
+                rules: [Stmt::BypassReturn { v6: false }, Stmt::BypassReturn { v6: true }]
+                    .into_iter()
+                    .chain((!self.gateway.is_empty()).then_some(Stmt::JumpGateway))
+                    .chain([Stmt::MarkVmap { map: MAP_MARK }])
+                    .collect(),
+            },
+            Chain {
+                name: CHAIN_OUTPUT_NAT.into(),
+                hook: Some(Hook {
+                    kind: "nat",
+                    hook: "output",
+                    priority: PRIO_DSTNAT,
+                    // `dstnat` names -100 only at prerouting; nft prints
+                    // the number here.
+                    priority_name: "-100",
+                }),
+                rules: vec![Stmt::MarkVmap { map: MAP_MARK_DNS }],
+            },
+        ];
+        if !dns_keep.is_empty() {
+            let mut rules = vec![Stmt::MarkedReturn, Stmt::JumpClassify];
+            rules.extend(dns_keep);
+            rules.push(Stmt::ResetMark);
+            chains.push(Chain { name: CHAIN_DNS.into(), hook: None, rules });
+        }
+        for t in &self.tproxies {
+            chains.push(Chain { name: tproxy_chain(&t.name), hook: None, rules: tproxy_rules(t) });
+            if let Some(d) = &t.dns_hijack {
+                let mut rules = Vec::new();
+                let protos: &[L4] = if d.tcp { &[L4::Udp, L4::Tcp] } else { &[L4::Udp] };
+                for &l4 in protos {
+                    rules.push(Stmt::DnsDnat { l4, ip: d.ip.into(), port: d.port });
+                    if let Some(ip6) = d.ip6 {
+                        rules.push(Stmt::DnsDnat { l4, ip: ip6.into(), port: d.port });
+                    }
+                }
+                chains.push(Chain { name: dns_chain(&t.name), hook: None, rules });
+            }
+        }
+        chains.extend(gateway::inet_chains(self));
+        chains
+    }
+
+    /// The `dns-hijack` chain's accept rules: exactly the (mark, family,
+    /// protocol) combinations a `NAME-DNS` chain rewrites, so any other DNS
+    /// takes the normal path.
+    fn dns_keep(&self) -> Vec<Stmt> {
+        let mut keep = Vec::new();
+        for t in &self.tproxies {
+            let Some(d) = &t.dns_hijack else { continue };
+            let protos: &[L4] = if d.tcp { &[L4::Udp, L4::Tcp] } else { &[L4::Udp] };
+            for &l4 in protos {
+                // no-udp leaves DNS marked (it is hijacked); no-tcp does not exist.
+                keep.push(Stmt::DnsKeep { mark: t.mark, l4, v6: false });
+                // no-ipv6 unmarks all IPv6, DNS included.
+                if d.ip6.is_some() && !t.no_ipv6 {
+                    keep.push(Stmt::DnsKeep { mark: t.mark, l4, v6: true });
+                }
+            }
+        }
+        keep
+    }
+
+    /// The chains of `table bridge cgtproxy` (empty: no such table).
+    pub fn bridge_chains(&self) -> Vec<Chain> {
+        gateway::bridge_chains(self)
+    }
+}
+
+/// `NAME`, entered from prerouting through mark-vmap.
+fn tproxy_rules(t: &Tproxy) -> Vec<Stmt> {
+    let mut rules = Vec::new();
+    if t.dns_hijack.is_some() {
+        // Hijacked DNS was rewritten to a local server by output-nat; it must
+        // reach that server, not the TPROXY port.
+        rules.push(Stmt::CtDnatReturn);
+    }
+    rules.push(Stmt::Tproxy { port: t.port, ipv4_only: t.no_ipv6, tcp_only: t.no_udp });
+    rules
+}
