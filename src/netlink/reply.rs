@@ -1,11 +1,12 @@
 //! What the kernel's replies mean, datagram by datagram, without I/O: the
 //! acks a batch waits for ([`Acks`]) and the messages of a dump
-//! ([`Dump`]). [`super::NlSocket`] feeds them what it receives; the unit
+//! ([`Dump`]). `NlSocket` feeds them what it receives; the unit
 //! tests feed them crafted replies.
 
 use std::collections::HashMap;
 
-use super::{NLM_F_DUMP_INTR, NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR, NetlinkError, kernel_error, messages, parse_error};
+use super::error::{NetlinkError, kernel_error};
+use super::msg::{NLM_F_DUMP_INTR, NLM_F_MULTI, NLMSG_DONE, NLMSG_ERROR, messages, parse_error};
 
 /// The acks a request or batch waits for.
 #[derive(Debug)]
@@ -135,7 +136,7 @@ impl<'a> Dump<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::netlink::NLMSG_HDRLEN;
+    use crate::netlink::msg::NLMSG_HDRLEN;
 
     /// One netlink message as the kernel sends it.
     fn msg(ty: u16, flags: u16, seq: u32, payload: &[u8]) -> Vec<u8> {

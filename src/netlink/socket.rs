@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-use super::NetlinkError;
+use super::error::NetlinkError;
 use super::reply::{Acks, Dump};
 
 const NETLINK_ADD_MEMBERSHIP: libc::c_int = 1;

@@ -57,6 +57,11 @@ impl Batch {
         start
     }
 
+    /// The word `nft` uses for the batch's family, for messages.
+    pub fn family_word(&self) -> &'static str {
+        if self.family == NFPROTO_BRIDGE { "bridge" } else { "inet" }
+    }
+
     pub fn end(&mut self, start: usize) {
         self.w.end(start);
     }

@@ -11,7 +11,8 @@ use netlink_packet_netfilter::nftables::{
 };
 use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner};
 
-use super::{Batch, encode};
+use super::batch::Batch;
+use super::encode;
 use crate::config::Config;
 use crate::ruleset::Ruleset;
 

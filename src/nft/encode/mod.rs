@@ -1,0 +1,153 @@
+//! The desired [`Ruleset`] as nf_tables netlink messages, one file per
+//! kernel object: `table.rs` (tables, chains), `set.rs` (named and
+//! anonymous sets), `element.rs` (set and map elements), `rule.rs` (rules)
+//! with `stmt.rs` (statements as expressions) and `matches.rs` (the
+//! expression runs statements share). Here: whole tables built from those.
+
+mod element;
+mod matches;
+mod rule;
+mod set;
+mod stmt;
+mod table;
+
+pub use element::{Elem, cgroup_elements, delete_cgroup_elements, elements};
+pub use rule::rule;
+pub use set::SetIds;
+pub use stmt::exprs;
+pub use table::table;
+
+use crate::names::{MAP_CGROUP, MAP_MARK, MAP_MARK_DNS, SET_BYPASS4, SET_BYPASS6, TABLE};
+use crate::netlink::{NLM_F_CREATE, NLM_F_EXCL};
+use crate::ruleset::stmt::GwMatch;
+use crate::ruleset::{Chain, Ruleset, Stmt};
+
+use super::batch::Batch;
+use super::expr::Data;
+use super::sys::*;
+
+use element::interval_elements;
+use matches::gw_match;
+use rule::rule_exprs;
+use set::{SetData, set};
+use table::chain;
+
+/// The whole table, replacing any table of that name (a stale one from a
+/// killed instance included), in one transaction.
+pub fn full(b: &mut Batch, rs: &Ruleset) {
+    replace_table(b);
+    let bypass = bypass_sets(b);
+    let ids = SetIds {
+        cgroup: Some(set(
+            b,
+            MAP_CGROUP,
+            if rs.counters { NFT_SET_MAP | NFT_SET_EXPR } else { NFT_SET_MAP },
+            TYPE_CGROUPV2,
+            8,
+            if rs.counters { SetData::CountedMark } else { SetData::Mark },
+        )),
+        mark: Some(set(b, MAP_MARK, NFT_SET_MAP, TYPE_MARK, 4, SetData::Verdict)),
+        mark_dns: Some(set(b, MAP_MARK_DNS, NFT_SET_MAP, TYPE_MARK, 4, SetData::Verdict)),
+        ..bypass
+    };
+    bypass_elements(b, rs, &ids);
+    chains_and_rules(b, &rs.chains(), &ids);
+    let marks: Vec<Elem> = rs
+        .tproxies
+        .iter()
+        .map(|t| {
+            Elem::Mapping(
+                t.mark.to_ne_bytes().to_vec(),
+                Data::Verdict(NFT_GOTO, Some(crate::names::tproxy_chain(&t.name).into())),
+            )
+        })
+        .collect();
+    elements(b, MAP_MARK, ids.mark, true, marks);
+    let dns: Vec<_> = rs
+        .tproxies
+        .iter()
+        .filter(|t| t.dns_hijack.is_some())
+        .map(|t| {
+            let goto = Data::Verdict(NFT_GOTO, Some(crate::names::dns_chain(&t.name).into()));
+            Elem::Mapping(t.mark.to_ne_bytes().to_vec(), goto)
+        })
+        .collect();
+    elements(b, MAP_MARK_DNS, ids.mark_dns, true, dns);
+    cgroup_elements(b, rs.elements.iter(), ids.cgroup);
+    bridge_table(b, rs);
+}
+
+/// `table bridge cgtproxy` (gateway brouting), replacing a stale one, in the
+/// same batch as the inet table. Nothing when no gateway entry needs it.
+pub fn bridge_table(b: &mut Batch, rs: &Ruleset) {
+    let chains = rs.bridge_chains();
+    if chains.is_empty() {
+        return;
+    }
+    let family = std::mem::replace(&mut b.family, NFPROTO_BRIDGE);
+    replace_table(b);
+    let ids = bypass_sets(b);
+    bypass_elements(b, rs, &ids);
+    chains_and_rules(b, &chains, &ids);
+    b.family = family;
+}
+
+/// `add table F cgtproxy; delete table F cgtproxy; add table F cgtproxy`:
+/// the first add makes the delete valid whether or not a table exists, so
+/// a stale table of a killed instance goes in the same transaction.
+fn replace_table(b: &mut Batch) {
+    let family = b.family_word();
+    table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE, &format!("add table {family} {TABLE}"));
+    table(b, NFT_MSG_DELTABLE, 0, &format!("delete table {family} {TABLE}"));
+    table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE | NLM_F_EXCL, &format!("add table {family} {TABLE}"));
+}
+
+/// The `bypass` and `bypass6` interval sets (their elements come later:
+/// after the maps in the inet table).
+fn bypass_sets(b: &mut Batch) -> SetIds {
+    SetIds {
+        bypass4: Some(set(b, SET_BYPASS4, NFT_SET_INTERVAL, TYPE_IPADDR, 4, SetData::None)),
+        bypass6: Some(set(b, SET_BYPASS6, NFT_SET_INTERVAL, TYPE_IP6ADDR, 16, SetData::None)),
+        ..SetIds::default()
+    }
+}
+
+fn bypass_elements(b: &mut Batch, rs: &Ruleset, ids: &SetIds) {
+    interval_elements(b, SET_BYPASS4, ids.bypass4, &rs.bypass4, 4);
+    interval_elements(b, SET_BYPASS6, ids.bypass6, &rs.bypass6, 16);
+}
+
+/// Every chain, then every rule: map elements and rules may goto any chain.
+fn chains_and_rules(b: &mut Batch, chains: &[Chain], ids: &SetIds) {
+    for c in chains {
+        chain(b, c);
+    }
+    for c in chains {
+        for s in &c.rules {
+            rule(b, &c.name, s, ids, None);
+        }
+    }
+}
+
+/// A bridge table with one brouting rule, for `Nft::can_broute`:
+/// `meta ibrname "x*" meta mark set 1 meta broute set 1`, in a prerouting
+/// chain (`hooked`, so the kernel validates the hook too) or in a chain no
+/// packet reaches (a probe table that must outlive a batch).
+pub fn probe_broute(b: &mut Batch, hooked: bool) {
+    table(b, NFT_MSG_NEWTABLE, NLM_F_CREATE, "add scratch bridge table");
+    let c = Chain {
+        name: "probe".into(),
+        hook: hooked.then_some(crate::ruleset::Hook {
+            kind: "filter",
+            hook: "prerouting",
+            priority: crate::ruleset::PRIO_BRIDGE_FILTER,
+            priority_name: "filter",
+        }),
+        rules: Vec::new(),
+    };
+    chain(b, &c);
+    let m = GwMatch { iface: Some(crate::config::Iface::Prefix("x".into())), source: None };
+    let mut e = gw_match(b, &m, true);
+    e.extend(exprs(b, &Stmt::Broute { mark: 1 }, &SetIds::default()));
+    rule_exprs(b, "probe", &e, None, "add rule bridge (probe) meta broute set 1".into());
+}
