@@ -18,13 +18,7 @@ use common::*;
 
 use std::time::{Duration, Instant};
 
-use cgtproxy::netlink::{NlSocket, messages};
-
 const TRIALS: usize = 20;
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn config(rel: &str) -> String {
     format!("version: 1\ncgroup-root: AUTO\nroute-table: 300\nrules:\n  - {{match: '^{rel}/app', drop: true}}\n")
@@ -55,18 +49,18 @@ fn sender_main(addr: &str) -> ! {
     }
 }
 
-/// Fields drop in order: the sender first, then its cgroup, then the namespace.
+/// Fields drop in order: the sender first, then the sandbox (its cgroup,
+/// then the namespace).
 struct Bench {
     _sender: Proc,
-    cg: TestCgroups,
-    ns: NetNs,
+    sandbox: Sandbox,
 }
 
 impl Bench {
     fn new(tag: &str) -> Self {
-        let ns = NetNs::new(tag);
+        let sandbox = Sandbox::new(tag);
+        let (ns, cg) = (&sandbox.ns, &sandbox.cg);
         ns.sh("ip link add cgtv0 type veth peer name cgtv1 && ip link set cgtv0 addrgenmode none && ip link set cgtv1 addrgenmode none && ip link set cgtv1 up && ip link set cgtv0 up && ip addr add 192.0.2.1/24 dev cgtv0 && ip neigh replace 192.0.2.2 lladdr 02:00:00:00:00:02 dev cgtv0 nud permanent");
-        let cg = TestCgroups::new(tag);
         let app = cg.mkdir("app");
         let me = std::env::current_exe().unwrap();
         let sender = Proc::spawn(&format!(
@@ -75,37 +69,27 @@ impl Bench {
             ns.enter(),
             me.display()
         ));
-        Bench { _sender: sender, cg, ns }
+        Bench { _sender: sender, sandbox }
+    }
+
+    fn ns(&self) -> &NetNs {
+        &self.sandbox.ns
     }
 
     /// Datagrams that left during `f` (plus `settle` afterwards).
     fn escaped(&self, settle: Duration, f: impl FnOnce()) -> u64 {
         std::thread::sleep(Duration::from_millis(50));
-        let before = tx_packets(&self.ns);
+        let before = tx_packets(self.ns());
         f();
         std::thread::sleep(settle);
-        tx_packets(&self.ns) - before
+        tx_packets(self.ns()) - before
     }
 }
 
-fn daemon(b: &Bench, program: &str, extra: &str) -> (Proc, TempFile) {
-    let n = std::process::id();
-    let path = TempFile(std::env::temp_dir().join(format!("cgtproxy-failclosed-{n}-{}.yaml", rand_tag())));
-    std::fs::write(&*path, config(&b.cg.rel)).unwrap();
-    let state = path.with_extension("state.json");
+fn daemon(b: &Bench, program: &str, args: &str) -> (Proc, TempFile) {
     // CGTPROXY_BENCH_WRAP runs the daemon as the unit does, e.g. `chrt -r 1`.
     let wrap = std::env::var("CGTPROXY_BENCH_WRAP").unwrap_or_default();
-    let p = Proc::spawn(&format!(
-        "env CGTPROXY_STATE={} {} {wrap} {program} -c {} {extra}",
-        state.display(),
-        b.ns.enter(),
-        path.display()
-    ));
-    (p, path)
-}
-
-fn rand_tag() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    spawn_daemon(b.ns(), &config(&b.sandbox.cg.rel), &Launch { program, wrap: &wrap, args, ..Launch::ours() })
 }
 
 fn wait_table(ns: &NetNs, d: &Proc) {
@@ -121,28 +105,28 @@ fn summary(counts: &[u64]) -> String {
 
 fn flush_escapes(b: &Bench, program: &str, extra: &str) -> Vec<u64> {
     let (mut d, _cfg) = daemon(b, program, extra);
-    wait_table(&b.ns, &d);
+    wait_table(b.ns(), &d);
     let mut counts = Vec::new();
     for _ in 0..TRIALS {
         counts.push(b.escaped(Duration::from_millis(100), || {
-            b.ns.sh("nft flush ruleset");
+            b.ns().sh("nft flush ruleset");
         }));
-        if !b.ns.sh("nft list tables").contains("cgtproxy") {
+        if !b.ns().sh("nft list tables").contains("cgtproxy") {
             // Not restored (the Go implementation): every later datagram
             // escapes; one trial says it.
             break;
         }
     }
     d.stop();
-    let _ = b.ns.try_sh(&format!("{} cleanup", bin()));
-    let _ = b.ns.try_sh("nft flush ruleset");
+    let _ = b.ns().try_sh(&format!("{} cleanup", bin()));
+    let _ = b.ns().try_sh("nft flush ruleset");
     counts
 }
 
 fn restart_escapes(b: &Bench, program: &str, extra: &str, sig: i32) -> Vec<u64> {
     let mut counts = Vec::new();
     let (mut d, mut _cfg) = daemon(b, program, extra);
-    wait_table(&b.ns, &d);
+    wait_table(b.ns(), &d);
     for _ in 0..TRIALS / 2 {
         let mut next = None;
         counts.push(b.escaped(Duration::from_millis(50), || {
@@ -153,7 +137,7 @@ fn restart_escapes(b: &Bench, program: &str, extra: &str, sig: i32) -> Vec<u64> 
                 n.wait_for("ready", 20);
             } else {
                 // Another implementation: ready when its table is back.
-                wait_until(20, || b.ns.sh("nft list tables").contains("cgtproxy"));
+                wait_until(20, || b.ns().sh("nft list tables").contains("cgtproxy"));
             }
             next = Some((n, c));
         }));
@@ -162,8 +146,8 @@ fn restart_escapes(b: &Bench, program: &str, extra: &str, sig: i32) -> Vec<u64> 
         _cfg = c;
     }
     d.stop();
-    let _ = b.ns.try_sh(&format!("{} cleanup", bin()));
-    let _ = b.ns.try_sh("nft flush ruleset");
+    let _ = b.ns().try_sh(&format!("{} cleanup", bin()));
+    let _ = b.ns().try_sh("nft flush ruleset");
     counts
 }
 
@@ -173,15 +157,13 @@ fn restart_escapes(b: &Bench, program: &str, extra: &str, sig: i32) -> Vec<u64> 
 /// Also returns the restore times the daemon logs itself.
 fn restore_times(b: &Bench) -> (Vec<f64>, Vec<f64>) {
     let (mut d, _cfg) = daemon(b, bin(), "");
-    wait_table(&b.ns, &d);
-    let ns_name = b.ns.name.clone();
+    wait_table(b.ns(), &d);
+    let ns = b.ns();
     let daemon_pid = d.child.id();
     let times = std::thread::scope(|s| {
         s.spawn(|| {
-            let f = std::fs::File::open(format!("/run/netns/{ns_name}")).unwrap();
-            // SAFETY: setns on this thread only, with a valid namespace fd.
-            assert_eq!(unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&f), libc::CLONE_NEWNET) }, 0);
-            let mut mon = NlSocket::monitor(12, &[7]).unwrap();
+            enter_netns(ns);
+            let mut mon = nft_monitor();
             let mut nft = cgtproxy::nft::Nft::open().unwrap();
             let mut out = Vec::new();
             for _ in 0..TRIALS * 5 {
@@ -193,24 +175,16 @@ fn restore_times(b: &Bench) -> (Vec<f64>, Vec<f64>) {
                 nft.commit(batch).unwrap();
                 let flushed = Instant::now();
                 let deadline = flushed + Duration::from_secs(2);
-                'wait: while Instant::now() < deadline {
-                    let mut pfd = libc::pollfd { fd: mon.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-                    // SAFETY: one valid pollfd.
-                    unsafe { libc::poll(&mut pfd, 1, 100) };
+                let mut restored = false;
+                while !restored && Instant::now() < deadline {
+                    wait_readable(&mon, Duration::from_millis(100));
                     let at = Instant::now();
-                    for dgram in mon.read_queued().unwrap_or_default() {
-                        for m in messages(&dgram).unwrap() {
-                            // NFT_MSG_NEWGEN; NFTA_GEN_PROC_PID (2) says who committed.
-                            let pid = (m.ty == (10 << 8) | 15)
-                                .then(|| cgtproxy::netlink::attrs(&m.payload[4..]).find(|(t, _)| *t == 2))
-                                .flatten()
-                                .map(|(_, v)| u32::from_be_bytes(v.try_into().unwrap()));
-                            if pid == Some(daemon_pid) {
-                                out.push((at - flushed).as_secs_f64() * 1e6);
-                                break 'wait;
-                            }
+                    let _ = mon.each_queued(|datagram| {
+                        if !restored && nft_events(datagram).iter().any(|e| e.committed_by() == Some(daemon_pid)) {
+                            out.push((at - flushed).as_secs_f64() * 1e6);
+                            restored = true;
                         }
-                    }
+                    });
                 }
             }
             out
@@ -263,9 +237,8 @@ fn main() {
     let ours = summary(&flush_escapes(&b, bin(), ""));
     let theirs = go.as_deref().map(|g| summary(&flush_escapes(&b, g, ""))).unwrap_or_else(|| "-".into());
     println!("| datagrams escaping around an outside `nft flush ruleset` | ≤ 2 | {ours} | {theirs} |");
-    let (mut t, mut logged) = restore_times(&b);
-    t.sort_by(f64::total_cmp);
-    logged.sort_by(f64::total_cmp);
+    let (t, logged) = restore_times(&b);
+    let (t, logged) = (ascending(t), ascending(logged));
     println!(
         "| outside flush -> table restored (flush ack to the daemon's NEWGEN) | p99 < 1 ms | p50 {:.0} µs, p99 {:.0} µs ({} flushes) | never restored |",
         percentile(&t, 0.5),
@@ -290,47 +263,40 @@ fn main() {
     println!("| datagrams escaping around SIGKILL then start | 0 | {kill} | - |");
     drop(b);
 
-    // Idle with 200,000 routes in another table.
+    idle_figures();
+}
+
+/// `ip -6 -batch` of `lines` in `ns`.
+fn ip6_batch(ns: &NetNs, lines: impl Iterator<Item = String>) {
+    let file = TempFile(std::env::temp_dir().join(format!("cgtproxy-routes-{}.txt", std::process::id())));
+    std::fs::write(&*file, lines.collect::<String>()).unwrap();
+    ns.sh(&format!("ip -6 -batch {}", file.display()));
+}
+
+/// Idle with 200,000 routes in another table, while 20,000 of them change,
+/// and without CAP_NET_ADMIN.
+fn idle_figures() {
     let b = Bench::new("fcidle");
-    let batch = TempFile(std::env::temp_dir().join(format!("cgtproxy-routes-{}.txt", std::process::id())));
-    let mut text = String::new();
-    for i in 0..200_000u32 {
-        text.push_str(&format!("route add blackhole 2001:db8:{:x}:{:x}::/64 table 1000\n", i >> 16, i & 0xffff));
-    }
-    std::fs::write(&*batch, text).unwrap();
-    b.ns.sh(&format!("ip -6 -batch {}", batch.display()));
+    let route =
+        |verb, i: u32| format!("route {verb} blackhole 2001:db8:{:x}:{:x}::/64 table 1000\n", i >> 16, i & 0xffff);
+    ip6_batch(b.ns(), (0..200_000u32).map(|i| route("add", i)));
     // cgroup-root: the bench's own subtree, so cgroups other programs
     // create elsewhere on this shared machine do not count as wakeups.
-    let cfg = TempFile(std::env::temp_dir().join(format!("cgtproxy-idle-{}.yaml", std::process::id())));
-    std::fs::write(
-        &*cfg,
-        format!("version: 1\ncgroup-root: {}\nrules:\n  - {{match: '^/app', drop: true}}\n", b.cg.dir.display()),
-    )
-    .unwrap();
-    let mut d = Proc::spawn(&format!(
-        "env CGTPROXY_STATE={}.state {} {} -c {}",
-        cfg.display(),
-        b.ns.enter(),
-        bin(),
-        cfg.display()
-    ));
-    wait_table(&b.ns, &d);
+    let text = format!(
+        "version: 1\ncgroup-root: {}\nrules:\n  - {{match: '^/app', drop: true}}\n",
+        b.sandbox.cg.dir.display()
+    );
+    let (mut d, _config) = spawn_daemon(b.ns(), &text, &Launch::ours());
+    wait_table(b.ns(), &d);
     let (cpu, sw) = idle(d.child.id(), 10);
     println!("| idle CPU over 10 s, 200,000 routes in another table | unmeasurable | {cpu:.2} s | - |");
     println!("| idle wakeups per second (context switches / 10 s) | 0 | {:.1} | - |", sw as f64 / 10.0);
     // The same while 20,000 routes of that table change.
-    let churn = TempFile(std::env::temp_dir().join(format!("cgtproxy-churn-{}.txt", std::process::id())));
-    let mut text = String::new();
-    for i in 0..10_000u32 {
-        text.push_str(&format!("route del blackhole 2001:db8:0:{i:x}::/64 table 1000\n"));
-        text.push_str(&format!("route add blackhole 2001:db8:0:{i:x}::/64 table 1000\n"));
-    }
-    std::fs::write(&*churn, text).unwrap();
     let pid = d.child.id();
     let (cpu, sw) = std::thread::scope(|s| {
         let h = s.spawn(|| idle(pid, 5));
         std::thread::sleep(Duration::from_millis(500));
-        b.ns.sh(&format!("ip -6 -batch {}", churn.display()));
+        ip6_batch(b.ns(), (0..10_000u32).flat_map(|i| [route("del", i), route("add", i)]));
         h.join().unwrap()
     });
     println!(
@@ -338,24 +304,11 @@ fn main() {
     );
     d.stop();
 
-    // Without CAP_NET_ADMIN.
-    let dir = TempDir::new("fcperm");
-    let path = dir.0.join("c.yaml");
-    std::fs::write(&path, config(&b.cg.rel)).unwrap();
-    sh(&format!("chmod 755 {} && chmod 644 {}", dir.0.display(), path.display()));
-    let started = Instant::now();
-    let (_, out) = b.ns.try_sh(&format!(
-        "{} setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all env CGTPROXY_STATE={}/s.json {} -c {}",
-        b.ns.enter(),
-        dir.0.display(),
-        bin(),
-        path.display()
-    ));
+    let (_, out, took) = start_unprivileged(b.ns(), &config(&b.sandbox.cg.rel));
     let line = out.lines().find(|l| l.contains("error")).unwrap_or("").to_owned();
     println!(
         "| without CAP_NET_ADMIN | clear error in < 0.1 s | {:.3} s (setpriv + nsenter included): `{}` | - |",
-        started.elapsed().as_secs_f64(),
+        took.as_secs_f64(),
         line.trim()
     );
-    drop(b);
 }

@@ -9,8 +9,7 @@ fn inspection_commands_on_live_state() {
     if !root("inspection_commands_on_live_state") {
         return;
     }
-    let ns = NetNs::new("cmds");
-    let cg = TestCgroups::new("cmds");
+    let Sandbox { ns, cg } = Sandbox::new("cmds");
     cg.mkdir("app/child");
     cg.mkdir("off");
     cg.mkdir("plain");
@@ -128,8 +127,7 @@ fn status_and_explain_as_a_user_and_from_another_netns() {
     if !root("status_and_explain_as_a_user_and_from_another_netns") {
         return;
     }
-    let ns = NetNs::new("user");
-    let cg = TestCgroups::new("user");
+    let Sandbox { ns, cg } = Sandbox::new("user");
     cg.mkdir("app");
     let rel = cg.rel.clone();
     let config = format!(

@@ -6,8 +6,6 @@
 mod common;
 use common::*;
 
-use cgtproxy::netlink::{NlSocket, messages};
-
 fn config(rel: &str) -> String {
     format!(
         "version: 1\nroute-table: 300\ntproxies:\n  px: {{mark: 3000, port: 7893}}\nrules:\n  - {{match: '^{rel}/a', tproxy: px}}\n  - {{match: '^{rel}/d', drop: true}}\n"
@@ -29,15 +27,15 @@ fn our_rules(ns: &NetNs, fam: &str) -> usize {
 /// Commits (by generation) that delete `table inet cgtproxy` without
 /// adding it again in the same commit: moments without classification.
 fn gaps(datagrams: &[Vec<u8>]) -> usize {
-    const NEWTABLE: u16 = 10 << 8;
-    const DELTABLE: u16 = (10 << 8) | 2;
-    const NEWGEN: u16 = (10 << 8) | 15;
+    use cgtproxy::nft::sys::{
+        NFPROTO_INET, NFT_MSG_DELTABLE as DELTABLE, NFT_MSG_NEWGEN as NEWGEN, NFT_MSG_NEWTABLE as NEWTABLE,
+    };
     let mut gaps = 0;
     let mut present = true;
     for d in datagrams {
-        for m in messages(d).unwrap() {
-            let ours = m.payload.first() == Some(&1) && m.payload.windows(9).any(|w| w == b"cgtproxy\0");
-            match m.ty {
+        for m in nft_events(d) {
+            let ours = m.family == NFPROTO_INET && m.attrs.windows(9).any(|w| w == b"cgtproxy\0");
+            match m.msg {
                 DELTABLE if ours => present = false,
                 NEWTABLE if ours => present = true,
                 NEWGEN if !present => gaps += 1,
@@ -53,14 +51,13 @@ fn keep_on_exit_keeps_everything_until_cleanup_and_restart_has_no_gap() {
     if !root("keep_on_exit_keeps_everything_until_cleanup_and_restart_has_no_gap") {
         return;
     }
-    let ns = NetNs::new("keep");
-    let cg = TestCgroups::new("keep");
+    let Sandbox { ns, cg } = Sandbox::new("keep");
     cg.mkdir("a");
     cg.mkdir("d");
     let text = config(&cg.rel);
     let (mut daemon, cfg) = start_daemon_env(&ns, &text, "CGTPROXY_KEEP_ON_EXIT=true");
     enter_netns(&ns);
-    let mut mon = NlSocket::monitor(12, &[7]).unwrap();
+    let mut mon = nft_monitor();
     assert!(daemon.stop().success(), "{}", daemon.output());
     assert!(has_table(&ns), "the table must stay after SIGTERM with --keep-on-exit");
     for fam in ["-4", "-6"] {
@@ -91,8 +88,7 @@ fn cleanup_for_a_failed_unit_keeps_the_rules() {
     if !root("cleanup_for_a_failed_unit_keeps_the_rules") {
         return;
     }
-    let ns = NetNs::new("failed");
-    let cg = TestCgroups::new("failed");
+    let Sandbox { ns, cg } = Sandbox::new("failed");
     let (mut daemon, cfg) = start_daemon_env(&ns, &config(&cg.rel), "CGTPROXY_KEEP_ON_EXIT=true");
     daemon.signal(libc::SIGKILL);
     let _ = daemon.child.wait();
@@ -117,22 +113,9 @@ fn without_cap_net_admin_the_error_names_it() {
         eprintln!("SKIPPED without_cap_net_admin_the_error_names_it: setpriv is not installed");
         return;
     }
-    let ns = NetNs::new("noperm");
-    let cg = TestCgroups::new("noperm");
-    let dir = TempDir::new("noperm");
-    let path = dir.0.join("config.yaml");
-    std::fs::write(&path, config(&cg.rel)).unwrap();
-    sh(&format!("chmod 755 {} && chmod 644 {}", dir.0.display(), path.display()));
-    let started = std::time::Instant::now();
-    let (ok, out) = ns.try_sh(&format!(
-        "{} setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all \
-         env CGTPROXY_STATE={}/state.json {} -c {}",
-        ns.enter(),
-        dir.0.display(),
-        bin(),
-        path.display()
-    ));
-    eprintln!("unprivileged start failed after {:?}", started.elapsed());
+    let Sandbox { ns, cg } = Sandbox::new("noperm");
+    let (ok, out, took) = start_unprivileged(&ns, &config(&cg.rel));
+    eprintln!("unprivileged start failed after {took:?}");
     assert!(!ok, "an unprivileged daemon must fail: {out}");
     assert!(out.contains("CAP_NET_ADMIN"), "{out}");
     assert!(!out.contains("no reply"), "{out}");
@@ -143,8 +126,7 @@ fn lookalike_rules_are_not_ours_and_stay() {
     if !root("lookalike_rules_are_not_ours_and_stay") {
         return;
     }
-    let ns = NetNs::new("alike");
-    let cg = TestCgroups::new("alike");
+    let Sandbox { ns, cg } = Sandbox::new("alike");
     ns.sh("ip rule add not fwmark 3000 lookup 300 priority 100");
     ns.sh("ip rule add fwmark 3000/0xff lookup 300 priority 101");
     ns.sh("ip rule add fwmark 3000 iif lo lookup 300 priority 102");

@@ -19,8 +19,7 @@ fn listener_in_a_proxied_cgroup_is_kept_direct() {
     if !root("listener_in_a_proxied_cgroup_is_kept_direct") {
         return;
     }
-    let ns = NetNs::new("guard");
-    let cg = TestCgroups::new("guard");
+    let Sandbox { ns, cg } = Sandbox::new("guard");
     cg.mkdir("proxy");
     cg.mkdir("late");
     cg.mkdir("app");

@@ -70,8 +70,7 @@ fn sd_notify_ready_reloading_watchdog_stopping() {
     if !root("sd_notify_ready_reloading_watchdog_stopping") {
         return;
     }
-    let ns = NetNs::new("notify");
-    let cg = TestCgroups::new("notify");
+    let Sandbox { ns, cg } = Sandbox::new("notify");
     cg.mkdir("a/b");
     let sock_path = std::env::temp_dir().join(format!("cgtproxy-notify-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&sock_path);
@@ -124,8 +123,7 @@ fn journald_entries_carry_cgroup_rule_target() {
     // A private mount namespace in which /run/systemd/journal/socket is our
     // socket, and stderr is announced as the journal stream: the daemon logs
     // native journal entries there, as under systemd.
-    let ns = NetNs::new("journal");
-    let cg = TestCgroups::new("journal");
+    let Sandbox { ns, cg } = Sandbox::new("journal");
     let tmp = TempDir::new("journal");
     let dir = tmp.0.clone();
     let sock_path = dir.join("socket");

@@ -24,8 +24,7 @@ struct Setup {
 }
 
 fn setup(tag: &str, target: &str, pre: &[&str]) -> Setup {
-    let ns = NetNs::new(tag);
-    let cg = TestCgroups::new(tag);
+    let Sandbox { ns, cg } = Sandbox::new(tag);
     for p in pre {
         cg.mkdir(p);
     }

@@ -103,6 +103,13 @@ impl NlSocket {
         let _ = setsockopt(self.as_raw_fd(), SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1);
     }
 
+    /// Raise the receive buffer to `bytes` past the system limit
+    /// (SO_RCVBUFFORCE, CAP_NET_ADMIN): a monitor that must not lose the
+    /// notifications of a commit larger than the default 32 MiB hold.
+    pub fn force_recv_buffer(&self, bytes: libc::c_int) -> io::Result<()> {
+        setsockopt(self.as_raw_fd(), libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, bytes)
+    }
+
     pub fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

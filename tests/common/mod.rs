@@ -1,5 +1,12 @@
-//! Test fixtures: root check, private network namespaces, test cgroups.
+//! Test fixtures: root check, private network namespaces, test cgroups,
+//! daemons started in them; shared by the tests and the benches (which
+//! include this file with `#[path]`).
 #![allow(dead_code)]
+
+mod nl;
+// Not every test uses the notifications.
+#[allow(unused_imports)]
+pub use nl::*;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -362,20 +369,105 @@ pub fn start_daemon(ns: &NetNs, config_text: &str) -> (Proc, TempFile) {
 
 /// Like [`start_daemon`], with extra `VAR=value` words for `env`.
 pub fn start_daemon_env(ns: &NetNs, config_text: &str, env: &str) -> (Proc, TempFile) {
+    let (daemon, config) = spawn_daemon(ns, config_text, &Launch { env, args: "--log-level debug", ..Launch::ours() });
+    daemon.wait_for("ready", 20);
+    (daemon, config)
+}
+
+/// How [`spawn_daemon`] runs a daemon: `env ENV nsenter.. WRAP PROGRAM -c CONFIG ARGS`.
+#[derive(Clone, Copy)]
+pub struct Launch<'a> {
+    /// The binary: ours, or another implementation's.
+    pub program: &'a str,
+    /// `VAR=value` words for `env`.
+    pub env: &'a str,
+    /// A command the program runs under, such as `chrt -r 1`.
+    pub wrap: &'a str,
+    /// Arguments after `-c CONFIG`.
+    pub args: &'a str,
+}
+
+impl Launch<'_> {
+    /// The binary under test, as it is.
+    pub fn ours() -> Self {
+        Launch { program: bin(), env: "", wrap: "", args: "" }
+    }
+}
+
+/// Spawn a daemon in `ns` with `config_text` as its config (a temporary
+/// file, with the daemon's own state file beside it, not the machine's
+/// /run); does not wait for it.
+pub fn spawn_daemon(ns: &NetNs, config_text: &str, how: &Launch) -> (Proc, TempFile) {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
     let path = std::env::temp_dir().join(format!("cgtproxy-test-{}-{n}.yaml", std::process::id()));
     std::fs::write(&path, config_text).unwrap();
-    // Each daemon has its own state file (not the machine's /run).
     let state = path.with_extension("state.json");
+    let Launch { program, env, wrap, args } = how;
     let daemon = Proc::spawn(&format!(
-        "env {env} CGTPROXY_STATE={} {} {} -c {} --log-level debug",
+        "env {env} CGTPROXY_STATE={} {} {wrap} {program} -c {} {args}",
         state.display(),
         ns.enter(),
-        env!("CARGO_BIN_EXE_cgtproxy"),
         path.display()
     ));
-    daemon.wait_for("ready", 20);
     (daemon, TempFile(path))
+}
+
+/// Run our binary with `config_text` in `ns` as nobody without any
+/// capability: whether it succeeded, its output, and how long it ran
+/// (setpriv and nsenter included).
+pub fn start_unprivileged(ns: &NetNs, config_text: &str) -> (bool, String, std::time::Duration) {
+    let dir = TempDir::new("noperm");
+    let path = dir.0.join("config.yaml");
+    std::fs::write(&path, config_text).unwrap();
+    sh(&format!("chmod 755 {} && chmod 644 {}", dir.0.display(), path.display()));
+    let started = std::time::Instant::now();
+    let (ok, out) = ns.try_sh(&format!(
+        "{} setpriv --reuid=65534 --regid=65534 --clear-groups --inh-caps=-all --bounding-set=-all \
+         env CGTPROXY_STATE={}/state.json {} -c {}",
+        ns.enter(),
+        dir.0.display(),
+        bin(),
+        path.display()
+    ));
+    (ok, out, started.elapsed())
+}
+
+/// A private network namespace and a test cgroup subtree, made together:
+/// where a test or a bench runs a daemon. On drop the subtree goes first,
+/// then the namespace.
+pub struct Sandbox {
+    pub cg: TestCgroups,
+    pub ns: NetNs,
+}
+
+impl Sandbox {
+    pub fn new(tag: &str) -> Self {
+        let ns = NetNs::new(tag);
+        Sandbox { cg: TestCgroups::new(tag), ns }
+    }
+
+    /// A new sandbox with the calling thread moved into its namespace
+    /// ([`enter_netns`]).
+    pub fn entered(tag: &str) -> Self {
+        let sandbox = Self::new(tag);
+        enter_netns(&sandbox.ns);
+        sandbox
+    }
+}
+
+/// The `p` quantile (0 to 1) of ascending `sorted`, nearest rank; NaN when
+/// there is nothing.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// `v` in ascending order, for [`percentile`].
+pub fn ascending(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    v
 }
 
 /// Nothing of cgtproxy is left in `ns`.
