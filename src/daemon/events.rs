@@ -89,7 +89,7 @@ impl KernelEvents {
 /// Hand every queued notification of `sock` to `handle`, one datagram at a
 /// time (the notifications of a large commit are never all in memory). A
 /// lost or unreadable notification (ENOBUFS, a malformed datagram) sets
-/// `seen.overrun`: what is still queued is superseded and dropped, and the
+/// `seen.overrun`: what is still queued is stale and dropped, and the
 /// caller resynchronises instead of trusting what was read.
 fn drain_into(sock: &mut NlSocket, seen: &mut Seen, mut handle: impl FnMut(&[Message], &mut Seen)) {
     let read = sock.each_queued(|d| match messages(d) {

@@ -56,13 +56,6 @@ fn write_journal(values: &[(&'static str, String)]) {
     }
 }
 
-/// `cgtproxy cleanup`: put back the sysctls a stopped or killed daemon left
-/// at 0 in this network namespace; returns the errors (what could not be
-/// put back stays in the journal).
-pub fn restore_journal() -> Vec<String> {
-    Gateway::default().restore()
-}
-
 #[derive(Debug, Default)]
 pub struct Gateway {
     /// Probed once, on the first ruleset that needs it.
