@@ -438,3 +438,62 @@ fn gateway_on_a_kernel_that_can_broute() {
     let (ok, out) = try_sh(&format!("tests/vm/run sh -c {}", shell_quote(&cmd)));
     assert!(ok && out.contains("test result: ok. 2 passed"), "in the VM:\n{out}");
 }
+
+/// One daemon per network namespace: a second one is refused at once (and
+/// the first keeps its table untouched); a SIGKILL releases the lock; a
+/// lock name squatted by an unprivileged user (abstract unix names have no
+/// permissions) does not keep the daemon from starting.
+#[test]
+fn one_daemon_per_network_namespace() {
+    if !root("one_daemon_per_network_namespace") {
+        return;
+    }
+    let ns = NetNs::new("lock");
+    let config = "version: 1\ntproxies: {px: {mark: 3000, port: 7893}}\n";
+    let (mut first, _cfg) = start_daemon(&ns, config);
+    let table = ns.sh("nft -a list table inet cgtproxy");
+    let started = std::time::Instant::now();
+    let (second, _cfg2) = spawn_daemon(&ns, config, &Launch::ours());
+    let mut second = second;
+    let status = loop {
+        if let Some(s) = second.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed().as_secs() < 10, "second daemon not refused:\n{}", second.output());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let out = second.output();
+    assert!(!status.success(), "{out}");
+    let pid = first.child.id();
+    assert!(out.contains(&format!("another cgtproxy (pid {pid}) already runs in this network namespace")), "{out}");
+    // Nothing was rewritten: same handles, and the first daemon saw no outside change.
+    assert_eq!(ns.sh("nft -a list table inet cgtproxy"), table);
+    assert!(!first.output().contains("outside"), "{}", first.output());
+    // Another namespace is another lock.
+    let other = NetNs::new("lock2");
+    let (mut elsewhere, _c) = start_daemon(&other, config);
+    assert!(elsewhere.stop().success(), "{}", elsewhere.output());
+    // A SIGKILL releases the lock: the next start works at once.
+    first.signal(libc::SIGKILL);
+    let _ = first.stop();
+    let (mut next, _c) = start_daemon(&ns, config);
+    assert!(next.stop().success(), "{}", next.output());
+
+    // A user binds the lock name first, listening or not.
+    let ino = ns.sh("stat -L -c %i /proc/self/ns/net").trim().to_owned();
+    for listen in ["s.listen(1)", "pass"] {
+        let squat = Proc::spawn(&format!(
+            "{} setpriv --reuid=65534 --regid=65534 --clear-groups /usr/bin/python3 -c {}",
+            ns.enter(),
+            shell_quote(&format!(
+                "import socket,time\ns=socket.socket(socket.AF_UNIX,socket.SOCK_SEQPACKET)\n\
+                 s.bind('\\0cgtproxy-{ino}')\n{listen}\nprint('READY',flush=True)\ntime.sleep(60)"
+            ))
+        ));
+        squat.wait_for("READY", 10);
+        let (mut d, _c) = start_daemon(&ns, config);
+        assert!(d.output().contains("starting without it"), "{}", d.output());
+        assert!(d.stop().success(), "{}", d.output());
+    }
+    assert_clean(&ns);
+}

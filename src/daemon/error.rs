@@ -29,6 +29,8 @@ pub enum DaemonError {
     Nft(#[from] NftError),
     #[error(transparent)]
     Route(#[from] RouteError),
+    #[error(transparent)]
+    Lock(#[from] super::lock::LockError),
     #[error("gateway: {0}")]
     Gateway(String),
     #[error("cleanup failed: {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]

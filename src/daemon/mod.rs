@@ -22,6 +22,7 @@ pub mod gateway;
 mod guard;
 mod healing;
 mod kernel;
+mod lock;
 mod options;
 mod running;
 mod signals;

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use super::error::DaemonError;
 use super::guard::Guard;
@@ -21,6 +21,18 @@ use crate::cgroup;
 pub fn run(source: ConfigSource, opts: Options) -> Result<(), DaemonError> {
     // Signals first, so a SIGTERM during startup still leads to cleanup.
     let signals = Signals::new().map_err(DaemonError::Signals)?;
+    // One daemon per network namespace, before anything touches the kernel.
+    let netns = crate::netns::own().unwrap_or(0);
+    let (_lock, taken) = super::lock::take(netns)?;
+    match taken {
+        super::lock::Taken::Held => {}
+        super::lock::Taken::Squatted(uid) => warn!(
+            "the instance lock @{} of this network namespace is held by a socket that is not a root cgtproxy's \
+             ({}): starting without it; a second daemon here would not be refused",
+            _lock.name,
+            uid.map_or_else(|| "nobody listens on it".to_owned(), |u| format!("uid {u}"))
+        ),
+    }
     let cfg = source.load()?;
     let root = cgroup::resolve_root(&cfg.cgroup_root)?;
     let started = Instant::now();
