@@ -64,6 +64,7 @@ fn lab() -> Lab {
 }
 
 const CONFIG: &str = "version: 1\n\
+    gateway-bridge-netfilter-off: true\n\
     tproxies:\n\
     \x20 px: {mark: 3000, port: 7893}\n\
     \x20 sink: {mark: 3001, port: 7894}\n\

@@ -5,6 +5,7 @@
 //! clients ([`BridgeMode`]). The daemon, `check` and `status` all ask here
 //! (docs/gateway.md, "Bridges and br_netfilter").
 
+use crate::config::{Config, GatewayEntry};
 use crate::nft::Nft;
 
 /// br_netfilter's IP hooks for bridged frames; absent without br_netfilter.
@@ -121,9 +122,16 @@ pub enum BridgeMode {
     None,
     /// `table bridge cgtproxy` broutes matched frames.
     Broute,
-    /// The kernel cannot broute: bridge-nf-call-iptables/ip6tables are 0
-    /// in this namespace while the daemon runs.
+    /// The kernel cannot broute and the config opts in
+    /// (`gateway-bridge-netfilter-off: true`): bridge-nf-call-iptables/
+    /// ip6tables are 0 in this namespace while the daemon runs.
     SysctlOff,
+    /// The kernel cannot broute, br_netfilter's IP hooks are on, and the
+    /// config does not allow turning them off: left alone, so TPROXY of
+    /// bridged clients times out (said loudly).
+    SysctlLeftOn,
+    /// The sysctls are already 0, set by someone else: nothing to do.
+    AlreadyOff,
     /// br_netfilter is not loaded: bridged frames never meet the inet hooks.
     NoBrNetfilter,
     /// The kernel cannot broute and /proc/sys is hidden from the daemon (the
@@ -133,8 +141,10 @@ pub enum BridgeMode {
 
 impl BridgeMode {
     /// How the daemon deals with bridged clients, for a ruleset with or
-    /// without gateway tproxy entries and brouting.
-    pub fn decide(gateway_tproxies: bool, broute: bool) -> Self {
+    /// without gateway tproxy entries and brouting; `allow_off`: the
+    /// config's `gateway-bridge-netfilter-off`. `ours`: the sysctls are 0
+    /// because this daemon (or a killed predecessor) set them.
+    pub fn decide(gateway_tproxies: bool, broute: bool, allow_off: bool, ours: bool) -> Self {
         if !gateway_tproxies {
             BridgeMode::None
         } else if broute {
@@ -143,24 +153,58 @@ impl BridgeMode {
             BridgeMode::SysctlHidden
         } else if read(SYSCTLS[0]).is_none() {
             BridgeMode::NoBrNetfilter
-        } else {
+        } else if allow_off {
             BridgeMode::SysctlOff
+        } else if !ours && SYSCTLS.iter().all(|p| read(p).is_none_or(|v| v == "0")) {
+            BridgeMode::AlreadyOff
+        } else {
+            BridgeMode::SysctlLeftOn
+        }
+    }
+
+    /// Does this mode leave proxied traffic of bridged clients broken?
+    pub fn broken(self) -> bool {
+        matches!(self, BridgeMode::SysctlLeftOn | BridgeMode::SysctlHidden)
+    }
+
+    /// What `status`, `check` and the log say: the mode, the reason
+    /// brouting is not used when the kernel could, and the bridges
+    /// concerned; empty when nothing is needed.
+    pub fn describe(self, brouting: Option<&Brouting>, entries: &[GatewayEntry]) -> String {
+        let why = match brouting {
+            Some(b @ (Brouting::NftCrashes(_) | Brouting::RpFilter(_))) => b.to_string(),
+            _ => "this kernel cannot broute (no nft_meta_bridge)".to_owned(),
+        };
+        let all = crate::links::bridges().unwrap_or_default();
+        let list = |v: &[String]| if v.is_empty() { "none yet".to_owned() } else { v.join(", ") };
+        let proxied: Vec<String> = all.iter().filter(|b| tproxied(entries, b)).cloned().collect();
+        match self {
+            BridgeMode::None => String::new(),
+            BridgeMode::SysctlOff => format!(
+                "{why}: gateway-bridge-netfilter-off is set, so bridge-nf-call-iptables/ip6tables are 0 in this \
+                 network namespace while running (restored on exit): br_netfilter filtering is OFF for every bridge \
+                 here ({}): Docker's icc=false and iptables/nftables rules on bridged traffic do not apply to them",
+                list(&all)
+            ),
+            BridgeMode::SysctlLeftOn => format!(
+                "WARNING: {why} and bridge-nf-call-iptables is on: TPROXY of clients on bridges that tproxy entries \
+                 take ({}) TIMES OUT (br_netfilter runs the IP hooks while bridging, and the socket TPROXY assigns \
+                 is dropped when the packet reaches the IP layer); cgtproxy leaves the sysctls alone. \
+                 `gateway-bridge-netfilter-off: true` turns them off, for every bridge of this namespace ({}), \
+                 which also turns off Docker's icc=false and all bridge-level filtering there (docs/gateway.md)",
+                list(&proxied),
+                list(&all)
+            ),
+            m => m.to_string(),
         }
     }
 }
 
-impl BridgeMode {
-    /// What `status` shows: the mode, with the reason brouting is not used
-    /// when the kernel could; empty when nothing is needed.
-    pub fn status(self, brouting: Option<&Brouting>) -> String {
-        match (self, brouting) {
-            (BridgeMode::None, _) => String::new(),
-            (BridgeMode::SysctlOff, Some(b @ (Brouting::NftCrashes(_) | Brouting::RpFilter(_)))) => {
-                format!("{b}: bridge-nf-call-iptables/ip6tables set to 0 while running, restored on exit")
-            }
-            (m, _) => m.to_string(),
-        }
-    }
+/// Does some tproxy entry take clients arriving on bridge `name`?
+fn tproxied(entries: &[GatewayEntry], name: &str) -> bool {
+    entries.iter().any(|e| {
+        matches!(e.target, crate::config::Target::Tproxy(_)) && e.interface.as_ref().is_none_or(|i| i.matches(name))
+    })
 }
 
 impl std::fmt::Display for BridgeMode {
@@ -170,7 +214,15 @@ impl std::fmt::Display for BridgeMode {
             BridgeMode::Broute => "broute: table bridge cgtproxy passes matched frames up before br_netfilter",
             BridgeMode::SysctlOff => {
                 "this kernel cannot broute (no nft_meta_bridge): bridge-nf-call-iptables/ip6tables set to 0 \
-                 while running, restored on exit"
+                 while running (gateway-bridge-netfilter-off), restored on exit"
+            }
+            BridgeMode::SysctlLeftOn => {
+                "WARNING: this kernel cannot broute and bridge-nf-call-iptables is on: TPROXY of bridged clients \
+                 times out (set gateway-bridge-netfilter-off: true to turn it off)"
+            }
+            BridgeMode::AlreadyOff => {
+                "this kernel cannot broute; bridge-nf-call-iptables/ip6tables are already 0 (set outside cgtproxy): \
+                 bridged clients are proxied, and no bridge of this namespace has br_netfilter filtering"
             }
             BridgeMode::NoBrNetfilter => "br_netfilter not loaded: nothing to do",
             BridgeMode::SysctlHidden => {
@@ -183,21 +235,21 @@ impl std::fmt::Display for BridgeMode {
 }
 
 impl Brouting {
-    /// What gateway mode does about br_netfilter on this kernel, as `check`
-    /// and `status` say it.
-    pub fn line(&self) -> String {
-        let brnf = std::fs::read_to_string(SYSCTLS[0]).ok();
-        let brnf = match brnf.as_deref().map(str::trim) {
+    /// What gateway mode does about br_netfilter on this kernel with
+    /// `cfg`, as `check` and `status` (without a daemon) say it.
+    pub fn line(&self, cfg: &Config) -> String {
+        let tproxies = cfg.gateway.iter().any(|e| matches!(e.target, crate::config::Target::Tproxy(_)));
+        let mode = BridgeMode::decide(tproxies, *self == Brouting::Yes, cfg.gateway_bridge_netfilter_off, false);
+        let brnf = match read(SYSCTLS[0]) {
             None => "br_netfilter not loaded".to_owned(),
             Some(v) => format!("bridge-nf-call-iptables={v}"),
         };
         if *self == Brouting::Yes {
             format!("gateway: {self}: bridged clients are proxied with {brnf} left as it is")
+        } else if matches!(mode, BridgeMode::SysctlOff | BridgeMode::SysctlLeftOn) {
+            format!("gateway: {}", mode.describe(Some(self), &cfg.gateway))
         } else {
-            format!(
-                "gateway: {self}; {brnf}; the daemon sets bridge-nf-call-iptables/ip6tables to 0 in its network \
-                 namespace while running and restores them on exit"
-            )
+            format!("gateway: {self}; {brnf}; {mode}")
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod daemon;
+pub mod links;
 pub mod logging;
 pub mod names;
 pub mod netlink;

@@ -144,6 +144,7 @@ impl Lab {
             "version: 1\n\
              bypass: ['{BYPASSED}']\n\
              counters: true\n\
+             gateway-bridge-netfilter-off: true\n\
              tproxies:\n\
              \x20 px: {{mark: 3000, port: 7893, dns-hijack: {{port: 1053, ip6: '::1', tcp: true}}}}\n\
              \x20 lite: {{mark: 3001, port: 7894, no-udp: true, no-ipv6: true}}\n\
@@ -326,7 +327,7 @@ fn gateway_sysctls_follow_config_and_are_restored() {
     use cgtproxy::daemon::gateway::{Brouting, probe};
     let brouting = probe(&mut cgtproxy::nft::Nft::open().unwrap());
     let can_broute = brouting == Brouting::Yes;
-    let with = "version: 1\ntproxies: {px: {mark: 3000, port: 7893}}\ngateway: [{interface: 'br-*', tproxy: px}]\n";
+    let with = "version: 1\ngateway-bridge-netfilter-off: true\ntproxies: {px: {mark: 3000, port: 7893}}\ngateway: [{interface: 'br-*', tproxy: px}]\n";
     let (mut daemon, cfg) = start_daemon(&ns, with);
     let want_running = if can_broute { "1 1 " } else { "0 0 " };
     assert_eq!(brnf(), want_running, "{}", daemon.output());
@@ -495,5 +496,76 @@ fn one_daemon_per_network_namespace() {
         assert!(d.output().contains("starting without it"), "{}", d.output());
         assert!(d.stop().success(), "{}", d.output());
     }
+    assert_clean(&ns);
+}
+
+/// No silent global switch: without `gateway-bridge-netfilter-off` the
+/// daemon never turns br_netfilter's IP hooks off (they keep Docker's
+/// icc=false and every bridge-level filter working); the log, `status` and
+/// `check permission` say loudly that TPROXY of bridged clients times out,
+/// and name the bridges. With it, they name every bridge whose filtering is
+/// off while the daemon runs.
+#[test]
+fn gateway_bridge_netfilter_is_never_switched_off_silently() {
+    if !root("gateway_bridge_netfilter_is_never_switched_off_silently") || want_broute() {
+        return;
+    }
+    let ns = NetNs::new("gwq");
+    ns.sh("sysctl -qw net.bridge.bridge-nf-call-iptables=1 net.bridge.bridge-nf-call-ip6tables=1 \
+           && ip link add br-q1 type bridge && ip link add lanq type bridge && ip link add vq0 type veth peer name vq1");
+    let brnf =
+        || ns.sh("sysctl -n net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables").replace('\n', " ");
+    enter_netns(&ns);
+    use cgtproxy::daemon::gateway::{Brouting, probe};
+    if probe(&mut cgtproxy::nft::Nft::open().unwrap()) == Brouting::Yes {
+        eprintln!("SKIPPED: this kernel broutes; the sysctls are never touched here");
+        return;
+    }
+    let plain = "version: 1\ntproxies: {px: {mark: 3000, port: 7893}}\ngateway: [{interface: 'br-*', tproxy: px}]\n";
+    let (mut daemon, cfg) = start_daemon(&ns, plain);
+    assert_eq!(brnf(), "1 1 ", "turned off without the opt-in:\n{}", daemon.output());
+    let log = daemon.output();
+    assert!(
+        log.contains("TIMES OUT") && log.contains("(br-q1)") && log.contains("gateway-bridge-netfilter-off"),
+        "{log}"
+    );
+    let status = |cfg: &std::path::Path| {
+        sh(&format!(
+            "CGTPROXY_STATE={} {} {} status -c {}",
+            cfg.with_extension("state.json").display(),
+            ns.enter(),
+            bin(),
+            cfg.display()
+        ))
+    };
+    let st = status(&cfg);
+    assert!(st.contains("bridges: WARNING") && st.contains("TIMES OUT") && st.contains("(br-q1)"), "{st}");
+    assert!(st.contains("br-q1, lanq"), "every bridge named: {st}");
+    let check = sh(&format!("{} {} check permission -c {} 2>&1", ns.enter(), bin(), cfg.display()));
+    assert!(check.contains("TIMES OUT") && check.contains("(br-q1)"), "{check}");
+    assert!(daemon.stop().success(), "{}", daemon.output());
+    assert_eq!(brnf(), "1 1 ");
+
+    // Opted in: off while running, every bridge named, back on stop.
+    let opted = format!("version: 1\ngateway-bridge-netfilter-off: true\n{}", &plain["version: 1\n".len()..]);
+    let (mut daemon, cfg) = start_daemon(&ns, &opted);
+    assert_eq!(brnf(), "0 0 ", "{}", daemon.output());
+    let st = status(&cfg);
+    assert!(st.contains("filtering is OFF for every bridge here (br-q1, lanq)"), "{st}");
+    assert!(daemon.output().contains("filtering is OFF"), "{}", daemon.output());
+    let check = sh(&format!("{} {} check permission -c {} 2>&1", ns.enter(), bin(), cfg.display()));
+    assert!(check.contains("filtering is OFF for every bridge here (br-q1, lanq)"), "{check}");
+    // Killed: the journal lets the next instance without the opt-in put them back.
+    daemon.signal(libc::SIGKILL);
+    let _ = daemon.stop();
+    assert_eq!(brnf(), "0 0 ");
+    let state = cfg.with_extension("state.json");
+    let mut next = Proc::spawn(&format!("env CGTPROXY_STATE={} {} {} -c {}", state.display(), ns.enter(), bin(), {
+        std::fs::write(&*cfg, plain).unwrap();
+        cfg.display()
+    }));
+    next.wait_for("ready", 20);
+    assert_eq!(brnf(), "1 1 ", "{}", next.output());
+    assert!(next.stop().success(), "{}", next.output());
     assert_clean(&ns);
 }

@@ -89,7 +89,7 @@ pub fn permission(cfg: &Config) -> Result<Vec<String>, CheckError> {
     );
     if cfg.gateway.iter().any(|e| matches!(e.target, crate::config::Target::Tproxy(_))) {
         let mut nft = Nft::open().map_err(CheckError::Kernel)?;
-        ok.push(crate::bridge::probe(&mut nft).line());
+        ok.push(crate::bridge::probe(&mut nft).line(cfg));
     }
     Ok(ok)
 }

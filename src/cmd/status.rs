@@ -180,7 +180,7 @@ pub fn read(cfg: &Config) -> Result<Status, InspectError> {
     } else {
         match daemon.as_ref().map(|d| d.gateway_bridge.clone()).filter(|m| !m.is_empty()) {
             Some(m) => Some(m),
-            None if readable => Some(crate::bridge::probe(&mut nft).line()),
+            None if readable => Some(crate::bridge::probe(&mut nft).line(cfg)),
             None => None,
         }
     };

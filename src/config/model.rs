@@ -33,6 +33,10 @@ pub struct Config {
     /// Forwarded traffic (containers, VMs, LAN clients, VPN peers), first
     /// match wins; empty: forwarded traffic is not touched.
     pub gateway: Vec<GatewayEntry>,
+    /// Kernels that cannot broute: may the daemon set
+    /// net.bridge.bridge-nf-call-iptables/ip6tables to 0 (for every bridge
+    /// of the namespace) so TPROXY of bridged clients works?
+    pub gateway_bridge_netfilter_off: bool,
 }
 
 impl Config {
@@ -49,6 +53,7 @@ impl Config {
             strict_depth: DEFAULT_STRICT_DEPTH,
             counters: false,
             gateway: Vec::new(),
+            gateway_bridge_netfilter_off: false,
         }
     }
 

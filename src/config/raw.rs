@@ -43,6 +43,8 @@ struct RawConfig {
     strict_depth: Option<Spanned<i64>>,
     #[serde(default)]
     gateway: Vec<Spanned<super::gateway::RawEntry>>,
+    #[serde(default)]
+    gateway_bridge_netfilter_off: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,6 +152,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         counters: raw.counters,
         strict_depth,
         gateway,
+        gateway_bridge_netfilter_off: raw.gateway_bridge_netfilter_off,
     })
 }
 

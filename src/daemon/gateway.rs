@@ -63,6 +63,11 @@ pub struct Gateway {
     /// Values of [`SYSCTLS`] before we changed them.
     saved: Vec<(&'static str, String)>,
     pub mode: Option<BridgeMode>,
+    /// The config's `gateway-bridge-netfilter-off`: without it the
+    /// sysctls are never turned off (set before each sync).
+    pub allow_off: bool,
+    /// The entries of the last ruleset, for what `status` says.
+    entries: Vec<crate::config::GatewayEntry>,
 }
 
 impl Gateway {
@@ -76,10 +81,7 @@ impl Gateway {
         let brouting = self.broute.get_or_insert_with(|| {
             let b = probe(nft);
             if b != Brouting::Yes {
-                warn!(
-                    "{b}: bridged clients are proxied by turning br_netfilter's IP hooks off \
-                     (bridge-nf-call-iptables/ip6tables = 0) in this network namespace while running"
-                );
+                info!("gateway bridges: {b}");
             }
             b
         });
@@ -94,16 +96,26 @@ impl Gateway {
         {
             warn!("cannot delete table bridge cgtproxy: {e}");
         }
-        let needs_off = !rs.gateway_tproxies().is_empty() && !rs.broute;
-        self.mode = Some(BridgeMode::decide(!rs.gateway_tproxies().is_empty(), rs.broute));
-        if self.mode == Some(BridgeMode::SysctlHidden) {
-            warn!("gateway bridges: {}", BridgeMode::SysctlHidden);
-        } else if needs_off {
-            self.turn_off();
-        } else {
+        let tproxies = !rs.gateway_tproxies().is_empty();
+        let needs_off = tproxies && !rs.broute && self.allow_off;
+        if !needs_off {
+            // Put back what this daemon, or a killed one, turned off.
             for e in self.restore() {
                 warn!("{e}");
             }
+        }
+        self.adopt_journal();
+        let mode = BridgeMode::decide(tproxies, rs.broute, self.allow_off, !self.saved.is_empty());
+        let changed = self.mode != Some(mode);
+        self.mode = Some(mode);
+        self.entries = rs.gateway.clone();
+        if mode == BridgeMode::SysctlOff {
+            self.turn_off();
+        }
+        if changed && mode.broken() {
+            warn!("gateway bridges: {}", mode.describe(self.broute.as_ref(), &self.entries));
+        } else if changed && mode == BridgeMode::SysctlOff {
+            warn!("gateway bridges: {}", mode.describe(self.broute.as_ref(), &self.entries));
         }
     }
 
@@ -149,7 +161,7 @@ impl Gateway {
     /// What `status` shows: the mode, with the reason brouting is not used
     /// when the kernel could.
     pub fn bridge_status(&self) -> String {
-        self.mode.map_or_else(String::new, |m| m.status(self.broute.as_ref()))
+        self.mode.map_or_else(String::new, |m| m.describe(self.broute.as_ref(), &self.entries))
     }
 
     /// Does the daemon hold the sysctls at 0 (the fallback mode)?

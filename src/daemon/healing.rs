@@ -110,6 +110,7 @@ impl Daemon {
         }
         let all = self.watcher.rewatch_all().map_err(|e| DaemonError::watch(&self.root, e))?;
         self.tracker.reset(&all);
+        self.kernel.gateway.allow_off = self.tracker.cfg.gateway_bridge_netfilter_off;
         self.kernel.sync(&mut self.tracker.ruleset, self.tracker.cfg.route_table)
     }
 

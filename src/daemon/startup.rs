@@ -57,6 +57,7 @@ pub fn run(source: ConfigSource, opts: Options) -> Result<(), DaemonError> {
         mounts: std::fs::File::open("/proc/self/mountinfo").ok(),
     };
     let synced = Instant::now();
+    d.kernel.gateway.allow_off = d.tracker.cfg.gateway_bridge_netfilter_off;
     if let Err(e) = d.kernel.sync(&mut d.tracker.ruleset, d.tracker.cfg.route_table) {
         // A previous instance's table (restart) stays when keeping: it is
         // still the best classification there is.
