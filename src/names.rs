@@ -10,6 +10,10 @@ pub const TABLE: &str = "cgtproxy";
 
 pub const SET_BYPASS4: &str = "bypass";
 pub const SET_BYPASS6: &str = "bypass6";
+/// Gateway mode: the networks directly connected to this host (its
+/// addresses' prefixes): forwarding between them is never diverted.
+pub const SET_LOCAL4: &str = "local-nets";
+pub const SET_LOCAL6: &str = "local-nets6";
 /// cgroup id -> class (a data map; see `ruleset`'s module comment).
 pub const MAP_CGROUP: &str = "cgroup-class";
 pub const MAP_MARK: &str = "mark-vmap";

@@ -569,3 +569,68 @@ fn gateway_bridge_netfilter_is_never_switched_off_silently() {
     assert!(next.stop().success(), "{}", next.output());
     assert_clean(&ns);
 }
+
+/// Never weaken another firewall: forwarding between this host's own
+/// networks (a container to another network's container, to the LAN, to a
+/// network made later) is not diverted to the proxy, so the forward path's
+/// rules (here iptables-nft rules like Docker's DOCKER-ISOLATION and
+/// DOCKER-USER) still decide it; traffic routed out of the host still is.
+#[test]
+fn gateway_leaves_forwarding_between_local_networks_to_the_firewall() {
+    if !root("gateway_leaves_forwarding_between_local_networks_to_the_firewall") || want_broute() {
+        return;
+    }
+    if !try_sh("command -v iptables").0 {
+        eprintln!("SKIPPED: iptables missing (apt-get install iptables; .ci/run does)");
+        return;
+    }
+    let mut lab = Lab::new("gwl");
+    let server = Proc::spawn(&format!("{} {} serve LANB 8080", lab.ns("lan-b").enter(), helper()));
+    server.wait_for("READY", 10);
+    lab.procs.push(server);
+    let (mut daemon, _cfg) = start_daemon(&lab.gw, &lab.config(""));
+    let (ctr, lana) = ("ctr", "lan-a");
+    for proto in ["tcp", "udp"] {
+        // Out of the host: proxied. To another local network: forwarded as is.
+        lab.expect(ctr, proto, TARGET4, 8080, PROXIED4);
+        lab.expect(ctr, proto, "192.0.2.11", 8080, "LANB");
+        lab.expect(lana, proto, TARGET4, 8080, PROXIED4);
+    }
+    // Docker's isolation between networks, and a DOCKER-USER drop, in the
+    // forward path (iptables-nft: table ip filter).
+    let br = lab.br.clone();
+    lab.gw.sh(&format!(
+        "iptables -N DOCKER-ISOLATION-STAGE-1 && iptables -N DOCKER-USER \
+         && iptables -I FORWARD -j DOCKER-ISOLATION-STAGE-1 && iptables -I FORWARD -j DOCKER-USER \
+         && iptables -A DOCKER-ISOLATION-STAGE-1 -i {br} -o lan0 -j DROP"
+    ));
+    for proto in ["tcp", "udp"] {
+        lab.expect(ctr, proto, "192.0.2.11", 8080, "TIMEOUT|ERROR");
+        // Still proxied out of the host.
+        lab.expect(ctr, proto, TARGET4, 8080, PROXIED4);
+    }
+    // A network made while the daemon runs joins local-nets at once.
+    let late = format!("{}c", &lab.br[..lab.br.len() - 1]);
+    lab.bridge(&late, "192.0.2.193/26", "2001:db8:4::1/64");
+    lab.client("late", &late, "192.0.2.200", "2001:db8:4::200", "192.0.2.193", "2001:db8:4::1");
+    let late_srv = Proc::spawn(&format!("{} {} serve LATE 8080", lab.ns("late").enter(), helper()));
+    late_srv.wait_for("READY", 10);
+    lab.procs.push(late_srv);
+    daemon.wait_for("this host's networks changed", 10);
+    // A new IPv6 neighbour: resolved once before the timed checks.
+    lab.gw.sh("ping -6 -c1 -W3 2001:db8:4::200 >/dev/null || true");
+    for proto in ["tcp", "udp"] {
+        lab.expect(ctr, proto, "192.0.2.200", 8080, "LATE");
+        lab.expect(ctr, proto, "2001:db8:4::200", 8080, "LATE");
+    }
+    lab.gw.sh("iptables -A DOCKER-USER -d 192.0.2.200 -j DROP");
+    for proto in ["tcp", "udp"] {
+        lab.expect(ctr, proto, "192.0.2.200", 8080, "TIMEOUT|ERROR");
+    }
+    let listing = lab.gw.sh("nft list set inet cgtproxy local-nets");
+    // lan0, br-…, the peer link and the late network: adjacent /26s.
+    assert!(listing.contains("192.0.2.0/24") && listing.contains("198.51.100.0/24"), "{listing}");
+    let listing6 = lab.gw.sh("nft list set inet cgtproxy local-nets6");
+    assert!(listing6.contains("2001:db8:4::/64") && listing6.contains("2001:db8:1::/64"), "{listing6}");
+    assert!(daemon.stop().success(), "{}", daemon.output());
+}

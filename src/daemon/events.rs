@@ -28,6 +28,8 @@ pub struct Seen {
     pub outside_routing: bool,
     /// The kernel dropped notifications (ENOBUFS): anything may have changed.
     pub overrun: bool,
+    /// An address was added or removed (a network appeared or went).
+    pub addresses: bool,
     /// The newest generation id seen (a commit by anyone ends with it).
     pub generation: Option<u32>,
     /// Our own changes to `classify`, in order.
@@ -56,7 +58,14 @@ impl KernelEvents {
         let nft = NlSocket::monitor(NETLINK_NETFILTER, &[NFNLGRP_NFTABLES])?;
         let route = NlSocket::monitor(
             libc::NETLINK_ROUTE,
-            &[route::RTNLGRP_IPV4_RULE, route::RTNLGRP_IPV6_RULE, route::RTNLGRP_IPV4_ROUTE, route::RTNLGRP_IPV6_ROUTE],
+            &[
+                route::RTNLGRP_IPV4_RULE,
+                route::RTNLGRP_IPV6_RULE,
+                route::RTNLGRP_IPV4_ROUTE,
+                route::RTNLGRP_IPV6_ROUTE,
+                RTNLGRP_IPV4_IFADDR,
+                RTNLGRP_IPV6_IFADDR,
+            ],
         )?;
         Ok(KernelEvents { nft, route })
     }
@@ -156,7 +165,14 @@ pub fn nft_messages(msgs: &[Message], our_port: u32, seen: &mut Seen) {
     }
 }
 
+/// Address notifications: gateway mode's `local-nets` follow them.
+const RTNLGRP_IPV4_IFADDR: u32 = 5;
+const RTNLGRP_IPV6_IFADDR: u32 = 9;
+const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
+
 pub fn route_messages(msgs: &[Message], our_port: u32, marks: &[u32], table: u32, seen: &mut Seen) {
+    seen.addresses |= msgs.iter().any(|m| m.ty == RTM_NEWADDR || m.ty == RTM_DELADDR);
     for m in msgs.iter().filter(|m| m.pid != our_port) {
         let ours = match m.ty {
             RTM_DELRULE => {

@@ -78,6 +78,10 @@ impl Gateway {
             rs.broute = false;
             return;
         }
+        match crate::links::connected() {
+            Ok(p) => rs.set_local_nets(&p),
+            Err(e) => warn!("cannot read this host's addresses ({e}); local-nets keeps what it had"),
+        }
         let brouting = self.broute.get_or_insert_with(|| {
             let b = probe(nft);
             if b != Brouting::Yes {

@@ -20,6 +20,9 @@ impl Daemon {
     /// that keeps changing them is answered each time (a few rounds per
     /// wakeup, then the next notification).
     pub fn heal(&mut self) {
+        if self.kernel.take_addresses_changed() {
+            self.refresh_local_nets();
+        }
         let started = Instant::now();
         let (mut table, mut routing) = (false, false);
         for _ in 0..4 {
@@ -58,6 +61,31 @@ impl Daemon {
         }
         self.state.resyncs += 1;
         self.save_state();
+    }
+
+    /// Gateway mode: a network appeared or went (`docker network create`,
+    /// an address on the LAN NIC): bring `local-nets` up to date with one
+    /// full replace when the set of directly connected prefixes changed.
+    fn refresh_local_nets(&mut self) {
+        if !self.tracker.ruleset.has_local_sets() {
+            return;
+        }
+        let prefixes = match crate::links::connected() {
+            Ok(p) => p,
+            Err(e) => return self.degrade(format!("reading this host's addresses for local-nets: {e}")),
+        };
+        let (old4, old6) = (self.tracker.ruleset.local4.clone(), self.tracker.ruleset.local6.clone());
+        self.tracker.ruleset.set_local_nets(&prefixes);
+        if self.tracker.ruleset.local4 == old4 && self.tracker.ruleset.local6 == old6 {
+            return;
+        }
+        match self.kernel.update_local_nets(&self.tracker.ruleset) {
+            Ok(()) => info!(
+                "this host's networks changed: local-nets now holds {} prefixes; forwarding between them is not diverted",
+                prefixes.len()
+            ),
+            Err(e) => self.degrade(format!("updating local-nets: {e}")),
+        }
     }
 
     /// No notification exists for sysctls: in gateway mode's fallback the

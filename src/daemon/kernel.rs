@@ -38,6 +38,8 @@ pub struct Kernel {
     own_commits: u32,
     /// Outside changes still to be undone.
     heal_table: bool,
+    /// An address notification came: `local-nets` may be stale.
+    addresses_changed: bool,
     heal_routing: bool,
     /// Marks and table whose routing is installed.
     routed: (Vec<u32>, u32),
@@ -71,6 +73,7 @@ impl Kernel {
             generation: 0,
             own_commits: 0,
             heal_table: false,
+            addresses_changed: false,
             heal_routing: false,
             routed: (Vec::new(), 0),
             gateway: Default::default(),
@@ -183,6 +186,21 @@ impl Kernel {
         }
         self.heal_table |= seen.outside_table;
         self.heal_routing |= seen.outside_routing;
+        // Lost notifications may have been address changes too.
+        self.addresses_changed |= seen.addresses || seen.overrun;
+    }
+
+    /// Gateway mode's `local-nets` sets to `rs`'s (one small batch).
+    pub fn update_local_nets(&mut self, rs: &Ruleset) -> Result<(), DaemonError> {
+        self.nft.update_local_nets(rs)?;
+        self.own_commits = self.own_commits.wrapping_add(1);
+        self.absorb();
+        Ok(())
+    }
+
+    /// Did this host's addresses change since the last call?
+    pub fn take_addresses_changed(&mut self) -> bool {
+        std::mem::take(&mut self.addresses_changed)
     }
 
     /// Notifications were lost: read the rule handles again and compare the
@@ -205,7 +223,7 @@ impl Kernel {
 
     /// Has another program changed the table or our routing since?
     pub fn needs_healing(&self) -> bool {
-        self.heal_table || self.heal_routing
+        self.heal_table || self.heal_routing || self.addresses_changed
     }
 
     /// Whether the table is to be restored (the flag is cleared).

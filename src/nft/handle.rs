@@ -54,6 +54,13 @@ impl Nft {
         self.commit(b)
     }
 
+    /// Replace gateway mode's `local-nets` sets with `rs`'s, atomically.
+    pub fn update_local_nets(&mut self, rs: &Ruleset) -> Result<(), NftError> {
+        let mut b = self.batch();
+        encode::local_nets(&mut b, rs);
+        self.commit(b)
+    }
+
     /// `delete table inet cgtproxy`; Ok(false) when there was none.
     pub fn delete_table(&mut self) -> Result<bool, NftError> {
         let mut b = self.batch();

@@ -26,6 +26,8 @@ impl Ruleset {
             counters: cfg.counters,
             gateway: cfg.gateway.clone(),
             broute: true,
+            local4: Vec::new(),
+            local6: Vec::new(),
             verdicts: cfg
                 .rules
                 .iter()

@@ -36,6 +36,20 @@ impl Ruleset {
             .collect()
     }
 
+    /// Are there `local-nets`/`local-nets6` sets (tproxy entries exist)?
+    pub fn has_local_sets(&self) -> bool {
+        !self.gateway_tproxies().is_empty()
+    }
+
+    /// This host's directly connected networks, as (address, prefix
+    /// length): the destinations tproxy entries leave to the forward path.
+    pub fn set_local_nets(&mut self, prefixes: &[(std::net::IpAddr, u8)]) {
+        let cidrs: Vec<Cidr> = prefixes.iter().map(|&(addr, prefix)| Cidr { addr, prefix }).collect();
+        let (v4, v6): (Vec<Cidr>, Vec<Cidr>) = cidrs.into_iter().partition(|c| c.addr.is_ipv4());
+        self.local4 = merge(v4.iter().map(Cidr::range).collect());
+        self.local6 = merge(v6.iter().map(Cidr::range).collect());
+    }
+
     /// Is there a `table bridge cgtproxy`?
     pub fn has_bridge_table(&self) -> bool {
         self.broute && !self.gateway_tproxies().is_empty()
@@ -80,7 +94,12 @@ fn entry_rules(rs: &Ruleset, e: &GatewayEntry, bridge: bool) -> Vec<Stmt> {
 /// What a tproxy does not take goes direct (as for cgroups): other
 /// protocols, IPv6 with no-ipv6, UDP with no-udp (DNS kept when hijacked).
 fn exceptions(t: &Tproxy, bridge: bool) -> Vec<Stmt> {
-    let mut rules = vec![Stmt::NotTcpUdpReturn];
+    // Between this host's own networks (container to container across
+    // networks, to a VM or the LAN): not diverted, so the forward path's
+    // firewalls (DOCKER-ISOLATION, DOCKER-USER, netavark, libvirt,
+    // firewalld) still decide it.
+    let mut rules = vec![Stmt::LocalNetReturn { v6: false, bridge }, Stmt::LocalNetReturn { v6: true, bridge }];
+    rules.push(Stmt::NotTcpUdpReturn);
     if t.no_ipv6 {
         rules.push(Stmt::Ipv6Return { bridge });
     }

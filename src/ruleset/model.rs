@@ -29,6 +29,11 @@ pub struct Ruleset {
     /// The kernel can broute (`meta broute set 1`); without it the daemon
     /// turns br_netfilter's IP hooks off instead and there is no bridge table.
     pub broute: bool,
+    /// Gateway mode: this host's directly connected networks (its
+    /// addresses' prefixes), which tproxy entries never divert to; filled
+    /// in by the daemon (`links::connected`), empty otherwise.
+    pub local4: Vec<Interval>,
+    pub local6: Vec<Interval>,
     /// The verdict of each rule target.
     pub(super) verdicts: BTreeMap<Target, Verdict>,
 }

@@ -41,6 +41,10 @@ fn render(rs: &Ruleset, cgroups: &[Cgroup], prefix: &str) -> String {
     let _ = writeln!(w, "table inet {TABLE} {{");
     set(w, SET_BYPASS4, "ipv4_addr", &intervals(&rs.bypass4, false));
     set(w, SET_BYPASS6, "ipv6_addr", &intervals(&rs.bypass6, true));
+    if rs.has_local_sets() {
+        set(w, SET_LOCAL4, "ipv4_addr", &intervals(&rs.local4, false));
+        set(w, SET_LOCAL6, "ipv6_addr", &intervals(&rs.local6, true));
+    }
 
     let cgroups: Vec<String> = rs
         .elements
@@ -78,6 +82,8 @@ fn render(rs: &Ruleset, cgroups: &[Cgroup], prefix: &str) -> String {
         let _ = writeln!(w, "table bridge {TABLE} {{");
         set(w, SET_BYPASS4, "ipv4_addr", &intervals(&rs.bypass4, false));
         set(w, SET_BYPASS6, "ipv6_addr", &intervals(&rs.bypass6, true));
+        set(w, SET_LOCAL4, "ipv4_addr", &intervals(&rs.local4, false));
+        set(w, SET_LOCAL6, "ipv6_addr", &intervals(&rs.local6, true));
         for c in bridge {
             let base = c.hook.map(|h| format!("type {} hook {} priority {}", h.kind, h.hook, h.priority_name));
             let rules: Vec<String> = c.rules.iter().map(ToString::to_string).collect();

@@ -9,7 +9,7 @@ use super::verdict::Interval;
 use crate::config::Iface;
 use crate::names::{
     CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_GATEWAY, CHAIN_GATEWAY_CLASSIFY, CLASS_DROP, CLASS_REJECT, MAP_CGROUP, MAP_MARK,
-    SET_BYPASS4, SET_BYPASS6,
+    SET_BYPASS4, SET_BYPASS6, SET_LOCAL4, SET_LOCAL6,
 };
 
 /// The conditions of one `gateway` entry, for one address family when it
@@ -166,6 +166,10 @@ pub enum Stmt {
     BridgeBypassReturn { v6: bool },
     /// `ct mark M meta nfproto ipv4 udp dport 53 redirect to :PORT`
     DnsRedirect { mark: u32, l4: L4, v6: bool, port: u16 },
+    /// `ip daddr @local-nets return` / `ip6 daddr @local-nets6 return`
+    /// (inet or bridge): forwarding between this host's own networks stays
+    /// on the forward path, where other firewalls decide it.
+    LocalNetReturn { v6: bool, bridge: bool },
 }
 
 impl fmt::Display for Stmt {
@@ -266,6 +270,8 @@ impl fmt::Display for Stmt {
                 let nfproto = if *v6 { "ipv6" } else { "ipv4" };
                 write!(f, "ct mark {mark:#010x} meta nfproto {nfproto} {l4} dport 53 redirect to :{port}")
             }
+            Stmt::LocalNetReturn { v6: false, .. } => write!(f, "ip daddr @{SET_LOCAL4} return"),
+            Stmt::LocalNetReturn { v6: true, .. } => write!(f, "ip6 daddr @{SET_LOCAL6} return"),
         }
     }
 }

@@ -17,7 +17,7 @@ pub use set::SetIds;
 pub use stmt::exprs;
 pub use table::table;
 
-use crate::names::{MAP_CGROUP, MAP_MARK, MAP_MARK_DNS, SET_BYPASS4, SET_BYPASS6, TABLE};
+use crate::names::{MAP_CGROUP, MAP_MARK, MAP_MARK_DNS, SET_BYPASS4, SET_BYPASS6, SET_LOCAL4, SET_LOCAL6, TABLE};
 use crate::netlink::{NLM_F_CREATE, NLM_F_EXCL};
 use crate::ruleset::stmt::GwMatch;
 use crate::ruleset::{Chain, Ruleset, Stmt};
@@ -36,7 +36,7 @@ use table::chain;
 /// killed instance included), in one transaction.
 pub fn full(b: &mut Batch, rs: &Ruleset) {
     replace_table(b);
-    let bypass = bypass_sets(b);
+    let bypass = bypass_sets(b, rs);
     let ids = SetIds {
         cgroup: Some(set(
             b,
@@ -86,9 +86,31 @@ pub fn bridge_table(b: &mut Batch, rs: &Ruleset) {
     }
     let family = std::mem::replace(&mut b.family, NFPROTO_BRIDGE);
     replace_table(b);
-    let ids = bypass_sets(b);
+    let ids = bypass_sets(b, rs);
     bypass_elements(b, rs, &ids);
     chains_and_rules(b, &chains, &ids);
+    b.family = family;
+}
+
+/// Gateway mode's `local-nets`/`local-nets6` of both tables replaced by
+/// `rs`'s, in one transaction: `flush set inet cgtproxy local-nets; add
+/// element inet cgtproxy local-nets { ... }` (a DELSETELEM without an
+/// element list flushes the set). Chains, rules and counters stay.
+pub fn local_nets(b: &mut Batch, rs: &Ruleset) {
+    let family = b.family;
+    let tables = if rs.has_bridge_table() { vec![family, NFPROTO_BRIDGE] } else { vec![family] };
+    for f in tables {
+        b.family = f;
+        for (name, ranges, len) in [(SET_LOCAL4, &rs.local4, 4), (SET_LOCAL6, &rs.local6, 16)] {
+            let what = format!("flush set {} {} {name}", b.family_word(), b.table);
+            let m = b.begin(NFT_MSG_DELSETELEM, 0, what);
+            let table = b.table.clone();
+            b.w.str(NFTA_SET_ELEM_LIST_TABLE, &table);
+            b.w.str(NFTA_SET_ELEM_LIST_SET, name);
+            b.end(m);
+            interval_elements(b, name, None, ranges, len);
+        }
+    }
     b.family = family;
 }
 
@@ -104,17 +126,30 @@ fn replace_table(b: &mut Batch) {
 
 /// The `bypass` and `bypass6` interval sets (their elements come later:
 /// after the maps in the inet table).
-fn bypass_sets(b: &mut Batch) -> SetIds {
-    SetIds {
+/// With gateway tproxy entries also `local-nets` and `local-nets6`.
+fn bypass_sets(b: &mut Batch, rs: &Ruleset) -> SetIds {
+    let ids = SetIds {
         bypass4: Some(set(b, SET_BYPASS4, NFT_SET_INTERVAL, TYPE_IPADDR, 4, SetData::None)),
         bypass6: Some(set(b, SET_BYPASS6, NFT_SET_INTERVAL, TYPE_IP6ADDR, 16, SetData::None)),
         ..SetIds::default()
+    };
+    if !rs.has_local_sets() {
+        return ids;
+    }
+    SetIds {
+        local4: Some(set(b, SET_LOCAL4, NFT_SET_INTERVAL, TYPE_IPADDR, 4, SetData::None)),
+        local6: Some(set(b, SET_LOCAL6, NFT_SET_INTERVAL, TYPE_IP6ADDR, 16, SetData::None)),
+        ..ids
     }
 }
 
 fn bypass_elements(b: &mut Batch, rs: &Ruleset, ids: &SetIds) {
     interval_elements(b, SET_BYPASS4, ids.bypass4, &rs.bypass4, 4);
     interval_elements(b, SET_BYPASS6, ids.bypass6, &rs.bypass6, 16);
+    if rs.has_local_sets() {
+        interval_elements(b, SET_LOCAL4, ids.local4, &rs.local4, 4);
+        interval_elements(b, SET_LOCAL6, ids.local6, &rs.local6, 16);
+    }
 }
 
 /// Every chain, then every rule: map elements and rules may goto any chain.

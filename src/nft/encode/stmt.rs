@@ -1,7 +1,9 @@
 //! Statements as expressions: what each [`Stmt`] of the ruleset is in
 //! nf_tables registers and expressions, as `nft` would encode it.
 
-use crate::names::{CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DROP, CLASS_REJECT, MAP_MARK, SET_BYPASS4, SET_BYPASS6};
+use crate::names::{
+    CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DROP, CLASS_REJECT, MAP_MARK, SET_BYPASS4, SET_BYPASS6, SET_LOCAL4, SET_LOCAL6,
+};
 use crate::nft::batch::Batch;
 use crate::nft::expr::{Data, Expr, meta_eq, verdict};
 use crate::nft::sys::*;
@@ -273,6 +275,20 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.extend(dport_53(l4.proto()));
             e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(port.to_be_bytes().to_vec()) });
             e.push(Expr::Redir { reg_proto: NFT_REG_1 });
+        }
+        Stmt::LocalNetReturn { v6, bridge } => {
+            // [ meta load nfproto => reg 1 ] [ cmp eq reg 1 0x02 ]   (bridge: ether type)
+            // [ payload load 4b @ network header + 16 => reg 1 ] [ lookup reg 1 set local-nets ]
+            // [ immediate reg 0 return ]      = ip daddr @local-nets return
+            let (offset, len, set) = if *v6 { (24, 16, SET_LOCAL6) } else { (16, 4, SET_LOCAL4) };
+            if *bridge {
+                e.extend(ether_type_eq(if *v6 { ETH_P_IPV6 } else { ETH_P_IP }));
+            } else {
+                e.extend(meta_eq(NFT_META_NFPROTO, &[if *v6 { NFPROTO_IPV6 } else { NFPROTO_IPV4 }]));
+            }
+            e.push(Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len, dreg: NFT_REG_1 });
+            e.push(lookup(set, ids, None));
+            e.push(verdict(NFT_RETURN, None));
         }
     }
     e
