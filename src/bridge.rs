@@ -254,6 +254,21 @@ impl Brouting {
     }
 }
 
+/// What the log, `check` and `status` say about other programs'
+/// forward-path rules (`Nft::foreign_forward_rules`) when tproxy entries
+/// exist; None when nothing was found.
+pub fn skipped_forward_rules(found: &[String]) -> Option<String> {
+    (!found.is_empty()).then(|| {
+        format!(
+            "flows a gateway tproxy entry takes to an outside destination are diverted to the local proxy before \
+             the forward hook, so these forward-path rules never see them: {}. Forwarding between this host's own \
+             networks is not diverted and stays under them; to keep such a rule for an outside destination, put it \
+             in a `drop` gateway entry or in `bypass` (docs/gateway.md)",
+            found.join("; ")
+        )
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::parse_nft_version;

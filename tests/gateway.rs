@@ -634,3 +634,42 @@ fn gateway_leaves_forwarding_between_local_networks_to_the_firewall() {
     assert!(listing6.contains("2001:db8:4::/64") && listing6.contains("2001:db8:1::/64"), "{listing6}");
     assert!(daemon.stop().success(), "{}", daemon.output());
 }
+
+/// What TPROXY does to forward rules is said: a DOCKER-USER chain with an
+/// admin's rule, firewalld's table and a libvirt table are named by the
+/// log at start, `status` and `check permission`; Docker's lone `return`
+/// in DOCKER-USER is not.
+#[test]
+fn gateway_names_forward_rules_that_tproxy_skips() {
+    if !root("gateway_names_forward_rules_that_tproxy_skips") || !try_sh("command -v iptables").0 {
+        return;
+    }
+    let ns = NetNs::new("gwf");
+    ns.sh("iptables -N DOCKER-USER && iptables -A DOCKER-USER -j RETURN");
+    let config = "version: 1\ntproxies: {px: {mark: 3000, port: 7893}}\ngateway: [{interface: 'br-*', tproxy: px}]\n";
+    let status = |cfg: &std::path::Path| {
+        sh(&format!(
+            "CGTPROXY_STATE={} {} {} status -c {}",
+            cfg.with_extension("state.json").display(),
+            ns.enter(),
+            bin(),
+            cfg.display()
+        ))
+    };
+    let (mut daemon, cfg) = start_daemon(&ns, config);
+    assert!(!daemon.output().contains("DOCKER-USER"), "{}", daemon.output());
+    assert!(!status(&cfg).contains("DOCKER-USER"));
+    assert!(daemon.stop().success());
+    ns.sh("iptables -I DOCKER-USER -d 192.0.2.3 -j DROP && nft add table inet firewalld \
+           && nft add table ip libvirt_network");
+    let (mut daemon, cfg) = start_daemon(&ns, config);
+    let log = daemon.output();
+    for what in ["table ip filter chain DOCKER-USER: 1 rules", "table inet firewalld", "table ip libvirt_network"] {
+        assert!(log.contains(what), "log: {what}\n{log}");
+        let st = status(&cfg);
+        assert!(st.contains("forward rules:") && st.contains(what), "status: {what}\n{st}");
+        let check = sh(&format!("{} {} check permission -c {} 2>&1", ns.enter(), bin(), cfg.display()));
+        assert!(check.contains(what) && check.contains("`drop` gateway entry or in `bypass`"), "{check}");
+    }
+    assert!(daemon.stop().success(), "{}", daemon.output());
+}

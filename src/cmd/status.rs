@@ -50,6 +50,8 @@ pub struct Status {
     pub gateway: Vec<GatewayStatus>,
     /// How bridged clients escape br_netfilter (gateway tproxy entries only).
     pub gateway_bridge: Option<String>,
+    /// Other programs' forward-path rules that gateway tproxy entries skip.
+    pub gateway_forward: Option<String>,
     /// What the text says about the daemon's network namespace.
     #[serde(skip)]
     pub netns_note: Option<String>,
@@ -184,7 +186,13 @@ pub fn read(cfg: &Config) -> Result<Status, InspectError> {
             None => None,
         }
     };
+    let gateway_forward = if gateway_bridge.is_some() && readable {
+        crate::bridge::skipped_forward_rules(&nft.foreign_forward_rules().unwrap_or_default())
+    } else {
+        None
+    };
     Ok(Status {
+        gateway_forward,
         daemon,
         other_netns,
         kernel_unreadable,
@@ -281,6 +289,9 @@ impl Status {
             if let Some(b) = &self.gateway_bridge {
                 let _ = writeln!(s, "  bridges: {b}");
             }
+            if let Some(f) = &self.gateway_forward {
+                let _ = writeln!(s, "  forward rules: {f}");
+            }
             for g in &self.gateway {
                 let _ = write!(s, "  gateway[{}] (line {}): {} -> {}", g.index, g.line, g.conditions, g.target);
                 if let (Some(p), Some(b)) = (g.packets, g.bytes) {
@@ -338,6 +349,7 @@ mod tests {
             stale: 2,
             gateway: Vec::new(),
             gateway_bridge: None,
+            gateway_forward: None,
             netns_note: None,
             state_unreadable: None,
             now: 160,

@@ -68,6 +68,8 @@ pub struct Gateway {
     pub allow_off: bool,
     /// The entries of the last ruleset, for what `status` says.
     entries: Vec<crate::config::GatewayEntry>,
+    /// Other programs' forward rules last reported (said again on change).
+    forward_rules: Vec<String>,
 }
 
 impl Gateway {
@@ -113,6 +115,13 @@ impl Gateway {
         let changed = self.mode != Some(mode);
         self.mode = Some(mode);
         self.entries = rs.gateway.clone();
+        let found = if tproxies { nft.foreign_forward_rules().unwrap_or_default() } else { Vec::new() };
+        if found != self.forward_rules
+            && let Some(line) = crate::bridge::skipped_forward_rules(&found)
+        {
+            warn!("gateway: {line}");
+        }
+        self.forward_rules = found;
         if mode == BridgeMode::SysctlOff {
             self.turn_off();
         }

@@ -10,6 +10,7 @@ mod decode_tests;
 pub mod encode;
 mod error;
 pub mod expr;
+mod foreign;
 mod handle;
 mod parse;
 mod query;
