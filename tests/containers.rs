@@ -24,7 +24,7 @@ const PROXIED: &str = "TPROXY 7893 203.0.113.2:8080";
 
 struct Docker {
     dir: TempDir,
-    _dockerd: Proc,
+    dockerd: Proc,
     sock: String,
 }
 
@@ -32,8 +32,13 @@ impl Docker {
     /// dockerd in `ns`, in a private mount namespace, its state below a
     /// temporary directory, iptables on, docker0 on a documentation prefix.
     fn start(ns: &NetNs, dir: TempDir) -> Self {
+        let sock = format!("unix://{}/docker.sock", dir.0.display());
+        let dockerd = Self::spawn(ns, &dir, &sock);
+        Docker { dir, dockerd, sock }
+    }
+
+    fn spawn(ns: &NetNs, dir: &TempDir, sock: &str) -> Proc {
         let d = dir.0.display().to_string();
-        let sock = format!("unix://{d}/docker.sock");
         let dockerd = Proc::spawn(&format!(
             "{} unshare -m --propagation private dockerd --data-root {d}/data --exec-root {d}/exec \
              --pidfile {d}/docker.pid -H {sock} --iptables=true --ip6tables=false --bip 198.51.100.1/26 \
@@ -43,7 +48,13 @@ impl Docker {
             cgroup_parent()
         ));
         dockerd.wait_for("API listen on", 60);
-        Docker { dir, _dockerd: dockerd, sock }
+        dockerd
+    }
+
+    /// Stop dockerd and start it again on the same state.
+    fn restart(&mut self, ns: &NetNs) {
+        self.stop();
+        self.dockerd = Self::spawn(ns, &self.dir, &self.sock);
     }
 
     fn cli(&self, args: &str) -> String {
@@ -113,10 +124,14 @@ fn cgroup_parent() -> String {
 }
 
 fn remove_cgroup_parent() {
-    let _ = try_sh(&format!(
-        "for d in /sys/fs/cgroup/*/{0} /sys/fs/cgroup/{0}; do [ -d $d ] && find $d -depth -type d -exec rmdir {{}} \\; ; done; true",
-        cgroup_parent()
-    ));
+    remove_parent(&cgroup_parent());
+}
+
+/// `name` below the root of every cgroup hierarchy, deepest first.
+fn remove_parent(name: &str) {
+    for h in std::fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        remove_tree(&h.path().join(name));
+    }
 }
 
 /// The helper in a container's network namespace.
@@ -246,13 +261,22 @@ fn docker_keeps_its_isolation_under_gateway_mode() {
     if !can_broute {
         assert!(status.contains("filtering is OFF for every bridge here") && status.contains("docker0"), "{status}");
     }
+    // A DOCKER-USER drop for an outside address is skipped by TPROXY: said by status.
+    gw.sh(&format!("iptables -I DOCKER-USER -d {TARGET} -j DROP"));
+    let status = sh(&format!(
+        "CGTPROXY_STATE={} {} {} status -c {}",
+        cfg.with_extension("state.json").display(),
+        gw.enter(),
+        bin(),
+        cfg.display()
+    ));
+    assert!(status.contains("forward rules:") && status.contains("chain DOCKER-USER"), "{status}");
+    gw.sh(&format!("iptables -D DOCKER-USER -d {TARGET} -j DROP"));
 
     // 3. dockerd restarts (it rewrites its iptables chains): still proxied,
     // still isolated.
-    docker.stop();
-    let dir = TempDir(docker.dir.0.clone());
-    std::mem::forget(docker);
-    let docker = Docker::start(&gw, dir);
+    let mut docker = docker;
+    docker.restart(&gw);
     docker.cli("start c0 a1 b1");
     let (c0, a1) = (docker.pid("c0"), docker.pid("a1"));
     let b1 = docker.pid("b1");
@@ -271,5 +295,136 @@ fn docker_keeps_its_isolation_under_gateway_mode() {
     drop((gw, remote));
     assert_eq!(host_view(), host_before, "the host's own namespace changed");
     let left = sh(&format!("find /sys/fs/cgroup -maxdepth 2 -name {}", cgroup_parent()));
+    assert_eq!(left.trim(), "", "container cgroups left");
+}
+
+/// The uplink both engines' tests use: `gw` routes to `remote`
+/// (192.0.2.0/24), which serves REMOTE on :8080 at 192.0.2.2 and TARGET;
+/// a TPROXY listener on :7893 in `gw`.
+fn uplink(tag: &str) -> (NetNs, NetNs, Vec<Proc>) {
+    let gw = NetNs::new(tag);
+    let remote = NetNs::new(&format!("{tag}r"));
+    sh(&format!("ip link add up0 netns {} type veth peer name down0 netns {}", gw.name, remote.name));
+    gw.sh("ip link set up0 up && ip addr add 192.0.2.1/24 dev up0 && ip route add default via 192.0.2.2 \
+           && sysctl -qw net.ipv4.ip_forward=1");
+    remote.sh(&format!(
+        "ip link set down0 up && ip addr add 192.0.2.2/24 dev down0 && ip addr add {TARGET}/32 dev lo \
+         && ip route add 198.51.100.0/24 via 192.0.2.1"
+    ));
+    let serve = Proc::spawn(&format!("{} {} serve REMOTE 8080", remote.enter(), helper()));
+    serve.wait_for("READY", 10);
+    let tproxy = Proc::spawn(&format!("{} {} tproxy 7893", gw.enter(), helper()));
+    tproxy.wait_for("READY", 10);
+    (gw, remote, vec![serve, tproxy])
+}
+
+/// Rootful Podman with netavark, in the test's network namespace and one
+/// private mount namespace held by a sleeping process (with its own
+/// /run/netns, where podman mounts the containers' namespaces), state
+/// below a temporary directory.
+struct Podman {
+    dir: TempDir,
+    holder: Proc,
+}
+
+impl Podman {
+    fn cmd(&self, args: &str) -> String {
+        let d = self.dir.0.display();
+        // Lower rlimits than podman's defaults: this host's hard limits are
+        // below them and runc may not raise them.
+        format!(
+            "nsenter --target {} --mount --net podman --root {d}/root --runroot {d}/run \
+             --network-config-dir {d}/net --cgroup-manager cgroupfs --events-backend file \
+             --network-backend netavark --tmpdir {d}/tmp {args}",
+            self.holder.child.id()
+        )
+    }
+
+    fn cli(&self, args: &str) -> String {
+        sh(&self.cmd(args))
+    }
+
+    fn run(&self, name: &str, net: &str) -> u32 {
+        self.cli(&format!(
+            "run -d --ulimit nofile=1024:1024 --ulimit nproc=4096:4096 --cgroup-parent /{} --name {name} \
+             --network {net} localhost/cgtproxy-test-busybox:1 sleep 3600",
+            podman_parent()
+        ));
+        self.cli(&format!("inspect -f '{{{{.State.Pid}}}}' {name}")).trim().parse().unwrap()
+    }
+
+    fn ip(&self, name: &str) -> String {
+        self.cli(&format!("inspect -f '{{{{range .NetworkSettings.Networks}}}}{{{{.IPAddress}}}}{{{{end}}}}' {name}"))
+            .trim()
+            .to_owned()
+    }
+}
+
+impl Drop for Podman {
+    fn drop(&mut self) {
+        let _ = try_sh(&self.cmd("rm -f -t 0 -a"));
+        let _ = try_sh(&self.cmd("network rm -f pa pb"));
+        remove_parent(&podman_parent());
+        let _ = std::process::Command::new("rm").args(["-rf", &self.dir.0.display().to_string()]).status();
+    }
+}
+
+fn podman_parent() -> String {
+    format!("cgtproxy-test-podman-{}", std::process::id())
+}
+
+/// Podman (netavark) bridges under gateway mode: containers proxied, an
+/// `isolate=true` network still isolated, the LAN reached directly.
+#[test]
+fn podman_keeps_its_isolation_under_gateway_mode() {
+    if !root("podman_keeps_its_isolation_under_gateway_mode") {
+        return;
+    }
+    if !try_sh("command -v podman && command -v iptables && test -x /usr/lib/podman/netavark").0 {
+        eprintln!(
+            "SKIPPED podman_keeps_its_isolation_under_gateway_mode: podman missing (apt-get install podman; .ci/run does)"
+        );
+        return;
+    }
+    let host_before = host_view();
+    let (gw, _remote, procs) = uplink("pm");
+    let holder = Proc::spawn(&format!(
+        "{} unshare -m --propagation private sh -c 'mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns \
+         && echo READY && exec sleep 3600'",
+        gw.enter()
+    ));
+    holder.wait_for("READY", 10);
+    let podman = Podman { dir: TempDir::new("podman"), holder };
+    let root = podman.dir.0.join("rootfs");
+    sh(&format!(
+        "mkdir -p {r}/bin && cp /bin/busybox {r}/bin/ && ln -sf busybox {r}/bin/sleep && tar -C {r} -cf {r}.tar .",
+        r = root.display()
+    ));
+    podman.cli(&format!("import {}.tar localhost/cgtproxy-test-busybox:1", root.display()));
+    podman.cli("network create --subnet 198.51.100.64/26 --opt isolate=true pa");
+    podman.cli("network create --subnet 198.51.100.128/26 --opt isolate=true pb");
+    let a1 = podman.run("a1", "pa");
+    let b1 = podman.run("b1", "pb");
+    let b1_ip = podman.ip("b1");
+    let b1_srv = Proc::spawn(&in_ctr(b1, "serve B1 8080"));
+    b1_srv.wait_for("READY", 10);
+    // netavark's isolation, before cgtproxy.
+    expect("a1 -> pb (no cgtproxy)", a1, "tcp", &b1_ip, 8080, "TIMEOUT|ERROR");
+    let config = "version: 1\ngateway-bridge-netfilter-off: true\ntproxies: {px: {mark: 3000, port: 7893}}\n\
+                  gateway: [{interface: 'podman*', tproxy: px}]\n";
+    let (mut daemon, _cfg) = start_daemon(&gw, config);
+    for proto in ["tcp", "udp"] {
+        expect("a1", a1, proto, TARGET, 8080, PROXIED);
+        expect("b1", b1, proto, TARGET, 8080, PROXIED);
+        expect("a1 -> LAN", a1, proto, "192.0.2.2", 8080, "REMOTE");
+        expect("a1 -> pb (isolate=true)", a1, proto, &b1_ip, 8080, "TIMEOUT|ERROR");
+    }
+    assert!(daemon.stop().success(), "{}", daemon.output());
+    drop(b1_srv);
+    drop(podman);
+    drop(procs);
+    drop(gw);
+    assert_eq!(host_view(), host_before, "the host's own namespace changed");
+    let left = sh(&format!("find /sys/fs/cgroup -maxdepth 2 -name {}", podman_parent()));
     assert_eq!(left.trim(), "", "container cgroups left");
 }
