@@ -102,11 +102,34 @@ fn bulk(lab: &Lab, client: usize) -> (u64, String) {
     (median(runs), answers)
 }
 
+/// The filter and nat rules dockerd 20.10 writes for a bridge (here lan0
+/// plays docker0), with the FORWARD policy DROP, as iptables-nft rules.
+fn docker_rules(gw: &NetNs) {
+    gw.sh("iptables -N DOCKER && iptables -N DOCKER-ISOLATION-STAGE-1 && iptables -N DOCKER-ISOLATION-STAGE-2 \
+         && iptables -N DOCKER-USER && iptables -P FORWARD DROP \
+         && iptables -A FORWARD -j DOCKER-USER && iptables -A FORWARD -j DOCKER-ISOLATION-STAGE-1 \
+         && iptables -A FORWARD -o lan0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT \
+         && iptables -A FORWARD -o lan0 -j DOCKER && iptables -A FORWARD -i lan0 ! -o lan0 -j ACCEPT \
+         && iptables -A FORWARD -i lan0 -o lan0 -j ACCEPT \
+         && iptables -A DOCKER-ISOLATION-STAGE-1 -i lan0 ! -o lan0 -j DOCKER-ISOLATION-STAGE-2 \
+         && iptables -A DOCKER-ISOLATION-STAGE-1 -j RETURN && iptables -A DOCKER-ISOLATION-STAGE-2 -o lan0 -j DROP \
+         && iptables -A DOCKER-ISOLATION-STAGE-2 -j RETURN && iptables -A DOCKER-USER -j RETURN \
+         && iptables -t nat -N DOCKER && iptables -t nat -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER \
+         && iptables -t nat -A POSTROUTING -s 192.0.2.0/24 ! -o lan0 -j MASQUERADE \
+         && iptables -t nat -A DOCKER -i lan0 -j RETURN");
+}
+
 fn main() {
     if !root("bench gateway") {
         return;
     }
     let lab = lab();
+    // CGTPROXY_BENCH_DOCKER_RULES=1: with Docker's filter and nat rules.
+    let docker = std::env::var_os("CGTPROXY_BENCH_DOCKER_RULES").is_some();
+    if docker {
+        docker_rules(&lab.gw);
+    }
+    println!("Docker's iptables rules present: {docker}");
     let plain_cps = cps(&lab, 1);
     let (plain_bulk, _) = bulk(&lab, 1);
     let (mut daemon, _cfg) = start_daemon(&lab.gw, CONFIG);
