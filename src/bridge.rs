@@ -254,6 +254,34 @@ impl Brouting {
     }
 }
 
+/// What cannot work for forwarded TPROXY with this namespace's VPN-related
+/// sysctls, one sentence each (tests/gateway.rs measures them).
+/// `src_valid_mark=1` (wg-quick, Tailscale) makes the kernel validate a
+/// forwarded packet's source with its mark, and the tproxy mark routes
+/// everything to lo: the source looks local and the packet is dropped as
+/// martian, unless `accept_local` is on (and rp_filter is not strict).
+pub fn vpn_warnings() -> Vec<String> {
+    let conf = |c: &str, k: &str| read(&format!("/proc/sys/net/ipv4/conf/{c}/{k}"));
+    let mut out = Vec::new();
+    if conf("all", "src_valid_mark").as_deref() == Some("1") {
+        if conf("all", "accept_local").as_deref() != Some("1") {
+            out.push(
+                "net.ipv4.conf.all.src_valid_mark=1 (set by wg-quick and Tailscale): forwarded IPv4 that a tproxy \
+                 entry takes is DROPPED (its source is checked with the tproxy mark, which routes to lo, so it \
+                 looks local); set net.ipv4.conf.all.accept_local=1 as well"
+                    .to_owned(),
+            );
+        } else if conf("all", "rp_filter").as_deref() == Some("1") {
+            out.push(
+                "net.ipv4.conf.all.src_valid_mark=1 with strict rp_filter=1: forwarded IPv4 that a tproxy entry \
+                 takes is DROPPED; use rp_filter=2 or 0"
+                    .to_owned(),
+            );
+        }
+    }
+    out
+}
+
 /// What the log, `check` and `status` say about other programs'
 /// forward-path rules (`Nft::foreign_forward_rules`) when tproxy entries
 /// exist; None when nothing was found.

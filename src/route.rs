@@ -35,6 +35,12 @@ const FRA_FWMASK: u16 = 16;
 const FRA_PAD: u16 = 18;
 const FRA_PROTOCOL: u16 = 21;
 const RTA_OIF: u16 = 4;
+/// Where our `fwmark MARK lookup TABLE` rules go: before the rules VPNs add
+/// (Tailscale's from 5210, wg-quick's `not fwmark 0xca6c lookup 51820`
+/// just before `main` at 32766, NetworkManager's WireGuard ones), which
+/// would otherwise send a packet carrying a tproxy mark into the tunnel
+/// instead of to the local proxy. Only packets with our marks match.
+pub const RULE_PRIORITY: u32 = 5000;
 pub const RTA_TABLE: u16 = 15;
 const RTN_LOCAL: u8 = 2;
 const RT_SCOPE_HOST: u8 = 254;
@@ -203,7 +209,7 @@ impl Routes {
             None => (
                 RTM_NEWRULE,
                 NLM_F_CREATE | NLM_F_EXCL,
-                format!("{} rule add fwmark {mark:#x} lookup {table}", family.ip()),
+                format!("{} rule add fwmark {mark:#x} lookup {table} priority {RULE_PRIORITY}", family.ip()),
             ),
             Some(p) => {
                 (RTM_DELRULE, 0, format!("{} rule del fwmark {mark:#x} lookup {table} priority {p}", family.ip()))
@@ -216,9 +222,7 @@ impl Routes {
             w.u32ne(FRA_FWMARK, mark);
             w.u32ne(FRA_FWMASK, u32::MAX);
             w.u32ne(FRA_TABLE, table);
-            if let Some(p) = del {
-                w.u32ne(FRA_PRIORITY, p);
-            }
+            w.u32ne(FRA_PRIORITY, del.unwrap_or(RULE_PRIORITY));
         })
     }
 

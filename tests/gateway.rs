@@ -673,3 +673,123 @@ fn gateway_names_forward_rules_that_tproxy_skips() {
     }
     assert!(daemon.stop().success(), "{}", daemon.output());
 }
+
+/// VPNs and reverse-path filtering: local (cgroup) and gateway TPROXY with
+/// rp_filter=1 and 2 (firewalld, Ubuntu, Fedora), src_valid_mark=1
+/// (wg-quick, Tailscale), and the policy rules wg-quick and Tailscale add
+/// after cgtproxy started (a default route of their own via a tunnel-like
+/// interface that leads nowhere here).
+#[test]
+fn gateway_and_local_tproxy_under_vpn_settings() {
+    if !root("gateway_and_local_tproxy_under_vpn_settings") || want_broute() {
+        return;
+    }
+    // Tailscale with an exit node and LAN access: table 52 has the default
+    // route via the tunnel and `throw` routes for the local networks.
+    // wg-quick: a default route in table 51820 via the tunnel, `not fwmark
+    // 0xca6c` rules with the kernel's default priority, src_valid_mark=1.
+    let wg = "ip link add wgx type veth peer name wgy && ip link set wgx up && ip link set wgy up \
+         && ip route add default dev wgx table 51820 && ip -6 route add default dev wgx table 51820 \
+         && ip rule add not fwmark 0xca6c table 51820 && ip rule add table main suppress_prefixlength 0 \
+         && ip -6 rule add not fwmark 0xca6c table 51820 && ip -6 rule add table main suppress_prefixlength 0 \
+         && sysctl -qw net.ipv4.conf.all.src_valid_mark=1";
+    let wg_ok = format!("{wg} && sysctl -qw net.ipv4.conf.all.accept_local=1");
+    // (name, before the daemon, after it, must work)
+    let settings: [(&str, &str, &str, bool); 8] = [
+        ("none", "", "", true),
+        ("rp_filter=2", "sysctl -qw net.ipv4.conf.all.rp_filter=2 net.ipv4.conf.default.rp_filter=2", "", true),
+        ("rp_filter=1", "sysctl -qw net.ipv4.conf.all.rp_filter=1 net.ipv4.conf.default.rp_filter=1", "", true),
+        // Forwarded IPv4 cannot work: the source is validated with the
+        // tproxy mark, which routes to lo; check/status/log say so.
+        ("src_valid_mark=1", "sysctl -qw net.ipv4.conf.all.src_valid_mark=1", "", false),
+        (
+            "src_valid_mark=1, accept_local=1",
+            "sysctl -qw net.ipv4.conf.all.src_valid_mark=1 net.ipv4.conf.all.accept_local=1",
+            "",
+            true,
+        ),
+        ("wg-quick before cgtproxy, accept_local=1", &wg_ok, "", true),
+        // wg-quick after cgtproxy: its rules get a priority before ours
+        // (the kernel's default is the first rule's minus one).
+        ("wg-quick after cgtproxy", "", wg, false),
+        (
+            "tailscale rules after cgtproxy",
+            "sysctl -qw net.ipv4.conf.all.accept_local=1",
+            "ip link add tsx type veth peer name tsy && ip link set tsx up && ip link set tsy up \
+             && ip route add default dev tsx table 52 && ip route add throw 192.0.2.0/24 table 52 \
+             && ip route add throw 198.51.100.0/24 table 52 && ip rule add pref 5210 fwmark 0x80000/0xff0000 lookup main \
+             && ip rule add pref 5270 lookup 52 && sysctl -qw net.ipv4.conf.all.src_valid_mark=1",
+            true,
+        ),
+    ];
+    let mut failures = Vec::new();
+    let mut table = String::new();
+    for (name, before, after, must) in settings {
+        let lab = Lab::new("vpn");
+        if !before.is_empty() {
+            lab.gw.sh(before);
+        }
+        let cg = TestCgroups::new("vpn");
+        cg.mkdir("proxy");
+        let rules = format!("rules:\n  - {{match: '^{0}/proxy', tproxy: px}}\n", cg.rel);
+        let (mut daemon, cfg) = start_daemon(&lab.gw, &lab.config(&rules));
+        if !after.is_empty() {
+            lab.gw.sh(after);
+        }
+        if name == "src_valid_mark=1" {
+            // What cannot work is said by the log, status and check.
+            assert!(
+                daemon.output().contains("forwarded IPv4 that a tproxy entry takes is DROPPED"),
+                "{}",
+                daemon.output()
+            );
+            let st = sh(&format!(
+                "CGTPROXY_STATE={} {} {} status -c {}",
+                cfg.with_extension("state.json").display(),
+                lab.gw.enter(),
+                bin(),
+                cfg.display()
+            ));
+            assert!(st.contains("WARNING: net.ipv4.conf.all.src_valid_mark=1"), "{st}");
+            let check = sh(&format!("{} {} check permission -c {} 2>&1", lab.gw.enter(), bin(), cfg.display()));
+            assert!(check.contains("accept_local=1"), "{check}");
+        }
+        let mut row = format!("| {name} |");
+        for (client, proto, addr, want) in [
+            ("ctr", "tcp", TARGET4, PROXIED4),
+            ("ctr", "udp", TARGET4, PROXIED4),
+            ("ctr", "tcp", TARGET6, PROXIED6),
+            ("peer", "tcp", TARGET4, PROXIED4),
+        ] {
+            let got = lab.ask(client, proto, addr, 8080);
+            let ok = got.starts_with(want);
+            row.push_str(if ok { " ok |" } else { " FAIL |" });
+            if !ok && must {
+                failures.push(format!("{name}: {client} {proto} {addr}: {got}"));
+            }
+        }
+        for (proto, addr, want) in [("tcp", TARGET4, PROXIED4), ("udp", TARGET4, PROXIED4), ("tcp", TARGET6, PROXIED6)]
+        {
+            let cmd = format!(
+                "echo $$ > {}/cgroup.procs && exec {} {} client {proto} {addr} 8080 own 1.5",
+                cg.dir.join("proxy").display(),
+                lab.gw.enter(),
+                helper()
+            );
+            let (_, got) = try_sh(&cmd);
+            let ok = got.starts_with(want);
+            row.push_str(if ok { " ok |" } else { " FAIL |" });
+            if !ok && must {
+                failures.push(format!("{name}: local {proto} {addr}: {got}"));
+            }
+        }
+        table.push_str(&row);
+        table.push('\n');
+        assert!(daemon.stop().success(), "{}", daemon.output());
+    }
+    eprintln!(
+        "| setting | bridged tcp4 | bridged udp4 | bridged tcp6 | routed peer tcp4 | local tcp4 | local udp4 | local tcp6 |\n\
+         |---|---|---|---|---|---|---|---|\n{table}"
+    );
+    assert!(failures.is_empty(), "{}\n{table}", failures.join("\n"));
+}

@@ -90,6 +90,7 @@ pub fn permission(cfg: &Config) -> Result<Vec<String>, CheckError> {
     if cfg.gateway.iter().any(|e| matches!(e.target, crate::config::Target::Tproxy(_))) {
         let mut nft = Nft::open().map_err(CheckError::Kernel)?;
         ok.push(crate::bridge::probe(&mut nft).line(cfg));
+        ok.extend(crate::bridge::vpn_warnings().into_iter().map(|w| format!("gateway: WARNING: {w}")));
         if let Some(line) = crate::bridge::skipped_forward_rules(&nft.foreign_forward_rules().unwrap_or_default()) {
             ok.push(format!("gateway: {line}"));
         }

@@ -52,6 +52,8 @@ pub struct Status {
     pub gateway_bridge: Option<String>,
     /// Other programs' forward-path rules that gateway tproxy entries skip.
     pub gateway_forward: Option<String>,
+    /// What VPN-related sysctls break for forwarded TPROXY.
+    pub gateway_vpn: Vec<String>,
     /// What the text says about the daemon's network namespace.
     #[serde(skip)]
     pub netns_note: Option<String>,
@@ -191,7 +193,9 @@ pub fn read(cfg: &Config) -> Result<Status, InspectError> {
     } else {
         None
     };
+    let gateway_vpn = if gateway_bridge.is_some() { crate::bridge::vpn_warnings() } else { Vec::new() };
     Ok(Status {
+        gateway_vpn,
         gateway_forward,
         daemon,
         other_netns,
@@ -292,6 +296,9 @@ impl Status {
             if let Some(f) = &self.gateway_forward {
                 let _ = writeln!(s, "  forward rules: {f}");
             }
+            for w in &self.gateway_vpn {
+                let _ = writeln!(s, "  WARNING: {w}");
+            }
             for g in &self.gateway {
                 let _ = write!(s, "  gateway[{}] (line {}): {} -> {}", g.index, g.line, g.conditions, g.target);
                 if let (Some(p), Some(b)) = (g.packets, g.bytes) {
@@ -350,6 +357,7 @@ mod tests {
             gateway: Vec::new(),
             gateway_bridge: None,
             gateway_forward: None,
+            gateway_vpn: Vec::new(),
             netns_note: None,
             state_unreadable: None,
             now: 160,

@@ -70,6 +70,8 @@ pub struct Gateway {
     entries: Vec<crate::config::GatewayEntry>,
     /// Other programs' forward rules last reported (said again on change).
     forward_rules: Vec<String>,
+    /// VPN-related sysctl findings last reported.
+    vpn: Vec<String>,
 }
 
 impl Gateway {
@@ -122,6 +124,13 @@ impl Gateway {
             warn!("gateway: {line}");
         }
         self.forward_rules = found;
+        let vpn = if tproxies { crate::bridge::vpn_warnings() } else { Vec::new() };
+        if vpn != self.vpn {
+            for w in &vpn {
+                warn!("gateway: {w}");
+            }
+        }
+        self.vpn = vpn;
         if mode == BridgeMode::SysctlOff {
             self.turn_off();
         }
