@@ -292,7 +292,14 @@ fn gateway_forwarded_traffic() {
             "table bridge cgtproxy not restored:\n{}",
             daemon.output()
         );
-        lab.expect("ctr", "tcp", TARGET4, 8080, PROXIED4);
+        let got = lab.ask("ctr", "tcp", TARGET4, 8080);
+        assert!(
+            got.starts_with(PROXIED4),
+            "after the bridge table was restored: {got}\n{}\n{}\n{}",
+            daemon.output(),
+            lab.gw.try_sh("nft list set bridge cgtproxy local-nets; nft list set inet cgtproxy local-nets").1,
+            lab.gw.try_sh("nft list chain bridge cgtproxy prerouting").1
+        );
     } else {
         assert!(status.contains("bridges: this kernel cannot broute"), "{status}");
     }
