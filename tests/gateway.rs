@@ -380,7 +380,7 @@ fn gateway_sysctls_follow_config_and_are_restored() {
             bin(),
             cfg.display()
         ));
-        p.wait_for("ready", 20);
+        p.wait_for("ready", ready_secs());
         p
     };
     let kill = |mut p: Proc| {

@@ -8,52 +8,19 @@ mod common;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-/// What a run of the binary did: success, stdout+stderr, peak RSS in KiB
-/// (getrusage of the child, via wait4), wall time.
-struct Run {
-    ok: bool,
-    out: String,
-    max_rss_kib: i64,
-    elapsed: Duration,
-}
-
-fn run(dir: &Path, env: &[(&str, &Path)], args: &[&str]) -> Run {
-    let out_path = dir.join("out.txt");
-    let out = std::fs::File::create(&out_path).unwrap();
-    let t = Instant::now();
-    let mut cmd = std::process::Command::new(bin());
-    cmd.args(args).stdin(std::process::Stdio::null()).stdout(out.try_clone().unwrap()).stderr(out);
-    cmd.env_remove("RUNTIME_DIRECTORY").env_remove("CONFIGURATION_DIRECTORY").env("CGTPROXY_STATE", dir.join("none"));
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    // Reaped by wait4 below (for its rusage), not by Child::wait.
-    #[allow(clippy::zombie_processes)]
-    let child = cmd.spawn().unwrap();
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value for wait4 to fill.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: wait4 on our own child with valid pointers to locals.
-    let rc = unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    assert_eq!(rc, child.id() as i32, "wait4: {}", std::io::Error::last_os_error());
-    let elapsed = t.elapsed();
-    let out = std::fs::read_to_string(&out_path).unwrap();
-    let _ = std::fs::remove_file(&out_path);
-    Run { ok: libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, out, max_rss_kib: usage.ru_maxrss, elapsed }
-}
+use std::time::Duration;
 
 /// `check config -c PATH`: must fail within the limits, naming the file.
-fn check_fails(dir: &Path, path: &Path, what: &str) -> Run {
-    let r = run(dir, &[], &["check", "config", "-c", path.to_str().unwrap()]);
+fn check_fails(dir: &Path, path: &Path, what: &str) -> hostile::Run {
+    let r = hostile::run(dir, &[], &["check", "config", "-c", path.to_str().unwrap()]);
     eprintln!("{what}: {} KiB peak RSS, {:?}: {}", r.max_rss_kib, r.elapsed, r.out.trim());
     assert!(!r.ok, "{what} must be refused: {}", r.out);
     assert!(r.out.contains(&path.display().to_string()), "{what}: the error names the file: {}", r.out);
     assert!(r.out.len() < 800, "{what}: a short error ({} bytes): {}", r.out.len(), r.out);
     assert!(r.max_rss_kib < 64 * 1024, "{what}: {} KiB", r.max_rss_kib);
-    // Debug build on a loaded VM: the release build is several times faster.
-    assert!(r.elapsed < Duration::from_secs(10), "{what}: {:?}", r.elapsed);
+    // A hang guard, not a speed figure (benches/hostile.rs measures): a
+    // FIFO used to block `check` for ever.
+    assert!(r.elapsed < Duration::from_secs(60), "{what}: {:?}", r.elapsed);
     r
 }
 
@@ -81,7 +48,7 @@ fn configs_that_are_not_regular_files_are_refused_at_once() {
     let real = write(&tmp.0, "real.yaml", "version: 1\n");
     let link = tmp.0.join("link.yaml");
     std::os::unix::fs::symlink(&real, &link).unwrap();
-    let r = run(&tmp.0, &[], &["check", "config", "-c", link.to_str().unwrap()]);
+    let r = hostile::run(&tmp.0, &[], &["check", "config", "-c", link.to_str().unwrap()]);
     assert!(r.ok, "{}", r.out);
 }
 
@@ -120,25 +87,14 @@ fn long_garbage_gives_a_short_error_naming_the_line() {
 fn regexes_stay_within_memory_and_time() {
     let tmp = TempDir::new("hostile-regex");
     // One regex too big compiled; then many that each fit but not all.
-    let one = "version: 1\nrules:\n  - {match: '(((a{100}){100}){100}){100}', direct: true}\n".to_owned();
-    let p = write(&tmp.0, "one.yaml", &one);
+    let p = write(&tmp.0, "one.yaml", hostile::ONE_HUGE_REGEX);
     let r = check_fails(&tmp.0, &p, "a regex too big compiled");
     assert!(r.out.contains("line 3") && r.out.contains("more than 1024 KiB"), "{}", r.out);
-    let mut many = "version: 1\nrules:\n".to_owned();
-    while many.len() < 900_000 {
-        many.push_str("  - {match: '(?:\\w{20}){150}', direct: true}\n");
-    }
-    let p = write(&tmp.0, "many.yaml", &many);
+    let p = write(&tmp.0, "many.yaml", &hostile::many_big_regexes());
     let r = check_fails(&tmp.0, &p, "many big regexes");
     assert!(r.out.contains("32 MiB all regexes may take"), "{}", r.out);
     // Thousands of small rules fit, or stop at the budget; either way fast.
-    let mut small = "version: 1\nrules:\n".to_owned();
-    let mut i = 0;
-    while small.len() < 1_000_000 {
-        small.push_str(&format!("  - {{match: '^/x{i}/.*y.*$', direct: true}}\n"));
-        i += 1;
-    }
-    let p = write(&tmp.0, "small.yaml", &small);
+    let p = write(&tmp.0, "small.yaml", &hostile::many_small_regexes());
     check_fails(&tmp.0, &p, "many small regexes");
 }
 
@@ -157,7 +113,7 @@ fn reload_signals_nothing_but_the_daemon() {
     let ticks = cgtproxy::state::start_time(child.id()).unwrap();
     // A live process that is not cgtproxy, with its true start time.
     let state = state_file(&tmp.0, child.id(), ticks);
-    let r = run(&tmp.0, &[("CGTPROXY_STATE", &state)], &["reload"]);
+    let r = hostile::run(&tmp.0, &[("CGTPROXY_STATE", &state)], &["reload"]);
     assert!(!r.ok, "{}", r.out);
     assert!(
         r.out.contains(&format!("names pid {}, which is not a cgtproxy daemon", child.id()))
@@ -169,21 +125,21 @@ fn reload_signals_nothing_but_the_daemon() {
     assert!(child.try_wait().unwrap().is_none(), "the process is still alive");
     // A stale state file: the start time of an earlier process.
     let state = state_file(&tmp.0, child.id(), ticks.saturating_sub(1));
-    let r = run(&tmp.0, &[("CGTPROXY_STATE", &state)], &["reload"]);
+    let r = hostile::run(&tmp.0, &[("CGTPROXY_STATE", &state)], &["reload"]);
     assert!(!r.ok && r.out.contains("it started at tick"), "{}", r.out);
     assert!(child.try_wait().unwrap().is_none(), "the process is still alive");
     child.kill().unwrap();
     child.wait().unwrap();
     // A dead pid.
     let state = state_file(&tmp.0, child.id(), ticks);
-    let r = run(&tmp.0, &[("CGTPROXY_STATE", &state)], &["reload"]);
+    let r = hostile::run(&tmp.0, &[("CGTPROXY_STATE", &state)], &["reload"]);
     assert!(!r.ok && r.out.contains("not signalled"), "{}", r.out);
     // A symlinked state file is refused, naming it.
     let target = state_file(&tmp.0, 1, 1);
     let link = tmp.0.join("link.json");
     std::os::unix::fs::symlink(&target, &link).unwrap();
-    let r = run(&tmp.0, &[("CGTPROXY_STATE", &link)], &["reload"]);
+    let r = hostile::run(&tmp.0, &[("CGTPROXY_STATE", &link)], &["reload"]);
     assert!(!r.ok && r.out.contains(&link.display().to_string()) && r.out.contains("symbolic link"), "{}", r.out);
-    let r = run(&tmp.0, &[("CGTPROXY_STATE", &link)], &["status"]);
+    let r = hostile::run(&tmp.0, &[("CGTPROXY_STATE", &link)], &["status"]);
     assert!(r.out.contains("symbolic link"), "status says why: {}", r.out);
 }
