@@ -43,6 +43,10 @@ pub struct DaemonState {
     /// gateway tproxy entry).
     #[serde(default)]
     pub gateway_bridge: String,
+    /// One line per set classification is published to (`nft-set`): how
+    /// many cgroups it holds, or why it cannot be filled.
+    #[serde(default)]
+    pub published: Vec<String>,
     /// The table and routing stay when the daemon stops (fail closed).
     #[serde(default)]
     pub keep_on_exit: bool,

@@ -50,7 +50,12 @@ pub fn describe(cfg: &Config) -> String {
         );
     }
     for r in &cfg.rules {
-        let _ = writeln!(s, "  rule {} (line {}): {} -> {}", r.index, r.line, r.pattern, r.target);
+        let _ = write!(s, "  rule {} (line {}): {} -> {}", r.index, r.line, r.pattern, r.target);
+        let sets: Vec<String> = r.nft_sets.iter().map(ToString::to_string).collect();
+        if !sets.is_empty() {
+            let _ = write!(s, ", published to {}", sets.join(", "));
+        }
+        s.push('\n');
     }
     for e in &cfg.gateway {
         let _ = writeln!(s, "  gateway {} (line {}): {e}", e.index, e.line);

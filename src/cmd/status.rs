@@ -238,6 +238,12 @@ impl Status {
                 let _ = writeln!(s, "  {line}");
             }
         }
+        if let Some(d) = self.daemon.as_ref().filter(|d| !d.published.is_empty()) {
+            s.push_str("published to your sets (nft-set):\n");
+            for line in &d.published {
+                let _ = writeln!(s, "  {line}");
+            }
+        }
         if let Some(why) = &self.kernel_unreadable {
             let _ = writeln!(s, "table inet cgtproxy: not shown: {why}");
             let _ = writeln!(s, "  (the cgroups below are what the config classifies now, not read from the kernel)");

@@ -10,6 +10,7 @@ mod error;
 pub mod gateway;
 pub mod limits;
 mod model;
+pub mod publish;
 mod raw;
 pub mod regex_compat;
 mod target;
@@ -21,6 +22,7 @@ pub use cidr::Cidr;
 pub use error::ConfigError;
 pub use gateway::{GatewayEntry, Iface};
 pub use model::{Config, DEFAULT_PATH, DEFAULT_ROUTE_TABLE, DEFAULT_STRICT_DEPTH};
+pub use publish::NftSetRef;
 pub use target::{DnsHijack, Rule, Target, Tproxy};
 
 impl Config {

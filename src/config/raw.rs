@@ -12,6 +12,7 @@ use super::ctx::{Ctx, one_target};
 use super::error::ConfigError;
 use super::limits::{self, clip};
 use super::model::{Config, DEFAULT_ROUTE_TABLE, DEFAULT_STRICT_DEPTH};
+use super::publish;
 use super::regex_compat;
 use super::target::{DnsHijack, Rule, Tproxy};
 use crate::cgroup::CgroupRoot;
@@ -80,6 +81,8 @@ struct RawRule {
     #[serde(default)]
     reject: bool,
     tproxy: Option<Spanned<String>>,
+    #[serde(rename = "nft-set")]
+    nft_set: Option<Spanned<publish::OneOrMany>>,
 }
 
 /// Route tables the kernel reserves: unspec, default, main, local.
@@ -267,7 +270,14 @@ fn parse_rules(
         let target = one_target(ctx, &what, v.direct, v.drop, Some(v.reject), t, tproxies)?.map_err(here)?;
         let regex = regex_compat::compile_within(&pattern.value, &mut budget)
             .map_err(|e| ctx.at(pattern, format!("rules[{index}]: bad regex {:?}: {e}", clip(&pattern.value))))?;
-        rules.push(Rule { index, line: r.referenced.line(), pattern: pattern.value.clone(), regex, target });
+        let mut nft_sets = Vec::new();
+        for (written, s) in r.value.nft_set.iter().flat_map(|s| s.value.items().iter().map(move |v| (s, v))) {
+            let set = publish::parse(s).map_err(|m| ctx.at(written, format!("rules[{index}]: {m}")))?;
+            if !nft_sets.contains(&set) {
+                nft_sets.push(set);
+            }
+        }
+        rules.push(Rule { index, line: r.referenced.line(), pattern: pattern.value.clone(), regex, target, nft_sets });
     }
     Ok(rules)
 }

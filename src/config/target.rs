@@ -5,6 +5,8 @@ use std::net::Ipv4Addr;
 
 use regex::Regex;
 
+use super::publish::NftSetRef;
+
 /// What happens to a cgroup's outgoing traffic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
@@ -37,6 +39,8 @@ pub struct Rule {
     pub pattern: String,
     pub regex: Regex,
     pub target: Target,
+    /// The user's sets that get the ids of the cgroups this rule classifies.
+    pub nft_sets: Vec<NftSetRef>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -312,3 +312,16 @@ fn errors_echo_little_of_the_input() {
     assert_eq!(limits::clip(&"é".repeat(150)).chars().count(), 101);
     assert!(limits::cap("é".repeat(400)).len() <= limits::MAX_MESSAGE_BYTES + 3);
 }
+
+#[test]
+fn nft_set_errors_name_the_line() {
+    let e = err("version: 1\nrules:\n  - {match: a, direct: true}\n  - {match: b, direct: true, nft-set: filter:x}\n");
+    assert!(e.contains("line 4") && e.contains("rules[1]") && e.contains("FAMILY:TABLE:SET"), "{e}");
+    let cfg = Config::parse(
+        "version: 1\nrules:\n  - {match: b, direct: true, nft-set: [ip:t:a, ip:t:a, inet:f:b]}\n",
+        "t.yaml",
+    )
+    .unwrap();
+    let sets: Vec<String> = cfg.rules[0].nft_sets.iter().map(ToString::to_string).collect();
+    assert_eq!(sets, ["ip:t:a", "inet:f:b"], "listed once each, in order");
+}

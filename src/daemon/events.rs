@@ -12,7 +12,10 @@ use crate::netlink::{Message, NlSocket, attrs, messages};
 use crate::nft::sys::{
     NETLINK_NETFILTER, NFNL_SUBSYS_NFTABLES, NFPROTO_BRIDGE, NFPROTO_INET, NFT_MSG_DELRULE, NFT_MSG_DELTABLE,
 };
-use crate::nft::sys::{NFT_MSG_NEWGEN, NFT_MSG_NEWRULE, NFTA_GEN_ID};
+use crate::nft::sys::{
+    NFT_MSG_DELSET, NFT_MSG_DELSETELEM, NFT_MSG_NEWGEN, NFT_MSG_NEWRULE, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM,
+    NFTA_GEN_ID,
+};
 use crate::route::{self, RTA_TABLE, RTM_DELROUTE, RTM_DELRULE, RTM_NEWROUTE};
 
 /// NFNLGRP_NFTABLES in enum nfnetlink_groups.
@@ -32,6 +35,10 @@ pub struct Seen {
     pub generation: Option<u32>,
     /// Our own changes to `classify`, in order.
     pub own: Vec<Own>,
+    /// Sets of other tables that changed (created, deleted, elements added
+    /// or removed), as (family, table, set, netlink port of the changer):
+    /// the sets classification is published to are among them.
+    pub foreign_sets: Vec<(u8, String, String, u32)>,
 }
 
 /// One of our own changes, as the kernel reports it.
@@ -114,6 +121,18 @@ fn our_table_family(payload: &[u8]) -> Option<u8> {
     (named && (family == NFPROTO_INET || family == NFPROTO_BRIDGE)).then_some(family)
 }
 
+/// (family, table, set) of a set or element-list message: both carry the
+/// table as attribute 1 and the set's name as attribute 2.
+fn foreign_set(payload: &[u8]) -> Option<(u8, String, String)> {
+    let family = *payload.first()?;
+    let name = |ty: u16| {
+        attrs(payload.get(4..).unwrap_or_default())
+            .find(|(t, _)| *t == ty)
+            .map(|(_, v)| String::from_utf8_lossy(v.strip_suffix(b"\0").unwrap_or(v)).into_owned())
+    };
+    Some((family, name(1)?, name(2)?))
+}
+
 pub fn nft_messages(msgs: &[Message], our_port: u32, seen: &mut Seen) {
     for m in msgs {
         if m.ty >> 8 != NFNL_SUBSYS_NFTABLES {
@@ -128,7 +147,14 @@ pub fn nft_messages(msgs: &[Message], our_port: u32, seen: &mut Seen) {
             seen.generation = id.or(seen.generation);
             continue;
         }
-        let Some(family) = our_table_family(m.payload) else { continue };
+        let Some(family) = our_table_family(m.payload) else {
+            if matches!(msg, NFT_MSG_NEWSET | NFT_MSG_DELSET | NFT_MSG_NEWSETELEM | NFT_MSG_DELSETELEM)
+                && let Some(set) = foreign_set(m.payload)
+            {
+                seen.foreign_sets.push((set.0, set.1, set.2, m.pid));
+            }
+            continue;
+        };
         // Either table changed by someone else: the full apply restores both.
         if m.pid != our_port {
             seen.outside_table = true;

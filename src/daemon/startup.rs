@@ -41,6 +41,7 @@ pub fn run(source: ConfigSource, opts: Options) -> Result<(), DaemonError> {
         state: Default::default(),
         watchdog: sd_notify::watchdog_enabled(),
         guard: Guard::new(),
+        publisher: Default::default(),
         trouble: None,
         mounts: std::fs::File::open("/proc/self/mountinfo").ok(),
     };
@@ -86,6 +87,7 @@ pub fn run(source: ConfigSource, opts: Options) -> Result<(), DaemonError> {
         ..Default::default()
     };
     d.guard_check(true);
+    d.publish(true);
     d.save_state();
     notify(&[sd_notify::NotifyState::Ready, sd_notify::NotifyState::Status("all cgroups classified")]);
     d.event_loop(&signals);

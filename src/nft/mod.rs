@@ -10,6 +10,7 @@ mod decode_tests;
 pub mod encode;
 mod error;
 pub mod expr;
+mod foreign;
 mod handle;
 mod parse;
 mod query;
@@ -17,6 +18,7 @@ pub mod sys;
 
 pub use batch::Batch;
 pub use error::NftError;
+pub use foreign::SetState;
 pub use handle::{Nft, probe_table};
 pub use parse::{level_rule, rule_handle};
 pub use query::CountedMap;

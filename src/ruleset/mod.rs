@@ -13,6 +13,7 @@
 mod build;
 pub mod gateway;
 mod model;
+pub mod publish;
 mod render;
 pub mod stmt;
 mod verdict;
