@@ -13,6 +13,7 @@ mod model;
 pub mod publish;
 mod raw;
 pub mod regex_compat;
+pub mod sets;
 mod target;
 
 use std::path::{Path, PathBuf};

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use super::cidr::Cidr;
 use super::gateway::GatewayEntry;
+use super::sets::NamedSet;
 use super::target::{Rule, Tproxy};
 use crate::cgroup::CgroupRoot;
 
@@ -21,6 +22,10 @@ pub struct Config {
     pub cgroup_root: CgroupRoot,
     pub route_table: u32,
     pub bypass: Vec<Cidr>,
+    /// Dynamic named sets in `bypass` (`@NAME`): destinations others add.
+    pub bypass_sets: Vec<String>,
+    /// `sets:`, by name (static ones are already merged where referenced).
+    pub sets: BTreeMap<String, NamedSet>,
     /// Sorted by name.
     pub tproxies: BTreeMap<String, Tproxy>,
     pub rules: Vec<Rule>,
@@ -43,6 +48,8 @@ impl Config {
             cgroup_root: CgroupRoot::Auto,
             route_table: DEFAULT_ROUTE_TABLE,
             bypass: Vec::new(),
+            bypass_sets: Vec::new(),
+            sets: BTreeMap::new(),
             tproxies: BTreeMap::new(),
             rules: Vec::new(),
             strict: false,

@@ -7,13 +7,13 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::cidr::Cidr;
 use super::ctx::{Ctx, one_target};
 use super::error::ConfigError;
 use super::limits::{self, clip};
 use super::model::{Config, DEFAULT_ROUTE_TABLE, DEFAULT_STRICT_DEPTH};
 use super::publish;
 use super::regex_compat;
+use super::sets;
 use super::target::{DnsHijack, Rule, Tproxy};
 use crate::cgroup::CgroupRoot;
 
@@ -45,6 +45,8 @@ struct RawConfig {
     strict_depth: Option<Spanned<i64>>,
     #[serde(default)]
     gateway: Vec<Spanned<super::gateway::RawEntry>>,
+    #[serde(default)]
+    sets: BTreeMap<String, Spanned<sets::RawSet>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,11 +133,8 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
             .map_err(|_| ctx.at(t, format!("route-table {} is not in 1..=4294967295", t.value)))?,
     };
 
-    let mut bypass = Vec::with_capacity(raw.bypass.len());
-    for (i, entry) in raw.bypass.iter().enumerate() {
-        let cidr = Cidr::parse(&entry.value).map_err(|m| ctx.at(entry, format!("bypass[{i}]: {m}")))?;
-        bypass.push(cidr);
-    }
+    let named_sets = sets::parse(&ctx, &raw.sets)?;
+    let (bypass, bypass_sets) = sets::resolve_bypass(&ctx, &raw.bypass, &named_sets)?;
 
     let tproxies = parse_tproxies(&ctx, &raw.tproxies)?;
     let rules = parse_rules(&ctx, &raw.rules, &tproxies)?;
@@ -152,6 +151,8 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         cgroup_root,
         route_table,
         bypass,
+        bypass_sets,
+        sets: named_sets,
         tproxies,
         rules,
         strict: raw.strict,

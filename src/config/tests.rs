@@ -325,3 +325,24 @@ fn nft_set_errors_name_the_line() {
     let sets: Vec<String> = cfg.rules[0].nft_sets.iter().map(ToString::to_string).collect();
     assert_eq!(sets, ["ip:t:a", "inet:f:b"], "listed once each, in order");
 }
+
+#[test]
+fn named_sets_are_validated_and_resolved_in_bypass() {
+    let cfg = Config::parse(
+        "version: 1\nsets:\n  lan: [10.0.0.0/8]\n  dns: {dynamic: true}\nbypass: [127.0.0.0/8, '@lan', '@dns', '@dns']\n",
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(cfg.bypass.iter().map(ToString::to_string).collect::<Vec<_>>(), ["127.0.0.0/8", "10.0.0.0/8"]);
+    assert_eq!(cfg.bypass_sets, ["dns"]);
+    let e = err("version: 1\nsets:\n  a: [1.2.3.4]\nbypass: ['@b']\n");
+    assert!(e.contains("line 4") && e.contains("no set \"b\" in `sets` (known: a)"), "{e}");
+    let e = err("version: 1\nsets:\n  x: {dynamic: true}\n  x6: {dynamic: true}\n");
+    assert!(e.contains("sets.x6") && e.contains("collides with sets.x"), "{e}");
+    let e = err("version: 1\nsets:\n  bypass: {dynamic: true}\n");
+    assert!(e.contains("collides with a built-in set"), "{e}");
+    let e = err("version: 1\nsets:\n  9x: [1.2.3.4]\n");
+    assert!(e.contains("starting with a letter"), "{e}");
+    let e = err("version: 1\nsets:\n  a: [1.2.3.999]\n");
+    assert!(e.contains("sets.a: [0]"), "{e}");
+}

@@ -56,6 +56,9 @@ pub enum Own {
 pub struct KernelEvents {
     nft: NlSocket,
     route: NlSocket,
+    /// Our table's sets that other programs fill (dynamic named sets):
+    /// their elements changing is not a change to undo.
+    pub dynamic_sets: Vec<String>,
 }
 
 impl KernelEvents {
@@ -65,7 +68,7 @@ impl KernelEvents {
             libc::NETLINK_ROUTE,
             &[route::RTNLGRP_IPV4_RULE, route::RTNLGRP_IPV6_RULE, route::RTNLGRP_IPV4_ROUTE, route::RTNLGRP_IPV6_ROUTE],
         )?;
-        Ok(KernelEvents { nft, route })
+        Ok(KernelEvents { nft, route, dynamic_sets: Vec::new() })
     }
 
     pub fn nft_fd(&self) -> std::os::fd::RawFd {
@@ -87,7 +90,8 @@ impl KernelEvents {
     /// request sockets; `marks`/`table`: the routing we keep.
     pub fn read(&mut self, nft_port: u32, route_port: u32, marks: &[u32], table: u32) -> Seen {
         let mut seen = Seen::default();
-        drain_into(&mut self.nft, &mut seen, |msgs, seen| nft_messages(msgs, nft_port, seen));
+        let dynamic = &self.dynamic_sets;
+        drain_into(&mut self.nft, &mut seen, |msgs, seen| nft_messages(msgs, nft_port, dynamic, seen));
         drain_into(&mut self.route, &mut seen, |msgs, seen| route_messages(msgs, route_port, marks, table, seen));
         seen
     }
@@ -133,7 +137,7 @@ fn foreign_set(payload: &[u8]) -> Option<(u8, String, String)> {
     Some((family, name(1)?, name(2)?))
 }
 
-pub fn nft_messages(msgs: &[Message], our_port: u32, seen: &mut Seen) {
+pub fn nft_messages(msgs: &[Message], our_port: u32, dynamic: &[String], seen: &mut Seen) {
     for m in msgs {
         if m.ty >> 8 != NFNL_SUBSYS_NFTABLES {
             continue;
@@ -155,6 +159,13 @@ pub fn nft_messages(msgs: &[Message], our_port: u32, seen: &mut Seen) {
             }
             continue;
         };
+        // Elements others add to (or that expire from) a dynamic named set
+        // are what that set is for.
+        if matches!(msg, NFT_MSG_NEWSETELEM | NFT_MSG_DELSETELEM)
+            && foreign_set(m.payload).is_some_and(|(_, _, set)| dynamic.contains(&set))
+        {
+            continue;
+        }
         // Either table changed by someone else: the full apply restores both.
         if m.pid != our_port {
             seen.outside_table = true;
@@ -258,14 +269,14 @@ mod tests {
         w.u32be(NFTA_GEN_ID, 1234);
         w.end(m);
         let mut seen = Seen::default();
-        nft_messages(&messages(&w.buf).unwrap(), 42, &mut seen);
+        nft_messages(&messages(&w.buf).unwrap(), 42, &[], &mut seen);
         assert_eq!(seen, Seen { generation: Some(1234), own: vec![Own::LevelRule(3, 9)], ..Default::default() });
         // `nft flush ruleset` by another process; an ip-family table of the same name is not ours.
         let mut w = MsgWriter::new();
         nft_msg(&mut w, NFT_MSG_DELTABLE, 0, NFPROTO_IPV4, "cgtproxy", |_| {});
         nft_msg(&mut w, NFT_MSG_DELSETELEM, 0, NFPROTO_INET, "cgtproxy", |_| {});
         let mut seen = Seen::default();
-        nft_messages(&messages(&w.buf).unwrap(), 42, &mut seen);
+        nft_messages(&messages(&w.buf).unwrap(), 42, &[], &mut seen);
         assert!(seen.outside_table && seen.own.is_empty());
         // Gateway mode's bridge table: someone else's deletion is healed;
         // our own re-creation is not the inet table's deletion.
@@ -273,7 +284,7 @@ mod tests {
             let mut w = MsgWriter::new();
             nft_msg(&mut w, NFT_MSG_DELTABLE, pid, NFPROTO_BRIDGE, "cgtproxy", |_| {});
             let mut seen = Seen::default();
-            nft_messages(&messages(&w.buf).unwrap(), 42, &mut seen);
+            nft_messages(&messages(&w.buf).unwrap(), 42, &[], &mut seen);
             seen
         };
         assert!(bridge(0).outside_table);

@@ -101,6 +101,7 @@ impl Kernel {
             );
         }
         self.routes.install(&marks, table)?;
+        self.events.dynamic_sets = rs.dynamic_sets.iter().flat_map(|n| crate::names::dynamic_sets(n)).collect();
         self.gateway.prepare(&mut self.nft, rs);
         if let Err(e) = self.apply_full(rs) {
             // The old table is still in force (the batch changed nothing):

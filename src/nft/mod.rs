@@ -12,6 +12,7 @@ mod error;
 pub mod expr;
 mod foreign;
 mod handle;
+mod kept;
 mod parse;
 mod query;
 pub mod sys;

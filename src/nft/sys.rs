@@ -78,6 +78,7 @@ pub const NFT_SET_ANONYMOUS: u32 = 0x1;
 pub const NFT_SET_CONSTANT: u32 = 0x2;
 pub const NFT_SET_INTERVAL: u32 = 0x4;
 pub const NFT_SET_MAP: u32 = 0x8;
+pub const NFT_SET_TIMEOUT: u32 = 0x10;
 // NFTA_SET_ELEM_LIST_* and NFTA_SET_ELEM_*
 pub const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 pub const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -87,6 +88,8 @@ pub const NFTA_SET_ELEM_KEY: u16 = 1;
 pub const NFTA_SET_ELEM_DATA: u16 = 2;
 pub const NFTA_SET_ELEM_FLAGS: u16 = 3;
 pub const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
+pub const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+pub const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 // NFTA_DATA_* / NFTA_VERDICT_*
 pub const NFTA_DATA_VALUE: u16 = 1;
 pub const NFTA_DATA_VERDICT: u16 = 2;

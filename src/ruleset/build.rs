@@ -18,6 +18,13 @@ impl Ruleset {
         Ruleset {
             bypass4: merge(v4.iter().map(Cidr::range).collect()),
             bypass6: merge(v6.iter().map(Cidr::range).collect()),
+            dynamic_sets: cfg
+                .sets
+                .iter()
+                .filter(|(_, s)| **s == crate::config::sets::NamedSet::Dynamic)
+                .map(|(n, _)| n.clone())
+                .collect(),
+            bypass_sets: cfg.bypass_sets.clone(),
             tproxies: cfg.tproxies.values().cloned().collect(),
             route_table: cfg.route_table,
             levels: if cfg.strict { (1..=cfg.strict_depth).collect() } else { BTreeSet::new() },
@@ -70,9 +77,8 @@ impl Ruleset {
         if !dns_keep.is_empty() {
             output.push(Stmt::JumpDns);
         }
+        output.extend(self.bypass_rules());
         output.extend([
-            Stmt::BypassReturn { v6: false },
-            Stmt::BypassReturn { v6: true },
             Stmt::NotTcpUdpReturn,
             Stmt::MarkedReturn,
             Stmt::JumpClassify,
@@ -112,7 +118,8 @@ impl Ruleset {
             Chain {
                 name: CHAIN_PREROUTING.into(),
                 hook: Some(Hook { kind: "filter", hook: "prerouting", priority: PRIO_MANGLE, priority_name: "mangle" }),
-                rules: [Stmt::BypassReturn { v6: false }, Stmt::BypassReturn { v6: true }]
+                rules: self
+                    .bypass_rules()
                     .into_iter()
                     .chain((!self.gateway.is_empty()).then_some(Stmt::JumpGateway))
                     .chain([Stmt::MarkVmap { map: MAP_MARK }])
@@ -153,6 +160,18 @@ impl Ruleset {
         }
         chains.extend(gateway::inet_chains(self));
         chains
+    }
+
+    /// `ip daddr @bypass return` for both families, then the same for each
+    /// dynamic set in `bypass`.
+    fn bypass_rules(&self) -> Vec<Stmt> {
+        let mut rules = vec![Stmt::BypassReturn { v6: false }, Stmt::BypassReturn { v6: true }];
+        for name in &self.bypass_sets {
+            let [v4, v6] = dynamic_sets(name);
+            rules.push(Stmt::NamedSetReturn { set: v4, v6: false });
+            rules.push(Stmt::NamedSetReturn { set: v6, v6: true });
+        }
+        rules
     }
 
     /// The `dns-hijack` chain's accept rules: exactly the (mark, family,

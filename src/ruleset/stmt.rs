@@ -75,6 +75,9 @@ pub enum Stmt {
     CtReplyReturn,
     /// `ip daddr @bypass return` / `ip6 daddr @bypass6 return`
     BypassReturn { v6: bool },
+    /// `ip daddr @NAME return` / `ip6 daddr @NAME6 return`: a dynamic named
+    /// set in `bypass`.
+    NamedSetReturn { set: String, v6: bool },
     /// `meta l4proto != { tcp, udp } return`
     NotTcpUdpReturn,
     /// `meta mark != 0x00000000 return`: a packet that already has a mark
@@ -184,6 +187,7 @@ impl fmt::Display for Stmt {
             Stmt::CtReplyReturn => f.write_str("ct direction reply return"),
             Stmt::BypassReturn { v6: false } => write!(f, "ip daddr @{SET_BYPASS4} return"),
             Stmt::BypassReturn { v6: true } => write!(f, "ip6 daddr @{SET_BYPASS6} return"),
+            Stmt::NamedSetReturn { set, v6 } => write!(f, "{} daddr @{set} return", if *v6 { "ip6" } else { "ip" }),
             Stmt::NotTcpUdpReturn => f.write_str("meta l4proto != { tcp, udp } return"),
             Stmt::MarkedReturn => f.write_str("meta mark != 0x00000000 return"),
             Stmt::JumpClassify => write!(f, "jump {CHAIN_CLASSIFY}"),

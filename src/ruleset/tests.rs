@@ -198,3 +198,16 @@ fn gateway_rule_entries_follow_the_chains() {
 fn element_is_small() {
     assert_eq!(std::mem::size_of::<Element>(), 20);
 }
+
+#[test]
+fn a_dynamic_set_in_bypass_is_two_sets_and_two_returns() {
+    let cfg = Config::parse("version: 1\nsets:\n  r: {dynamic: true}\nbypass: ['@r']\n", "t.yaml").unwrap();
+    let text = Ruleset::build(&cfg, &[]).render(&[]);
+    for want in [
+        "\tset r {\n\t\ttype ipv4_addr\n\t\tflags interval,timeout\n\t}\n",
+        "\tset r6 {\n\t\ttype ipv6_addr\n\t\tflags interval,timeout\n\t}\n",
+        "\t\tip6 daddr @bypass6 return\n\t\tip daddr @r return\n\t\tip6 daddr @r6 return\n",
+    ] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
+}

@@ -9,13 +9,15 @@ use crate::nft::sys::*;
 
 /// Set ids of the named sets created in this batch, so rules can refer to
 /// them before the commit gives them handles.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct SetIds {
     pub bypass4: Option<u32>,
     pub bypass6: Option<u32>,
     pub cgroup: Option<u32>,
     pub mark: Option<u32>,
     pub mark_dns: Option<u32>,
+    /// The dynamic named sets' kernel sets, by name.
+    pub named: Vec<(String, u32)>,
 }
 
 impl SetIds {
@@ -26,7 +28,7 @@ impl SetIds {
             MAP_CGROUP => self.cgroup,
             MAP_MARK => self.mark,
             MAP_MARK_DNS => self.mark_dns,
-            _ => None,
+            _ => self.named.iter().find(|(n, _)| n == name).map(|(_, id)| *id),
         }
     }
 }

@@ -35,6 +35,13 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(lookup(set, ids, None));
             e.push(verdict(NFT_RETURN, None));
         }
+        Stmt::NamedSetReturn { set, v6 } => {
+            let (proto, offset, len) = if *v6 { (NFPROTO_IPV6, 24, 16) } else { (NFPROTO_IPV4, 16, 4) };
+            e.extend(meta_eq(NFT_META_NFPROTO, &[proto]));
+            e.push(Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len, dreg: NFT_REG_1 });
+            e.push(lookup(set, ids, None));
+            e.push(verdict(NFT_RETURN, None));
+        }
         Stmt::NotTcpUdpReturn => {
             let l = tcp_udp_lookup(b, true);
             e.push(Expr::MetaLoad { key: NFT_META_L4PROTO, dreg: NFT_REG_1 });
