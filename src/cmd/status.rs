@@ -216,6 +216,7 @@ impl Status {
                     d.pid, d.config, up, d.reloads, d.resyncs, d.startup_ms
                 );
                 if let Some(why) = &d.degraded {
+                    let why = crate::cgname::escape(why);
                     let _ = writeln!(s, "daemon: DEGRADED: {why} (the last good kernel state stays; retrying)");
                 }
                 if d.keep_on_exit {
@@ -235,7 +236,8 @@ impl Status {
         if let Some(d) = self.daemon.as_ref().filter(|d| !d.guard.is_empty()) {
             s.push_str("proxy guard:\n");
             for line in &d.guard {
-                let _ = writeln!(s, "  {line}");
+                // The state file's lines hold cgroup names: shown escaped.
+                let _ = writeln!(s, "  {}", crate::cgname::escape(line));
             }
         }
         if let Some(why) = &self.kernel_unreadable {
@@ -302,7 +304,7 @@ impl Status {
                 if counted {
                     let _ = write!(s, " {:>10} {:>12}", c.packets.unwrap_or(0), c.bytes.unwrap_or(0));
                 }
-                let _ = writeln!(s, "  {}", c.path);
+                let _ = writeln!(s, "  {}", crate::cgname::escape(&c.path));
             }
         }
         s

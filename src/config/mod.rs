@@ -20,7 +20,7 @@ pub use cidr::Cidr;
 pub use error::ConfigError;
 pub use gateway::{GatewayEntry, Iface};
 pub use model::{Config, DEFAULT_PATH, DEFAULT_ROUTE_TABLE, DEFAULT_STRICT_DEPTH};
-pub use target::{DnsHijack, Rule, Target, Tproxy};
+pub use target::{DnsHijack, ProxyCgroup, Rule, Target, Tproxy};
 
 impl Config {
     /// Parse and validate config text; `origin` names it in errors.

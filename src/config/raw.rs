@@ -12,7 +12,7 @@ use super::ctx::{Ctx, one_target};
 use super::error::ConfigError;
 use super::model::{Config, DEFAULT_ROUTE_TABLE, DEFAULT_STRICT_DEPTH};
 use super::regex_compat;
-use super::target::{DnsHijack, Rule, Tproxy};
+use super::target::{DnsHijack, ProxyCgroup, Rule, Tproxy};
 use crate::cgroup::CgroupRoot;
 
 /// `version` was a string in the Go implementation; YAML authors write both
@@ -43,6 +43,8 @@ struct RawConfig {
     strict_depth: Option<Spanned<i64>>,
     #[serde(default)]
     gateway: Vec<Spanned<super::gateway::RawEntry>>,
+    #[serde(default)]
+    proxy_cgroups: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -132,6 +134,13 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     let tproxies = parse_tproxies(&ctx, &raw.tproxies)?;
     let rules = parse_rules(&ctx, &raw.rules, &tproxies)?;
     let gateway = super::gateway::parse(&ctx, &raw.gateway, &tproxies)?;
+    let mut proxy_cgroups = Vec::with_capacity(raw.proxy_cgroups.len());
+    for (index, p) in raw.proxy_cgroups.iter().enumerate() {
+        let regex = regex_compat::compile(&p.value)
+            .map_err(|e| ctx.at(p, format!("proxy-cgroups[{index}]: bad regex {:?}: {e}", p.value)))?;
+        let at = (p.referenced.line(), p.referenced.column());
+        proxy_cgroups.push(ProxyCgroup { index, at, pattern: p.value.clone(), regex });
+    }
 
     let strict_depth = match &raw.strict_depth {
         None => DEFAULT_STRICT_DEPTH,
@@ -150,6 +159,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         counters: raw.counters,
         strict_depth,
         gateway,
+        proxy_cgroups,
     })
 }
 
@@ -252,7 +262,8 @@ fn parse_rules(
         let target = one_target(ctx, &what, v.direct, v.drop, Some(v.reject), t, tproxies)?.map_err(here)?;
         let regex = regex_compat::compile(&pattern.value)
             .map_err(|e| ctx.at(pattern, format!("rules[{index}]: bad regex {:?}: {e}", pattern.value)))?;
-        rules.push(Rule { index, line: r.referenced.line(), pattern: pattern.value.clone(), regex, target });
+        let at = (pattern.referenced.line(), pattern.referenced.column());
+        rules.push(Rule { index, line: r.referenced.line(), at, pattern: pattern.value.clone(), regex, target });
     }
     Ok(rules)
 }
