@@ -93,3 +93,104 @@ fn an_unprivileged_listener_on_the_tproxy_port_earns_nothing() {
     assert!(daemon.stop().success());
     assert_clean(&ns);
 }
+
+#[test]
+fn below_a_dropped_cgroup_every_name_stays_dropped() {
+    if !root("below_a_dropped_cgroup_every_name_stays_dropped") {
+        return;
+    }
+    let Sandbox { ns, cg } = Sandbox::new("bound");
+    let rel = cg.rel.clone();
+    // Made before the daemon starts: classified by the first full build.
+    cg.mkdir("drop/system.slice/mihomo.service");
+    cg.mkdir("reject/app-x.scope");
+    // A later, unanchored direct rule that names can be made to match.
+    let config = format!(
+        "version: 1\ntproxies: {{px: {{mark: 3000, port: 7893}}}}\nrules:\n  \
+         - {{match: '^{rel}/drop$', drop: true}}\n  - {{match: '^{rel}/reject$', reject: true}}\n  \
+         - {{match: 'mihomo\\.service', direct: true}}\n  - {{match: 'app-x\\.scope', direct: true}}\n  \
+         - {{match: '^{rel}/', tproxy: px}}\n"
+    );
+    let (mut daemon, _cfg) = start_daemon(&ns, &config);
+    const DROP: &str = "0x43475402";
+    const REJECT: &str = "0x43475403";
+    let at = |sub: &str| class_at(&ns, &format!("{rel}/{sub}"));
+    assert_eq!(at("drop/system.slice/mihomo.service").as_deref(), Some(DROP));
+    assert_eq!(at("reject/app-x.scope").as_deref(), Some(REJECT));
+    // Made while it runs, at any depth.
+    cg.mkdir("drop/app-x.scope");
+    cg.mkdir("drop/a/b/c/mihomo.service");
+    cg.mkdir("reject/x/mihomo.service");
+    cg.mkdir("free/mihomo.service");
+    assert!(wait_until(5, || at("free/mihomo.service").as_deref() == Some("0x43475401")), "{}", daemon.output());
+    assert_eq!(at("drop/app-x.scope").as_deref(), Some(DROP));
+    assert_eq!(at("drop/a/b/c/mihomo.service").as_deref(), Some(DROP));
+    assert_eq!(at("reject/x/mihomo.service").as_deref(), Some(REJECT));
+    assert_eq!(at("drop/a").as_deref(), Some(DROP), "the catch-all tproxy rule is bound too");
+    // explain says why.
+    let explain = ns.sh(&format!("{} -c {} explain {rel}/drop/app-x.scope", bin(), _cfg.display()));
+    assert!(explain.contains(&format!("bound: its ancestor {rel}/drop matches rule 0")), "{explain}");
+    // The traffic: a UDP send from the child fails (the drop verdict), whatever its name says.
+    ns.sh("ip link add cgt-d0 type veth peer name cgt-d1 && ip link set cgt-d0 up && ip link set cgt-d1 up && ip addr add 192.0.2.1/24 dev cgt-d0");
+    let send = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ntry:\n s.sendto(b'x',('192.0.2.9',9999)); print('SENT',flush=True)\nexcept OSError as e:\n print('REFUSED',e.errno,flush=True)\nprint('READY',flush=True)\n";
+    let p = spawn_in(&ns, &cg.dir.join("drop/app-x.scope"), "", send);
+    assert!(p.output().contains("REFUSED 1"), "{}", p.output());
+    drop(p);
+    assert!(daemon.stop().success());
+    assert_clean(&ns);
+}
+
+#[test]
+fn names_are_bytes_and_are_printed_escaped() {
+    use std::os::unix::ffi::OsStrExt;
+    if !root("names_are_bytes_and_are_printed_escaped") {
+        return;
+    }
+    let Sandbox { ns, cg } = Sandbox::new("bytes");
+    let rel = cg.rel.clone();
+    cg.mkdir("app");
+    let config = format!("version: 1\nrules:\n  - {{match: '^{rel}/app/n', drop: true}}\n");
+    let (mut daemon, cfg) = start_daemon(&ns, &config);
+    let app = cg.dir.join("app");
+    let name = |b: &[u8]| app.join(std::ffi::OsStr::from_bytes(b));
+    // Two siblings differing only in an invalid byte, made while it runs.
+    for n in [&b"n\xff"[..], b"n\xfe"] {
+        std::fs::create_dir(name(n)).unwrap();
+    }
+    let drops = || ns.sh("nft list map inet cgtproxy cgroup-class").matches(": 0x43475402").count();
+    assert!(wait_until(5, || drops() == 2), "both classified: {}", ns.sh("nft list map inet cgtproxy cgroup-class"));
+    let ids: Vec<u64> = [&b"n\xff"[..], b"n\xfe"].iter().map(|n| cgtproxy::cgroup::id_of(&name(n)).unwrap()).collect();
+    // Removing one leaves the other classified.
+    std::fs::remove_dir(name(b"n\xff")).unwrap();
+    cg.mkdir("app/trigger");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(drops(), 1, "{}", ns.sh("nft list map inet cgtproxy cgroup-class"));
+    // explain by PID reads the cgroup's bytes and names the same path.
+    let mut sleeper = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::write(name(b"n\xfe").join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+    let explain = ns.sh(&format!("{} -c {} explain {}", bin(), cfg.display(), sleeper.id()));
+    assert!(explain.contains(&format!("cgroup {rel}/app/n\u{fffd}fe (id {}", ids[1])), "{explain}");
+    assert!(explain.contains("cgroup-class holds 0x43475402"), "{explain}");
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+
+    // A name that would rewrite a terminal and forge a log line.
+    let evil = b"n-evil\x1b[2J\rINFO cgtproxy: forged";
+    std::fs::create_dir(name(evil)).unwrap();
+    let line = daemon.wait_for("n-evil", 10);
+    assert!(line.contains("n-evil\\x1b[2J\\x0dINFO cgtproxy: forged"), "{line:?}");
+    let state = cfg.with_extension("state.json");
+    let status = ns.sh(&format!("CGTPROXY_STATE={} {} -c {} status", state.display(), bin(), cfg.display()));
+    assert!(status.contains("n-evil\\x1b[2J\\x0dINFO"), "{status}");
+    let mut sleeper = std::process::Command::new("sleep").arg("60").spawn().unwrap();
+    std::fs::write(name(evil).join("cgroup.procs"), sleeper.id().to_string()).unwrap();
+    let explain = ns.sh(&format!("{} -c {} explain {}", bin(), cfg.display(), sleeper.id()));
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    assert!(explain.contains("n-evil\\x1b[2J\\x0dINFO"), "{explain}");
+    for out in [daemon.output(), status, explain] {
+        assert!(!out.contains('\x1b') && !out.contains('\r'), "raw control characters: {out:?}");
+    }
+    assert!(daemon.stop().success());
+    assert_clean(&ns);
+}

@@ -148,6 +148,18 @@ pub fn render(cfg: &Config, f: &Facts) -> String {
             );
         }
     }
+    if let Some((rule, end)) = crate::ruleset::binding_ancestor(cfg, path) {
+        let _ = writeln!(
+            s,
+            "bound: its ancestor {} matches rule {} (line {}) -> {}, which holds for everything below it: this \
+             cgroup is {} too, whatever rule its own name matches",
+            crate::cgname::escape(&path[..end]),
+            rule.index,
+            rule.line,
+            rule.target,
+            rule.target
+        );
+    }
     if let Some(note) = &f.netns_note {
         let _ = writeln!(s, "NOTE: {note}");
     }
@@ -217,6 +229,26 @@ mod tests {
              rule 1 (line 6 of t.yaml): \"^/a/b\" matches \"/a/b\" at 0..4 -> tproxy p\n  (rules 0..0 do not match)\n\
              kernel: cgroup-class holds nothing for it\neffective: tproxy p (inherited from /a/b)\n"
         );
+    }
+
+    #[test]
+    fn a_child_of_a_dropped_cgroup_is_explained_as_bound_and_names_are_escaped() {
+        let cfg = Config::parse(
+            "version: 1\nrules:\n  - {match: '^/d$', drop: true}\n  - {match: x, direct: true}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let f = Facts {
+            path: "/d/x\x1b[2J\r".into(),
+            id: None,
+            daemon: None,
+            netns_note: None,
+            kernel: Kernel::Unreadable("needs CAP_NET_ADMIN".into()),
+        };
+        let text = render(&cfg, &f);
+        assert!(text.starts_with("cgroup /d/x\\x1b[2J\\x0d (does not exist"), "{text}");
+        assert!(text.contains("bound: its ancestor /d matches rule 0 (line 3) -> drop"), "{text}");
+        assert!(!text.contains('\x1b') && !text.contains('\r'), "{text}");
     }
 
     #[test]

@@ -1,14 +1,14 @@
 //! Building a [`Ruleset`] from the config and the cgroups that exist:
 //! the map elements and every chain with its rules.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::gateway;
 use super::model::Ruleset;
 use super::stmt::{Chain, Hook, L4, Only, PRIO_DSTNAT, PRIO_MANGLE, Stmt};
 use super::verdict::{Element, Verdict, merge};
 use crate::cgroup::Cgroup;
-use crate::config::{Cidr, Config, Tproxy};
+use crate::config::{Cidr, Config, Rule, Target, Tproxy};
 use crate::names::*;
 
 impl Ruleset {
@@ -37,27 +37,63 @@ impl Ruleset {
     /// The ruleset for `cfg` and the cgroups `cgroups`.
     pub fn build(cfg: &Config, cgroups: &[Cgroup]) -> Self {
         let mut rs = Self::new(cfg);
-        for cg in cgroups {
-            rs.classify(cfg, cg);
+        if !rs.verdicts.values().any(|v| binds(*v)) {
+            for cg in cgroups {
+                rs.classify(cfg, cg, None);
+            }
+            return rs;
+        }
+        // Ancestors first, whatever order the caller gives, so each cgroup
+        // sees the verdict of the ancestors that bind it.
+        let ids: HashMap<&str, u64> = cgroups.iter().map(|c| (&*c.path, c.id)).collect();
+        let mut order: Vec<&Cgroup> = cgroups.iter().collect();
+        order.sort_by_key(|c| c.level);
+        for cg in order {
+            let above = rs.binding_above(&cg.path, |p| ids.get(p).copied());
+            rs.classify(cfg, cg, above);
         }
         rs
     }
 
     /// Add the map element `cg` needs under `cfg`, if any: one for every
-    /// matched cgroup, and in strict mode one for every cgroup.
-    pub fn classify(&mut self, cfg: &Config, cg: &Cgroup) -> Option<&Element> {
-        let (verdict, rule) = match cfg.classify(&cg.path) {
-            Some(rule) => {
+    /// matched cgroup, and in strict mode one for every cgroup. `above`:
+    /// the binding verdict (drop, reject) of its nearest classified
+    /// ancestor, with that ancestor's rule ([`Ruleset::binding_above`]): a
+    /// cgroup below a dropped one stays dropped whatever rule its own name
+    /// matches, so no name a user gives a child can let it out.
+    pub fn classify(&mut self, cfg: &Config, cg: &Cgroup, above: Option<(Verdict, Option<u32>)>) -> Option<&Element> {
+        let (verdict, rule) = match (cfg.classify(&cg.path), above) {
+            (Some(_), Some(bound)) => bound,
+            (Some(rule), None) => {
                 let verdict = self.verdicts.get(&rule.target).copied();
                 (verdict.unwrap_or(Verdict::Direct), u32::try_from(rule.index).ok())
             }
-            None if self.strict.is_some() => (Verdict::Continue, None),
-            None => return None,
+            (None, _) if self.strict.is_some() => (Verdict::Continue, None),
+            (None, _) => return None,
         };
         self.levels.insert(cg.level);
         let element = Element { level: cg.level, verdict, rule };
         self.elements.insert(cg.id, element);
         self.elements.get(&cg.id)
+    }
+
+    /// The verdict that binds the cgroup at `path` from above: that of its
+    /// nearest ancestor with an element that decides (not strict mode's
+    /// `continue`), when it is drop or reject. `id_of` gives a known
+    /// cgroup's id by path.
+    pub fn binding_above(&self, path: &str, id_of: impl Fn(&str) -> Option<u64>) -> Option<(Verdict, Option<u32>)> {
+        let mut p = path;
+        loop {
+            p = match p.rfind('/') {
+                Some(0) | None => return None,
+                Some(i) => &p[..i],
+            };
+            if let Some(e) = id_of(p).and_then(|id| self.elements.get(&id))
+                && e.verdict != Verdict::Continue
+            {
+                return binds(e.verdict).then_some((e.verdict, e.rule));
+            }
+        }
     }
 
     /// The chains, in the order they are created and printed.
@@ -179,6 +215,27 @@ impl Ruleset {
     pub fn bridge_chains(&self) -> Vec<Chain> {
         gateway::bridge_chains(self)
     }
+}
+
+/// Drop and reject hold for everything below the cgroup they are given to.
+pub fn binds(v: Verdict) -> bool {
+    matches!(v, Verdict::Drop | Verdict::Reject)
+}
+
+/// The config's view of what binds the cgroup at `path` from above: the
+/// topmost proper ancestor whose rule drops or rejects, with that rule
+/// (what [`Ruleset::build`] gives when every ancestor exists).
+pub fn binding_ancestor<'c>(cfg: &'c Config, path: &str) -> Option<(&'c Rule, usize)> {
+    let mut end = 0;
+    while let Some(i) = path[end + 1..].find('/').map(|i| i + end + 1) {
+        end = i;
+        if let Some(rule) = cfg.classify(&path[..i])
+            && matches!(rule.target, Target::Drop | Target::Reject)
+        {
+            return Some((rule, i));
+        }
+    }
+    None
 }
 
 /// `NAME`, entered from prerouting through mark-vmap.
