@@ -198,3 +198,20 @@ fn gateway_rule_entries_follow_the_chains() {
 fn element_is_small() {
     assert_eq!(std::mem::size_of::<Element>(), 20);
 }
+
+#[test]
+fn example_config_names_below_the_drop_slice_stay_dropped() {
+    let drop = "/user.slice/user-1000.slice/user@1000.service/cgtproxy.slice/cgtproxy-drop.slice";
+    let mut cgroups = desktop();
+    cgroups.push(cg(&format!("{drop}/system.slice"), 30));
+    cgroups.push(cg(&format!("{drop}/system.slice/mihomo.service"), 31));
+    cgroups.push(cg(&format!("{drop}/cgtproxy-direct.slice/x.scope"), 32));
+    cgroups.push(cg(&format!("{drop}/cgtproxy-direct.slice"), 33));
+    // Children listed before their parent: the result is the same.
+    cgroups.reverse();
+    let rs = Ruleset::build(&example(), &cgroups);
+    for id in [25, 30, 31, 32, 33] {
+        assert_eq!(rs.elements[&id].verdict, Verdict::Drop, "id {id}");
+    }
+    assert_eq!(rs.elements[&11].verdict, Verdict::Direct, "the real proxy is direct");
+}
