@@ -8,6 +8,7 @@ mod cidr;
 mod ctx;
 mod error;
 pub mod gateway;
+pub mod limits;
 mod model;
 mod raw;
 pub mod regex_compat;
@@ -28,11 +29,11 @@ impl Config {
         raw::parse(text, origin)
     }
 
-    /// Read, parse and validate a config file.
+    /// Read, parse and validate a config file: a regular file of at most
+    /// 1 MiB (see [`limits`]; a FIFO or device is refused at once).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
-        Self::parse(&text, &file)
+        let text = limits::read_config(path)?;
+        Self::parse(&text, &path.display().to_string())
     }
 }
 

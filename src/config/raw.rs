@@ -10,6 +10,7 @@ use serde_saphyr::Spanned;
 use super::cidr::Cidr;
 use super::ctx::{Ctx, one_target};
 use super::error::ConfigError;
+use super::limits::{self, clip};
 use super::model::{Config, DEFAULT_ROUTE_TABLE, DEFAULT_STRICT_DEPTH};
 use super::regex_compat;
 use super::target::{DnsHijack, ProxyCgroup, Rule, Tproxy};
@@ -88,7 +89,7 @@ const RESERVED_TABLES: [i64; 4] = [0, 253, 254, 255];
 
 pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig = serde_saphyr::from_str(text)
-        .map_err(|e| ConfigError::Syntax { file: file.to_owned(), message: e.to_string() })?;
+        .map_err(|e| ConfigError::Syntax { file: file.to_owned(), message: limits::cap(e.to_string()) })?;
     let ctx = Ctx { file };
 
     match &raw.version {
@@ -99,7 +100,11 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
                 Version::Str(s) => s.trim() == "1",
             };
             if !ok {
-                return Err(ctx.at(v, format!("unsupported version {:?}; expected 1", v.value)));
+                let v_text = match &v.value {
+                    Version::Int(n) => n.to_string(),
+                    Version::Str(s) => format!("{:?}", clip(s)),
+                };
+                return Err(ctx.at(v, format!("unsupported version {v_text}; expected 1")));
             }
         }
     }
@@ -109,7 +114,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         Some(s) if s.value == "AUTO" => CgroupRoot::Auto,
         Some(s) if s.value.starts_with('/') => CgroupRoot::Path(PathBuf::from(&s.value)),
         Some(s) => {
-            return Err(ctx.at(s, format!("cgroup-root {:?} must be AUTO or an absolute path", s.value)));
+            return Err(ctx.at(s, format!("cgroup-root {:?} must be AUTO or an absolute path", clip(&s.value))));
         }
     };
 
@@ -132,12 +137,14 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     }
 
     let tproxies = parse_tproxies(&ctx, &raw.tproxies)?;
-    let rules = parse_rules(&ctx, &raw.rules, &tproxies)?;
+    // One regex budget for rules and proxy-cgroups.
+    let mut budget = limits::REGEX_BUDGET;
+    let rules = parse_rules(&ctx, &raw.rules, &tproxies, &mut budget)?;
     let gateway = super::gateway::parse(&ctx, &raw.gateway, &tproxies)?;
     let mut proxy_cgroups = Vec::with_capacity(raw.proxy_cgroups.len());
     for (index, p) in raw.proxy_cgroups.iter().enumerate() {
-        let regex = regex_compat::compile(&p.value)
-            .map_err(|e| ctx.at(p, format!("proxy-cgroups[{index}]: bad regex {:?}: {e}", p.value)))?;
+        let regex = regex_compat::compile_within(&p.value, &mut budget)
+            .map_err(|e| ctx.at(p, format!("proxy-cgroups[{index}]: bad regex {:?}: {e}", clip(&p.value))))?;
         let at = (p.referenced.line(), p.referenced.column());
         proxy_cgroups.push(ProxyCgroup { index, at, pattern: p.value.clone(), regex });
     }
@@ -179,7 +186,8 @@ fn parse_tproxies(
     let mut chains: HashMap<String, &str> =
         crate::names::BUILTIN_CHAINS.iter().map(|c| ((*c).to_owned(), "the built-in chains")).collect();
     for (name, tp) in raw {
-        let here = |m: String| ctx.at(tp, format!("tproxies.{name}: {m}"));
+        let shown = clip(name);
+        let here = |m: String| ctx.at(tp, format!("tproxies.{shown}: {m}"));
         let valid_name = !name.is_empty()
             && name.len() <= 200
             && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
@@ -188,7 +196,7 @@ fn parse_tproxies(
         }
         for chain in crate::names::tproxy_chains(name) {
             if let Some(owner) = chains.insert(chain.clone(), name) {
-                return Err(here(format!("its chain {chain:?} collides with a chain of {owner}")));
+                return Err(here(format!("its chain {:?} collides with a chain of {}", clip(&chain), clip(owner))));
             }
         }
         let t = &tp.value;
@@ -197,7 +205,7 @@ fn parse_tproxies(
             Some(m) => match u32::try_from(m.value) {
                 Ok(v) if v != 0 => v,
                 _ => {
-                    return Err(ctx.at(m, format!("tproxies.{name}.mark {} is not in 1..=4294967295", m.value)));
+                    return Err(ctx.at(m, format!("tproxies.{shown}.mark {} is not in 1..=4294967295", m.value)));
                 }
             },
         };
@@ -205,16 +213,18 @@ fn parse_tproxies(
             let m = t.mark.as_ref().expect("mark checked above");
             return Err(ctx.at(
                 m,
-                format!("tproxies.{name}.mark {mark:#x} is reserved by cgtproxy (direct/drop/reject classes)"),
+                format!("tproxies.{shown}.mark {mark:#x} is reserved by cgtproxy (direct/drop/reject classes)"),
             ));
         }
         if let Some(other) = marks.insert(mark, name) {
             let m = t.mark.as_ref().expect("mark checked above");
-            return Err(ctx.at(m, format!("tproxies.{name}.mark {mark} is already the mark of tproxies.{other}")));
+            return Err(
+                ctx.at(m, format!("tproxies.{shown}.mark {mark} is already the mark of tproxies.{}", clip(other)))
+            );
         }
         let port = match &t.port {
             None => return Err(here("missing `port`".into())),
-            Some(p) => parse_port(ctx, &format!("tproxies.{name}.port"), p)?,
+            Some(p) => parse_port(ctx, &format!("tproxies.{shown}.port"), p)?,
         };
         let dns_hijack = match &t.dns_hijack {
             None => None,
@@ -222,18 +232,24 @@ fn parse_tproxies(
                 let ip = match &d.value.ip {
                     None => std::net::Ipv4Addr::LOCALHOST,
                     Some(ip) => ip.value.trim().parse().map_err(|_| {
-                        ctx.at(ip, format!("tproxies.{name}.dns-hijack.ip {:?} is not an IPv4 address", ip.value))
+                        ctx.at(
+                            ip,
+                            format!("tproxies.{shown}.dns-hijack.ip {:?} is not an IPv4 address", clip(&ip.value)),
+                        )
                     })?,
                 };
                 let ip6 = match &d.value.ip6 {
                     None => None,
                     Some(ip) => Some(ip.value.trim().parse().map_err(|_| {
-                        ctx.at(ip, format!("tproxies.{name}.dns-hijack.ip6 {:?} is not an IPv6 address", ip.value))
+                        ctx.at(
+                            ip,
+                            format!("tproxies.{shown}.dns-hijack.ip6 {:?} is not an IPv6 address", clip(&ip.value)),
+                        )
                     })?),
                 };
                 let port = match &d.value.port {
                     None => 53,
-                    Some(p) => parse_port(ctx, &format!("tproxies.{name}.dns-hijack.port"), p)?,
+                    Some(p) => parse_port(ctx, &format!("tproxies.{shown}.dns-hijack.port"), p)?,
                 };
                 Some(DnsHijack { ip, ip6, port, tcp: d.value.tcp })
             }
@@ -250,6 +266,7 @@ fn parse_rules(
     ctx: &Ctx,
     raw: &[Spanned<RawRule>],
     tproxies: &BTreeMap<String, Tproxy>,
+    budget: &mut usize,
 ) -> Result<Vec<Rule>, ConfigError> {
     let mut rules = Vec::with_capacity(raw.len());
     for (index, r) in raw.iter().enumerate() {
@@ -260,8 +277,8 @@ fn parse_rules(
         let what = format!("rules[{index}]");
         let (v, t) = (&r.value, r.value.tproxy.as_ref());
         let target = one_target(ctx, &what, v.direct, v.drop, Some(v.reject), t, tproxies)?.map_err(here)?;
-        let regex = regex_compat::compile(&pattern.value)
-            .map_err(|e| ctx.at(pattern, format!("rules[{index}]: bad regex {:?}: {e}", pattern.value)))?;
+        let regex = regex_compat::compile_within(&pattern.value, budget)
+            .map_err(|e| ctx.at(pattern, format!("rules[{index}]: bad regex {:?}: {e}", clip(&pattern.value))))?;
         let at = (pattern.referenced.line(), pattern.referenced.column());
         rules.push(Rule { index, line: r.referenced.line(), at, pattern: pattern.value.clone(), regex, target });
     }

@@ -279,3 +279,46 @@ fn gateway_chain_names_are_reserved() {
     let e = err("version: 1\ntproxies:\n  a-GW: {mark: 1, port: 1}\n  a: {mark: 2, port: 2}\n");
     assert!(e.contains("collides"), "{e}");
 }
+
+#[test]
+fn load_refuses_what_is_not_a_bounded_regular_file() {
+    let dir = std::env::temp_dir().join(format!("cgtproxy-config-limits-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let load_err = |p: &Path| Config::load(p).unwrap_err().to_string();
+    let fifo = dir.join("fifo.yaml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let e = load_err(&fifo);
+    assert!(e.contains(&fifo.display().to_string()) && e.contains("a FIFO"), "{e}");
+    assert!(load_err(Path::new("/dev/zero")).contains("/dev/zero: a character device"));
+    assert!(load_err(&dir).contains("a directory"));
+    let big = dir.join("big.yaml");
+    std::fs::write(&big, format!("version: 1\n#{}\n", " ".repeat(limits::MAX_CONFIG_BYTES as usize))).unwrap();
+    assert!(load_err(&big).contains("larger than 1048576 bytes"));
+    let ok = dir.join("ok.yaml");
+    std::fs::write(&ok, format!("version: 1\n#{}\n", " ".repeat(limits::MAX_CONFIG_BYTES as usize - 20))).unwrap();
+    Config::load(&ok).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn errors_echo_little_of_the_input() {
+    let long = "q".repeat(20_000);
+    for text in [
+        format!("version: 1\nrules: [{long} : : [\n"),
+        format!("version: 1\ncgroup-root: {long}\n"),
+        format!("version: 1\nbypass: ['{long}']\n"),
+        format!("version: 1\nrules:\n  - {{match: '({}', direct: true}}\n", "q".repeat(4000)),
+        format!("version: 1\nrules:\n  - {{match: '{long}', direct: true}}\n"),
+        format!("version: 1\ngateway:\n  - {{interface: '{long}', direct: true}}\n"),
+    ] {
+        let e = err(&text);
+        assert!(e.len() <= 600 && e.contains("test.yaml") && e.contains("line "), "{} bytes: {e}", e.len());
+        assert!(!e.contains(&"q".repeat(101)), "{e}");
+    }
+    assert_eq!(limits::clip("abc"), "abc");
+    assert_eq!(limits::clip(&"é".repeat(150)).chars().count(), 101);
+    assert!(limits::cap("é".repeat(400)).len() <= limits::MAX_MESSAGE_BYTES + 3);
+}

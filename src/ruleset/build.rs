@@ -112,7 +112,7 @@ impl Ruleset {
             Stmt::NotTcpUdpReturn,
             Stmt::MarkedReturn,
             Stmt::JumpClassify,
-            Stmt::Unmark { mark: CLASS_DIRECT, only: None },
+            Stmt::DirectClass,
             Stmt::DropClass,
         ]);
         // Only configs with a `reject` rule get these (other rulesets, and

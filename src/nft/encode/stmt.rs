@@ -1,7 +1,9 @@
 //! Statements as expressions: what each [`Stmt`] of the ruleset is in
 //! nf_tables registers and expressions, as `nft` would encode it.
 
-use crate::names::{CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DROP, CLASS_REJECT, MAP_MARK, SET_BYPASS4, SET_BYPASS6};
+use crate::names::{
+    CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DIRECT, CLASS_DROP, CLASS_REJECT, MAP_MARK, SET_BYPASS4, SET_BYPASS6,
+};
 use crate::nft::batch::Batch;
 use crate::nft::expr::{Data, Expr, meta_eq, verdict};
 use crate::nft::sys::*;
@@ -97,8 +99,18 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(vec![0; 4]) });
             e.push(Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 });
         }
+        Stmt::DirectClass => {
+            // [ meta load mark => reg 1 ] [ cmp eq reg 1 0x43475401 ] [ counter pkts 0 bytes 0 ]
+            // [ immediate reg 1 0x00000000 ] [ meta set mark with reg 1 ]
+            e.extend(meta_eq(NFT_META_MARK, &CLASS_DIRECT.to_ne_bytes()));
+            e.push(Expr::Counter);
+            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(vec![0; 4]) });
+            e.push(Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 });
+        }
         Stmt::DropClass => {
+            // `meta mark 0x43475402 counter drop`
             e.extend(meta_eq(NFT_META_MARK, &CLASS_DROP.to_ne_bytes()));
+            e.push(Expr::Counter);
             e.push(verdict(NF_DROP, None));
         }
         Stmt::RejectClass { tcp } => {
@@ -106,10 +118,12 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             if *tcp {
                 // `meta l4proto tcp reject with tcp reset`: [ reject type 1 code 0 ]
                 e.extend(meta_eq(NFT_META_L4PROTO, &[libc::IPPROTO_TCP as u8]));
+                e.push(Expr::Counter);
                 e.push(Expr::Reject { ty: NFT_REJECT_TCP_RST, code: 0 });
             } else {
                 // `reject` in an inet table: [ reject type 2 code 1 ]
                 // (icmpx port-unreachable: ICMP or ICMPv6 as the packet is).
+                e.push(Expr::Counter);
                 e.push(Expr::Reject { ty: NFT_REJECT_ICMPX_UNREACH, code: NFT_REJECT_ICMPX_PORT_UNREACH });
             }
         }
@@ -132,6 +146,8 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
                 e.push(Expr::MetaLoad { key: NFT_META_L4PROTO, dreg: NFT_REG_1 });
                 e.push(l);
             }
+            // `counter` before `tproxy`, whose verdict ends the rule.
+            e.push(Expr::Counter);
             e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(port.to_be_bytes().to_vec()) });
             let family = if *ipv4_only { NFPROTO_IPV4 } else { NFPROTO_UNSPEC };
             e.push(Expr::Tproxy { family, reg_port: NFT_REG_1 });
