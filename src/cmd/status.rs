@@ -164,7 +164,10 @@ pub fn read(cfg: &Config) -> Result<Status, InspectError> {
             t.0 += packets;
             t.1 += bytes;
         }
-        let rule = cfg.classify(&cg.path).map(|r| r.index);
+        // The rule that decides: a drop/reject above binds a matched cgroup.
+        let own = cfg.classify(&cg.path);
+        let bound = if own.is_some() { crate::ruleset::binding_ancestor(cfg, &cg.path) } else { None };
+        let rule = bound.map(|(r, _)| r).or(own).map(|r| r.index);
         let (packets, bytes) = (counter.map(|c| c.0), counter.map(|c| c.1));
         cgroups.push(CgroupStatus { path: cg.path.to_string(), id, target, rule, packets, bytes });
     }

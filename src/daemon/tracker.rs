@@ -111,17 +111,14 @@ impl Tracker {
         }
         let level = crate::cgroup::level_of(&path);
         let cg = Cgroup { path, id, level };
-        let above = self.binding_above(&cg.path);
-        if let Some(e) = self.ruleset.classify(&self.cfg, &cg, above) {
+        let paths = &self.paths;
+        if let Some(e) =
+            self.ruleset.classify(&self.cfg, &cg, |rs| rs.binding_above(&cg.path, |p| paths.get(p).copied()))
+        {
             delta.add.push((id, e.clone(), cg.path.clone()));
         }
         delta.merge(self.reclassify_below(&cg.path));
         delta
-    }
-
-    /// The drop or reject that binds the cgroup at `path` from above.
-    fn binding_above(&self, path: &str) -> Option<(Verdict, Option<u32>)> {
-        self.ruleset.binding_above(path, |p| self.paths.get(p).copied())
     }
 
     /// Classify every known cgroup below `path` again, after the verdict
@@ -139,7 +136,8 @@ impl Tracker {
         for (p, id) in below {
             let old = self.ruleset.elements.remove(&id);
             let cg = Cgroup { level: crate::cgroup::level_of(&p), path: p, id };
-            let above = self.binding_above(&cg.path);
+            let paths = &self.paths;
+            let above = |rs: &Ruleset| rs.binding_above(&cg.path, |p| paths.get(p).copied());
             let new = self.ruleset.classify(&self.cfg, &cg, above).cloned();
             if new == old {
                 continue;
@@ -192,8 +190,10 @@ impl Tracker {
                 }
                 replaced.push(cg.path.clone());
             }
-            let above = self.binding_above(&cg.path);
-            if let Some(e) = self.ruleset.classify(&self.cfg, cg, above) {
+            let paths = &self.paths;
+            if let Some(e) =
+                self.ruleset.classify(&self.cfg, cg, |rs| rs.binding_above(&cg.path, |p| paths.get(p).copied()))
+            {
                 delta.add.push((cg.id, e.clone(), cg.path.clone()));
             }
         }

@@ -1,7 +1,7 @@
 //! Building a [`Ruleset`] from the config and the cgroups that exist:
 //! the map elements and every chain with its rules.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::gateway;
 use super::model::Ruleset;
@@ -39,18 +39,30 @@ impl Ruleset {
         let mut rs = Self::new(cfg);
         if !rs.verdicts.values().any(|v| binds(*v)) {
             for cg in cgroups {
-                rs.classify(cfg, cg, None);
+                rs.classify(cfg, cg, |_| None);
             }
             return rs;
         }
         // Ancestors first, whatever order the caller gives, so each cgroup
-        // sees the verdict of the ancestors that bind it.
-        let ids: HashMap<&str, u64> = cgroups.iter().map(|c| (&*c.path, c.id)).collect();
+        // sees the verdict of the ancestors that bind it. The binding
+        // roots (a drop or reject not bound itself), as `PATH/`, form an
+        // antichain: the greatest one not after a path is its ancestor if
+        // any is (every string between `A/` and `A/...` starts with `A/`).
+        let mut roots: BTreeMap<String, (Verdict, Option<u32>)> = BTreeMap::new();
+        let root_above = |roots: &BTreeMap<String, (Verdict, Option<u32>)>, path: &str| {
+            let (r, v) =
+                roots.range::<str, _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(path))).next_back()?;
+            path.starts_with(r.as_str()).then_some(*v)
+        };
         let mut order: Vec<&Cgroup> = cgroups.iter().collect();
         order.sort_by_key(|c| c.level);
         for cg in order {
-            let above = rs.binding_above(&cg.path, |p| ids.get(p).copied());
-            rs.classify(cfg, cg, above);
+            let e = rs.classify(cfg, cg, |_| root_above(&roots, &cg.path));
+            if let Some(e) = e.filter(|e| binds(e.verdict))
+                && root_above(&roots, &cg.path).is_none()
+            {
+                roots.insert(format!("{}/", cg.path), (e.verdict, e.rule));
+            }
         }
         rs
     }
@@ -61,15 +73,24 @@ impl Ruleset {
     /// ancestor, with that ancestor's rule ([`Ruleset::binding_above`]): a
     /// cgroup below a dropped one stays dropped whatever rule its own name
     /// matches, so no name a user gives a child can let it out.
-    pub fn classify(&mut self, cfg: &Config, cg: &Cgroup, above: Option<(Verdict, Option<u32>)>) -> Option<&Element> {
-        let (verdict, rule) = match (cfg.classify(&cg.path), above) {
-            (Some(_), Some(bound)) => bound,
-            (Some(rule), None) => {
-                let verdict = self.verdicts.get(&rule.target).copied();
-                (verdict.unwrap_or(Verdict::Direct), u32::try_from(rule.index).ok())
-            }
-            (None, _) if self.strict.is_some() => (Verdict::Continue, None),
-            (None, _) => return None,
+    /// `above` is asked only for a matched cgroup: an unmatched one has no
+    /// verdict of its own and inherits in the kernel.
+    pub fn classify(
+        &mut self,
+        cfg: &Config,
+        cg: &Cgroup,
+        above: impl FnOnce(&Self) -> Option<(Verdict, Option<u32>)>,
+    ) -> Option<&Element> {
+        let (verdict, rule) = match cfg.classify(&cg.path) {
+            Some(rule) => match above(self) {
+                Some(bound) => bound,
+                None => {
+                    let verdict = self.verdicts.get(&rule.target).copied();
+                    (verdict.unwrap_or(Verdict::Direct), u32::try_from(rule.index).ok())
+                }
+            },
+            None if self.strict.is_some() => (Verdict::Continue, None),
+            None => return None,
         };
         self.levels.insert(cg.level);
         let element = Element { level: cg.level, verdict, rule };
