@@ -15,6 +15,15 @@ const SOCK_DIAG_BY_FAMILY: u16 = 20;
 const INET_DIAG_INFO: u16 = 2;
 const INET_DIAG_MARK: u16 = 15;
 const INET_DIAG_CGROUP_ID: u16 = 21;
+/// struct inet_diag_sockopt (kernel >= 5.10), sent for every socket.
+const INET_DIAG_SOCKOPT: u16 = 22;
+/// `transparent:1` in the first byte of struct inet_diag_sockopt (bit 5 of
+/// a C bit-field: counted from the low bit on little-endian ABIs, from the
+/// high bit on big-endian ones).
+#[cfg(target_endian = "little")]
+const SOCKOPT_TRANSPARENT: u8 = 1 << 5;
+#[cfg(target_endian = "big")]
+const SOCKOPT_TRANSPARENT: u8 = 1 << 2;
 /// struct inet_diag_msg: family, state, timer, retrans, inet_diag_sockid
 /// (48 bytes), expires, rqueue, wqueue, uid, inode.
 const DIAG_MSG_LEN: usize = 72;
@@ -64,6 +73,11 @@ pub struct SockInfo {
     pub cgroup: Option<u64>,
     /// SO_MARK, when the requester has CAP_NET_ADMIN.
     pub mark: Option<u32>,
+    /// IP_TRANSPARENT/IPV6_TRANSPARENT is set (kernel >= 5.10 reports it;
+    /// None on older ones). Setting it needs CAP_NET_ADMIN or CAP_NET_RAW
+    /// in the socket's network namespace, and only such a socket receives
+    /// what TPROXY diverts.
+    pub transparent: Option<bool>,
     /// TCP sockets, when asked for with [`SockDiag::sockets_with_info`].
     pub tcp: Option<TcpCounts>,
 }
@@ -121,6 +135,7 @@ pub fn parse(payload: &[u8], proto: L4) -> Option<SockInfo> {
         cgroup: None,
         mark: None,
         tcp: None,
+        transparent: None,
     };
     for (ty, v) in attrs(&payload[DIAG_MSG_LEN..]) {
         match ty {
@@ -136,6 +151,7 @@ pub fn parse(payload: &[u8], proto: L4) -> Option<SockInfo> {
             }
             INET_DIAG_CGROUP_ID if v.len() >= 8 => info.cgroup = Some(u64::from_ne_bytes(v[..8].try_into().ok()?)),
             INET_DIAG_MARK if v.len() >= 4 => info.mark = Some(u32::from_ne_bytes(v[..4].try_into().ok()?)),
+            INET_DIAG_SOCKOPT if !v.is_empty() => info.transparent = Some(v[0] & SOCKOPT_TRANSPARENT != 0),
             _ => {}
         }
     }
@@ -241,6 +257,14 @@ mod tests {
         let want = TcpCounts { bytes_acked: 1000, bytes_received: 2000, segs_out: 7, segs_in: 9 };
         assert_eq!(s.tcp, Some(want));
         assert_eq!((s.state, s.uid, s.cgroup, s.mark), (10, 1000, Some(4242), Some(0xbb8)));
+        assert_eq!(s.transparent, None, "no INET_DIAG_SOCKOPT: not known");
         assert!(parse(&p[..40], L4::Tcp).is_none());
+        for (byte, transparent) in [(SOCKOPT_TRANSPARENT, true), (!SOCKOPT_TRANSPARENT, false)] {
+            let mut q = p.clone();
+            let mut w = crate::netlink::MsgWriter::new();
+            w.attr(INET_DIAG_SOCKOPT, &[byte, 0]);
+            q.extend_from_slice(&w.buf);
+            assert_eq!(parse(&q, L4::Tcp).unwrap().transparent, Some(transparent));
+        }
     }
 }

@@ -24,7 +24,7 @@ pub use error::ConfigError;
 pub use gateway::{GatewayEntry, Iface};
 pub use model::{Config, DEFAULT_PATH, DEFAULT_ROUTE_TABLE, DEFAULT_STRICT_DEPTH};
 pub use publish::NftSetRef;
-pub use target::{DnsHijack, Rule, Target, Tproxy};
+pub use target::{DnsHijack, ProxyCgroup, Rule, Target, Tproxy};
 
 impl Config {
     /// Parse and validate config text; `origin` names it in errors.

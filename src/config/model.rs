@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use super::cidr::Cidr;
 use super::gateway::GatewayEntry;
 use super::sets::NamedSet;
-use super::target::{Rule, Tproxy};
+use super::target::{ProxyCgroup, Rule, Tproxy};
 use crate::cgroup::CgroupRoot;
 
 /// Where the config lives when `-c` is not given.
@@ -38,6 +38,9 @@ pub struct Config {
     /// Forwarded traffic (containers, VMs, LAN clients, VPN peers), first
     /// match wins; empty: forwarded traffic is not touched.
     pub gateway: Vec<GatewayEntry>,
+    /// Cgroups trusted to run a TPROXY server (the proxy-loop guard keeps
+    /// them direct while they listen on a tproxy port).
+    pub proxy_cgroups: Vec<ProxyCgroup>,
 }
 
 impl Config {
@@ -56,6 +59,7 @@ impl Config {
             strict_depth: DEFAULT_STRICT_DEPTH,
             counters: false,
             gateway: Vec::new(),
+            proxy_cgroups: Vec::new(),
         }
     }
 
@@ -63,5 +67,10 @@ impl Config {
     /// relative to the cgroup2 root (starting with `/`).
     pub fn classify(&self, path: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.regex.is_match(path))
+    }
+
+    /// The first `proxy-cgroups` entry that matches `path`.
+    pub fn proxy_cgroup(&self, path: &str) -> Option<&ProxyCgroup> {
+        self.proxy_cgroups.iter().find(|p| p.regex.is_match(path))
     }
 }

@@ -14,7 +14,7 @@ use super::model::{Config, DEFAULT_ROUTE_TABLE, DEFAULT_STRICT_DEPTH};
 use super::publish;
 use super::regex_compat;
 use super::sets;
-use super::target::{DnsHijack, Rule, Tproxy};
+use super::target::{DnsHijack, ProxyCgroup, Rule, Tproxy};
 use crate::cgroup::CgroupRoot;
 
 /// `version` was a string in the Go implementation; YAML authors write both
@@ -47,6 +47,8 @@ struct RawConfig {
     gateway: Vec<Spanned<super::gateway::RawEntry>>,
     #[serde(default)]
     sets: BTreeMap<String, Spanned<sets::RawSet>>,
+    #[serde(default)]
+    proxy_cgroups: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,8 +139,17 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     let (bypass, bypass_sets) = sets::resolve_bypass(&ctx, &raw.bypass, &named_sets)?;
 
     let tproxies = parse_tproxies(&ctx, &raw.tproxies)?;
-    let rules = parse_rules(&ctx, &raw.rules, &tproxies)?;
+    // One regex budget for rules and proxy-cgroups.
+    let mut budget = limits::REGEX_BUDGET;
+    let rules = parse_rules(&ctx, &raw.rules, &tproxies, &mut budget)?;
     let gateway = super::gateway::parse(&ctx, &raw.gateway, &tproxies)?;
+    let mut proxy_cgroups = Vec::with_capacity(raw.proxy_cgroups.len());
+    for (index, p) in raw.proxy_cgroups.iter().enumerate() {
+        let regex = regex_compat::compile_within(&p.value, &mut budget)
+            .map_err(|e| ctx.at(p, format!("proxy-cgroups[{index}]: bad regex {:?}: {e}", clip(&p.value))))?;
+        let at = (p.referenced.line(), p.referenced.column());
+        proxy_cgroups.push(ProxyCgroup { index, at, pattern: p.value.clone(), regex });
+    }
 
     let strict_depth = match &raw.strict_depth {
         None => DEFAULT_STRICT_DEPTH,
@@ -159,6 +170,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         counters: raw.counters,
         strict_depth,
         gateway,
+        proxy_cgroups,
     })
 }
 
@@ -258,9 +270,9 @@ fn parse_rules(
     ctx: &Ctx,
     raw: &[Spanned<RawRule>],
     tproxies: &BTreeMap<String, Tproxy>,
+    budget: &mut usize,
 ) -> Result<Vec<Rule>, ConfigError> {
     let mut rules = Vec::with_capacity(raw.len());
-    let mut budget = limits::REGEX_BUDGET;
     for (index, r) in raw.iter().enumerate() {
         let here = |m: String| ctx.at(r, format!("rules[{index}]: {m}"));
         let Some(pattern) = &r.value.pattern else {
@@ -269,7 +281,7 @@ fn parse_rules(
         let what = format!("rules[{index}]");
         let (v, t) = (&r.value, r.value.tproxy.as_ref());
         let target = one_target(ctx, &what, v.direct, v.drop, Some(v.reject), t, tproxies)?.map_err(here)?;
-        let regex = regex_compat::compile_within(&pattern.value, &mut budget)
+        let regex = regex_compat::compile_within(&pattern.value, budget)
             .map_err(|e| ctx.at(pattern, format!("rules[{index}]: bad regex {:?}: {e}", clip(&pattern.value))))?;
         let mut nft_sets = Vec::new();
         for (written, s) in r.value.nft_set.iter().flat_map(|s| s.value.items().iter().map(move |v| (s, v))) {
@@ -278,7 +290,8 @@ fn parse_rules(
                 nft_sets.push(set);
             }
         }
-        rules.push(Rule { index, line: r.referenced.line(), pattern: pattern.value.clone(), regex, target, nft_sets });
+        let at = (pattern.referenced.line(), pattern.referenced.column());
+        rules.push(Rule { index, line: r.referenced.line(), at, pattern: pattern.value.clone(), regex, target, nft_sets });
     }
     Ok(rules)
 }

@@ -22,6 +22,16 @@ fn example_config_loads() {
     assert_eq!(cfg.classify(path).unwrap().target, Target::Tproxy("mihomo".into()));
     assert!(cfg.classify("/system.slice/sshd.service").is_none());
     assert_eq!(cfg.classify("/system.slice/mihomo.service").unwrap().index, 0);
+    // Names a user can give cgroups in their own subtree do not take the
+    // proxy's `direct` (the example's rules are anchored).
+    let user = "/user.slice/user-1000.slice/user@1000.service";
+    for path in
+        [format!("{user}/system.slice/mihomo.service"), format!("{user}/app.slice/x/system.slice/mihomo.service")]
+    {
+        assert_eq!(cfg.classify(&path).unwrap().target, Target::Tproxy("mihomo".into()), "{path}");
+    }
+    let path = format!("{user}/app.slice/x/app.slice/app-gnome-com.parsecgaming.parsec@3.service");
+    assert_eq!(cfg.classify(&path).unwrap().target, Target::Tproxy("mihomo".into()), "{path}");
 }
 
 #[test]

@@ -118,6 +118,7 @@ impl Daemon {
                     let target = e.verdict.describe(&self.tracker.cfg);
                     // Only the proxy-loop guard adds a non-strict element without a rule.
                     let rule = e.rule.map_or_else(|| "proxy-loop guard".to_owned(), |r| format!("rule {r}"));
+                    let path = crate::cgname::escape(path);
                     info!(
                         cgroup = %path,
                         rule = e.rule.map(|r| r as i64).unwrap_or(-1),

@@ -98,7 +98,7 @@ impl<'a> Reader<'a> {
             t: self.start.elapsed().as_secs_f64(),
             time: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
             classes: classes(self.cfg, &cgroups, &elements),
-            paths: cgroups.into_iter().map(|c| (c.id, c.path.to_string())).collect(),
+            paths: cgroups.into_iter().map(|c| (c.id, crate::cgname::escape(&c.path).into_owned())).collect(),
             sockets,
             target_counters,
             cgroup_counters,

@@ -24,6 +24,7 @@ fn sock(cg: u64, cookie: u64, proto: L4, remote: &str, out: u64, inb: u64) -> So
         uid: 1000,
         cgroup: Some(cg),
         mark: None,
+        transparent: None,
         tcp: (proto == L4::Tcp).then_some(TcpCounts {
             bytes_acked: out,
             bytes_received: inb,
