@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use super::cidr::Cidr;
 use super::gateway::GatewayEntry;
-use super::target::{Rule, Tproxy};
+use super::sets::NamedSet;
+use super::target::{ProxyCgroup, Rule, Tproxy};
 use crate::cgroup::CgroupRoot;
 
 /// Where the config lives when `-c` is not given.
@@ -21,6 +22,10 @@ pub struct Config {
     pub cgroup_root: CgroupRoot,
     pub route_table: u32,
     pub bypass: Vec<Cidr>,
+    /// Dynamic named sets in `bypass` (`@NAME`): destinations others add.
+    pub bypass_sets: Vec<String>,
+    /// `sets:`, by name (static ones are already merged where referenced).
+    pub sets: BTreeMap<String, NamedSet>,
     /// Sorted by name.
     pub tproxies: BTreeMap<String, Tproxy>,
     pub rules: Vec<Rule>,
@@ -37,6 +42,9 @@ pub struct Config {
     /// net.bridge.bridge-nf-call-iptables/ip6tables to 0 (for every bridge
     /// of the namespace) so TPROXY of bridged clients works?
     pub gateway_bridge_netfilter_off: bool,
+    /// Cgroups trusted to run a TPROXY server (the proxy-loop guard keeps
+    /// them direct while they listen on a tproxy port).
+    pub proxy_cgroups: Vec<ProxyCgroup>,
 }
 
 impl Config {
@@ -47,6 +55,8 @@ impl Config {
             cgroup_root: CgroupRoot::Auto,
             route_table: DEFAULT_ROUTE_TABLE,
             bypass: Vec::new(),
+            bypass_sets: Vec::new(),
+            sets: BTreeMap::new(),
             tproxies: BTreeMap::new(),
             rules: Vec::new(),
             strict: false,
@@ -54,6 +64,7 @@ impl Config {
             counters: false,
             gateway: Vec::new(),
             gateway_bridge_netfilter_off: false,
+            proxy_cgroups: Vec::new(),
         }
     }
 
@@ -61,5 +72,10 @@ impl Config {
     /// relative to the cgroup2 root (starting with `/`).
     pub fn classify(&self, path: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.regex.is_match(path))
+    }
+
+    /// The first `proxy-cgroups` entry that matches `path`.
+    pub fn proxy_cgroup(&self, path: &str) -> Option<&ProxyCgroup> {
+        self.proxy_cgroups.iter().find(|p| p.regex.is_match(path))
     }
 }

@@ -24,6 +24,7 @@ mod healing;
 mod kernel;
 mod lock;
 mod options;
+mod publish;
 mod running;
 mod signals;
 mod startup;

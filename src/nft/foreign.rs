@@ -1,108 +1,97 @@
-//! Other programs' rules in the forward path, read back for gateway mode: a
-//! flow a gateway `tproxy` entry diverts to the local proxy is no longer
-//! forwarded, so forward-hook rules (a `DOCKER-USER` drop for an outside
-//! address, firewalld's forward policy, libvirt's) never see it. What is
-//! found here is said by the log, `check` and `status`
-//! (docs/gateway.md, "What TPROXY does to forward rules").
+//! The user's own sets that cgtproxy publishes classification into
+//! (`nft-set` on a rule): is the set there and of type `cgroupsv2`, which
+//! ids does it hold, and adding or removing ours. Never the user's table
+//! or set itself: nothing here creates, flushes or deletes them.
 
-use std::collections::BTreeMap;
-
+use crate::config::NftSetRef;
 use crate::netlink::{NLM_F_DUMP, attrs};
 
+use super::encode::{Elem, elements};
 use super::error::NftError;
 use super::handle::Nft;
 use super::sys::*;
 
-const NF_INET_FORWARD: u32 = 2;
-
-fn family_word(f: u8) -> &'static str {
-    match f {
-        NFPROTO_INET => "inet",
-        NFPROTO_IPV4 => "ip",
-        NFPROTO_IPV6 => "ip6",
-        NFPROTO_BRIDGE => "bridge",
-        _ => "other",
-    }
-}
-
-fn text(v: &[u8]) -> String {
-    String::from_utf8_lossy(v.strip_suffix(b"\0").unwrap_or(v)).into_owned()
+/// What the kernel says about a published set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetState {
+    /// There, keyed by cgroup id.
+    Ready,
+    /// No such table or set (ENOENT).
+    Missing,
+    /// There, but not `type cgroupsv2`: (key type, key length).
+    WrongType(u32, u32),
 }
 
 impl Nft {
-    /// Forward-path rules of other programs that a gateway tproxy entry
-    /// skips, one line each (`table ip filter chain DOCKER-USER: 2 rules`).
-    pub fn foreign_forward_rules(&mut self) -> Result<Vec<String>, NftError> {
-        // (family, table, chain) -> number of rules; and forward-hook chains.
-        let mut rules: BTreeMap<(u8, String, String), usize> = BTreeMap::new();
-        let mut forward: Vec<(u8, String, String)> = Vec::new();
-        let req = self.get(NFT_MSG_GETCHAIN, NFPROTO_UNSPEC, NLM_F_DUMP, |_| {});
-        self.sock.dump(&req, "list chains", |_, p| {
-            let family = p.first().copied().unwrap_or(0);
-            let (mut table, mut name, mut hook) = (String::new(), String::new(), None);
-            for (ty, v) in attrs(p.get(4..).unwrap_or_default()) {
-                match ty {
-                    NFTA_CHAIN_TABLE => table = text(v),
-                    NFTA_CHAIN_NAME => name = text(v),
-                    NFTA_CHAIN_HOOK => {
-                        hook = attrs(v)
-                            .find(|(t, _)| *t == NFTA_HOOK_HOOKNUM)
-                            .and_then(|(_, x)| <[u8; 4]>::try_from(x).ok())
-                            .map(u32::from_be_bytes)
+    /// `nft list set FAMILY TABLE SET`: there, and of type cgroupsv2?
+    pub fn foreign_set_state(&mut self, s: &NftSetRef) -> Result<SetState, NftError> {
+        let req = self.get(NFT_MSG_GETSET, s.nfproto(), 0, |w| {
+            w.str(NFTA_SET_TABLE, &s.table);
+            w.str(NFTA_SET_NAME, &s.set);
+        });
+        let mut key = None;
+        let what = format!("list set {} {} {}", s.family, s.table, s.set);
+        let got = self.sock.dump(&req, &what, |_, payload| {
+            let (mut ty, mut len) = (0, 0);
+            for (t, v) in attrs(payload.get(4..).unwrap_or_default()) {
+                let be = <[u8; 4]>::try_from(v).map(u32::from_be_bytes).unwrap_or(0);
+                match t {
+                    NFTA_SET_KEY_TYPE => ty = be,
+                    NFTA_SET_KEY_LEN => len = be,
+                    _ => {}
+                }
+            }
+            key = Some((ty, len));
+        });
+        match got {
+            Err(e) if e.errno() == Some(libc::ENOENT) => Ok(SetState::Missing),
+            Err(e) => Err(e.into()),
+            Ok(()) => Ok(match key {
+                Some((TYPE_CGROUPV2, 8)) => SetState::Ready,
+                Some((ty, len)) => SetState::WrongType(ty, len),
+                None => SetState::Missing,
+            }),
+        }
+    }
+
+    /// The cgroup ids the set holds (`nft list set ...`).
+    pub fn foreign_set_ids(&mut self, s: &NftSetRef) -> Result<Vec<u64>, NftError> {
+        let req = self.get(NFT_MSG_GETSETELEM, s.nfproto(), NLM_F_DUMP, |w| {
+            w.str(NFTA_SET_ELEM_LIST_TABLE, &s.table);
+            w.str(NFTA_SET_ELEM_LIST_SET, &s.set);
+        });
+        let mut ids = Vec::new();
+        let what = format!("list set {} {} {}", s.family, s.table, s.set);
+        self.sock.dump(&req, &what, |_, payload| {
+            for (_, list) in
+                attrs(payload.get(4..).unwrap_or_default()).filter(|(t, _)| *t == NFTA_SET_ELEM_LIST_ELEMENTS)
+            {
+                for (_, elem) in attrs(list) {
+                    let key = attrs(elem).find(|(t, _)| *t == NFTA_SET_ELEM_KEY).map(|(_, v)| v);
+                    let value = key.and_then(|k| attrs(k).find(|(t, _)| *t == NFTA_DATA_VALUE).map(|(_, v)| v));
+                    if let Some(id) = value.and_then(|v| <[u8; 8]>::try_from(v).ok()).map(u64::from_ne_bytes) {
+                        ids.push(id);
                     }
-                    _ => {}
                 }
             }
-            if hook == Some(NF_INET_FORWARD) && table != crate::names::TABLE {
-                forward.push((family, table.clone(), name.clone()));
-            }
-            rules.entry((family, table, name)).or_insert(0);
         })?;
-        let req = self.get(NFT_MSG_GETRULE, NFPROTO_UNSPEC, NLM_F_DUMP, |_| {});
-        self.sock.dump(&req, "list rules", |_, p| {
-            let family = p.first().copied().unwrap_or(0);
-            let (mut table, mut chain) = (String::new(), String::new());
-            for (ty, v) in attrs(p.get(4..).unwrap_or_default()) {
-                match ty {
-                    NFTA_RULE_TABLE => table = text(v),
-                    NFTA_RULE_CHAIN => chain = text(v),
-                    _ => {}
-                }
-            }
-            *rules.entry((family, table, chain)).or_insert(0) += 1;
-        })?;
-        let mut out = Vec::new();
-        for ((family, table, chain), n) in &rules {
-            let at = format!("table {} {table} chain {chain}", family_word(*family));
-            // Docker's DOCKER-USER holds one `return` of its own: more is the admin's.
-            if chain == "DOCKER-USER" && *n > 1 {
-                out.push(format!("{at}: {} rules of the admin (Docker's DOCKER-USER)", n - 1));
-            } else if chain.starts_with("LIBVIRT_FW") && *n > 0 {
-                out.push(format!("{at}: {n} rules (libvirt's forward rules)"));
-            }
+        Ok(ids)
+    }
+
+    /// `add element FAMILY TABLE SET { IDS }` and `delete element ... { IDS }`
+    /// in one batch of their own, so a missing set of the user's can never
+    /// fail one of our table's batches.
+    pub fn publish(&mut self, s: &NftSetRef, add: &[u64], del: &[u64]) -> Result<(), NftError> {
+        let mut b = self.batch();
+        b.family = s.nfproto();
+        b.table = s.table.clone();
+        let key = |id: &u64| Elem::Key(id.to_ne_bytes().to_vec());
+        if !del.is_empty() {
+            elements(&mut b, &s.set, None, false, del.iter().map(key));
         }
-        let mut tables = std::collections::BTreeSet::new();
-        let req = self.get(NFT_MSG_GETTABLE, NFPROTO_UNSPEC, NLM_F_DUMP, |_| {});
-        self.sock.dump(&req, "list tables", |_, p| {
-            let family = p.first().copied().unwrap_or(0);
-            if let Some((_, v)) = attrs(p.get(4..).unwrap_or_default()).find(|(t, _)| *t == NFTA_TABLE_NAME) {
-                tables.insert((family, text(v)));
-            }
-        })?;
-        for (family, table) in &tables {
-            if table == "firewalld" || table.starts_with("libvirt") {
-                let owner = if table == "firewalld" { "firewalld's forward policy" } else { "libvirt's rules" };
-                out.push(format!("table {} {table} ({owner})", family_word(*family)));
-            }
+        if !add.is_empty() {
+            elements(&mut b, &s.set, None, true, add.iter().map(key));
         }
-        // Other forward-hook chains that hold rules (Docker's own FORWARD
-        // included: its isolation of local networks is kept, local-nets).
-        for (family, table, chain) in &forward {
-            let n = rules.get(&(*family, table.clone(), chain.clone())).copied().unwrap_or(0);
-            if n > 0 && table != "firewalld" && !table.starts_with("libvirt") {
-                out.push(format!("table {} {table} chain {chain} (forward hook): {n} rules", family_word(*family)));
-            }
-        }
-        Ok(out)
+        self.commit(b)
     }
 }

@@ -45,6 +45,26 @@ fn render(rs: &Ruleset, cgroups: &[Cgroup], prefix: &str) -> String {
         set(w, SET_LOCAL4, "ipv4_addr", &intervals(&rs.local4, false));
         set(w, SET_LOCAL6, "ipv6_addr", &intervals(&rs.local6, true));
     }
+    for name in &rs.dynamic_sets {
+        let [v4, v6] = dynamic_sets(name);
+        // Filled by other programs; what they added is not the config's.
+        let _ = writeln!(
+            w,
+            "	set {v4} {{
+		type ipv4_addr
+		flags interval,timeout
+	}}
+"
+        );
+        let _ = writeln!(
+            w,
+            "	set {v6} {{
+		type ipv6_addr
+		flags interval,timeout
+	}}
+"
+        );
+    }
 
     let cgroups: Vec<String> = rs
         .elements

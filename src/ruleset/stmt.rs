@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::verdict::Interval;
 use crate::config::Iface;
 use crate::names::{
-    CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_GATEWAY, CHAIN_GATEWAY_CLASSIFY, CLASS_DROP, CLASS_REJECT, MAP_CGROUP, MAP_MARK,
-    SET_BYPASS4, SET_BYPASS6, SET_LOCAL4, SET_LOCAL6,
+    CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_GATEWAY, CHAIN_GATEWAY_CLASSIFY, CLASS_DIRECT, CLASS_DROP, CLASS_REJECT,
+    MAP_CGROUP, MAP_MARK, SET_BYPASS4, SET_BYPASS6, SET_LOCAL4, SET_LOCAL6,
 };
 
 /// The conditions of one `gateway` entry, for one address family when it
@@ -75,6 +75,9 @@ pub enum Stmt {
     CtReplyReturn,
     /// `ip daddr @bypass return` / `ip6 daddr @bypass6 return`
     BypassReturn { v6: bool },
+    /// `ip daddr @NAME return` / `ip6 daddr @NAME6 return`: a dynamic named
+    /// set in `bypass`.
+    NamedSetReturn { set: String, v6: bool },
     /// `meta l4proto != { tcp, udp } return`
     NotTcpUdpReturn,
     /// `meta mark != 0x00000000 return`: a packet that already has a mark
@@ -99,17 +102,23 @@ pub enum Stmt {
     /// `meta mark M [udp dport != 53 | meta l4proto udp | meta nfproto ipv6]
     /// meta mark set 0x00000000`
     Unmark { mark: u32, only: Option<Only> },
-    /// `meta mark 0x43475402 drop`
+    /// `meta mark 0x43475401 counter meta mark set 0x00000000`: direct
+    /// traffic leaves unmarked. Every packet of a direct cgroup passes this
+    /// rule once, so its counter is the target's traffic (`top`, `status`)
+    /// at the cost of one counter update, without `counters: true`.
+    DirectClass,
+    /// `meta mark 0x43475402 counter drop` (the counter: see DirectClass)
     DropClass,
-    /// `meta mark 0x43475403 meta l4proto tcp reject with tcp reset`
-    /// (`tcp`), else `meta mark 0x43475403 reject` (ICMP/ICMPv6 port
+    /// `meta mark 0x43475403 meta l4proto tcp counter reject with tcp reset`
+    /// (`tcp`), else `meta mark 0x43475403 counter reject` (ICMP/ICMPv6 port
     /// unreachable): the app fails at once instead of timing out.
     RejectClass { tcp: bool },
     /// `meta mark vmap @MAP`
     MarkVmap { map: &'static str },
     /// `ct status dnat return`
     CtDnatReturn,
-    /// `[meta nfproto ipv4] meta l4proto { tcp, udp } tproxy [ip] to :PORT`
+    /// `[meta nfproto ipv4] meta l4proto { tcp, udp } counter tproxy [ip] to
+    /// :PORT`: the counter is the tproxy target's traffic (see DirectClass).
     Tproxy { port: u16, ipv4_only: bool, tcp_only: bool },
     /// `meta nfproto ipv4 udp dport 53 dnat ip to IP:PORT` (or ipv6 / ip6)
     DnsDnat { l4: L4, ip: IpAddr, port: u16 },
@@ -172,12 +181,17 @@ pub enum Stmt {
     LocalNetReturn { v6: bool, bridge: bool },
 }
 
+/// A fresh `counter` as `nft list` shows it (the kernel listing of a table
+/// nothing has passed yet equals the rendering).
+const COUNTER: &str = "counter packets 0 bytes 0";
+
 impl fmt::Display for Stmt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Stmt::CtReplyReturn => f.write_str("ct direction reply return"),
             Stmt::BypassReturn { v6: false } => write!(f, "ip daddr @{SET_BYPASS4} return"),
             Stmt::BypassReturn { v6: true } => write!(f, "ip6 daddr @{SET_BYPASS6} return"),
+            Stmt::NamedSetReturn { set, v6 } => write!(f, "{} daddr @{set} return", if *v6 { "ip6" } else { "ip" }),
             Stmt::NotTcpUdpReturn => f.write_str("meta l4proto != { tcp, udp } return"),
             Stmt::MarkedReturn => f.write_str("meta mark != 0x00000000 return"),
             Stmt::JumpClassify => write!(f, "jump {CHAIN_CLASSIFY}"),
@@ -204,11 +218,12 @@ impl fmt::Display for Stmt {
                 }
                 f.write_str("meta mark set 0x00000000")
             }
-            Stmt::DropClass => write!(f, "meta mark {CLASS_DROP:#010x} drop"),
+            Stmt::DirectClass => write!(f, "meta mark {CLASS_DIRECT:#010x} {COUNTER} meta mark set 0x00000000"),
+            Stmt::DropClass => write!(f, "meta mark {CLASS_DROP:#010x} {COUNTER} drop"),
             Stmt::RejectClass { tcp: true } => {
-                write!(f, "meta mark {CLASS_REJECT:#010x} meta l4proto tcp reject with tcp reset")
+                write!(f, "meta mark {CLASS_REJECT:#010x} meta l4proto tcp {COUNTER} reject with tcp reset")
             }
-            Stmt::RejectClass { tcp: false } => write!(f, "meta mark {CLASS_REJECT:#010x} reject"),
+            Stmt::RejectClass { tcp: false } => write!(f, "meta mark {CLASS_REJECT:#010x} {COUNTER} reject"),
             Stmt::MarkVmap { map } => write!(f, "meta mark vmap @{map}"),
             Stmt::CtDnatReturn => f.write_str("ct status dnat return"),
             Stmt::Tproxy { port, ipv4_only, tcp_only } => {
@@ -217,7 +232,7 @@ impl fmt::Display for Stmt {
                 }
                 let protos = if *tcp_only { "tcp" } else { "{ tcp, udp }" };
                 let family = if *ipv4_only { "ip " } else { "" };
-                write!(f, "meta l4proto {protos} tproxy {family}to :{port}")
+                write!(f, "meta l4proto {protos} {COUNTER} tproxy {family}to :{port}")
             }
             Stmt::DnsDnat { l4, ip: IpAddr::V4(ip), port } => {
                 write!(f, "meta nfproto ipv4 {l4} dport 53 dnat ip to {ip}:{port}")
@@ -247,7 +262,7 @@ impl fmt::Display for Stmt {
                     write!(f, "{} saddr {{ {list} }} ", if *v6 { "ip6" } else { "ip" })?;
                 }
                 if *counter {
-                    f.write_str("counter packets 0 bytes 0 ")?;
+                    write!(f, "{COUNTER} ")?;
                 }
                 match verdict {
                     GwVerdict::Return => f.write_str("return"),

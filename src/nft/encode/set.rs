@@ -9,7 +9,7 @@ use crate::nft::sys::*;
 
 /// Set ids of the named sets created in this batch, so rules can refer to
 /// them before the commit gives them handles.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct SetIds {
     pub bypass4: Option<u32>,
     pub bypass6: Option<u32>,
@@ -18,6 +18,8 @@ pub struct SetIds {
     pub mark_dns: Option<u32>,
     pub local4: Option<u32>,
     pub local6: Option<u32>,
+    /// The dynamic named sets' kernel sets, by name.
+    pub named: Vec<(String, u32)>,
 }
 
 impl SetIds {
@@ -30,7 +32,7 @@ impl SetIds {
             MAP_MARK_DNS => self.mark_dns,
             SET_LOCAL4 => self.local4,
             SET_LOCAL6 => self.local6,
-            _ => None,
+            _ => self.named.iter().find(|(n, _)| n == name).map(|(_, id)| *id),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! nf_tables registers and expressions, as `nft` would encode it.
 
 use crate::names::{
-    CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DROP, CLASS_REJECT, MAP_MARK, SET_BYPASS4, SET_BYPASS6, SET_LOCAL4, SET_LOCAL6,
+    CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DIRECT, CLASS_DROP, CLASS_REJECT, MAP_MARK, SET_BYPASS4, SET_BYPASS6, SET_LOCAL4,
+    SET_LOCAL6,
 };
 use crate::nft::batch::Batch;
 use crate::nft::expr::{Data, Expr, meta_eq, verdict};
@@ -30,6 +31,13 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
         Stmt::BypassReturn { v6 } => {
             let (proto, offset, len, set) =
                 if *v6 { (NFPROTO_IPV6, 24, 16, SET_BYPASS6) } else { (NFPROTO_IPV4, 16, 4, SET_BYPASS4) };
+            e.extend(meta_eq(NFT_META_NFPROTO, &[proto]));
+            e.push(Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len, dreg: NFT_REG_1 });
+            e.push(lookup(set, ids, None));
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::NamedSetReturn { set, v6 } => {
+            let (proto, offset, len) = if *v6 { (NFPROTO_IPV6, 24, 16) } else { (NFPROTO_IPV4, 16, 4) };
             e.extend(meta_eq(NFT_META_NFPROTO, &[proto]));
             e.push(Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len, dreg: NFT_REG_1 });
             e.push(lookup(set, ids, None));
@@ -99,8 +107,18 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(vec![0; 4]) });
             e.push(Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 });
         }
+        Stmt::DirectClass => {
+            // [ meta load mark => reg 1 ] [ cmp eq reg 1 0x43475401 ] [ counter pkts 0 bytes 0 ]
+            // [ immediate reg 1 0x00000000 ] [ meta set mark with reg 1 ]
+            e.extend(meta_eq(NFT_META_MARK, &CLASS_DIRECT.to_ne_bytes()));
+            e.push(Expr::Counter);
+            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(vec![0; 4]) });
+            e.push(Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 });
+        }
         Stmt::DropClass => {
+            // `meta mark 0x43475402 counter drop`
             e.extend(meta_eq(NFT_META_MARK, &CLASS_DROP.to_ne_bytes()));
+            e.push(Expr::Counter);
             e.push(verdict(NF_DROP, None));
         }
         Stmt::RejectClass { tcp } => {
@@ -108,10 +126,12 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             if *tcp {
                 // `meta l4proto tcp reject with tcp reset`: [ reject type 1 code 0 ]
                 e.extend(meta_eq(NFT_META_L4PROTO, &[libc::IPPROTO_TCP as u8]));
+                e.push(Expr::Counter);
                 e.push(Expr::Reject { ty: NFT_REJECT_TCP_RST, code: 0 });
             } else {
                 // `reject` in an inet table: [ reject type 2 code 1 ]
                 // (icmpx port-unreachable: ICMP or ICMPv6 as the packet is).
+                e.push(Expr::Counter);
                 e.push(Expr::Reject { ty: NFT_REJECT_ICMPX_UNREACH, code: NFT_REJECT_ICMPX_PORT_UNREACH });
             }
         }
@@ -134,6 +154,8 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
                 e.push(Expr::MetaLoad { key: NFT_META_L4PROTO, dreg: NFT_REG_1 });
                 e.push(l);
             }
+            // `counter` before `tproxy`, whose verdict ends the rule.
+            e.push(Expr::Counter);
             e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(port.to_be_bytes().to_vec()) });
             let family = if *ipv4_only { NFPROTO_IPV4 } else { NFPROTO_UNSPEC };
             e.push(Expr::Tproxy { family, reg_port: NFT_REG_1 });
