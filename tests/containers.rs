@@ -319,9 +319,11 @@ fn uplink(tag: &str) -> (NetNs, NetNs, Vec<Proc>) {
 }
 
 /// Rootful Podman with netavark, in the test's network namespace and one
-/// private mount namespace held by a sleeping process (with its own
-/// /run/netns, where podman mounts the containers' namespaces), state
-/// below a temporary directory.
+/// private mount namespace held by a sleeping process (with its own /run:
+/// netavark's /run/containers/networks and runc's /run/runc go there, not
+/// to the host's; and its own /run/netns, where podman mounts the
+/// containers' namespaces), state below a temporary directory. Networks
+/// are made without DNS: an aardvark-dns would outlive the test.
 struct Podman {
     dir: TempDir,
     holder: Proc,
@@ -387,10 +389,12 @@ fn podman_keeps_its_isolation_under_gateway_mode() {
         return;
     }
     let host_before = host_view();
+    let aardvark = || try_sh("pgrep -x aardvark-dns").1;
+    let aardvark_before = aardvark();
     let (gw, _remote, procs) = uplink("pm");
     let holder = Proc::spawn(&format!(
-        "{} unshare -m --propagation private sh -c 'mkdir -p /run/netns && mount -t tmpfs tmpfs /run/netns \
-         && echo READY && exec sleep 3600'",
+        "{} unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs /run && mkdir /run/netns \
+         && mount -t tmpfs tmpfs /run/netns && echo READY && exec sleep 3600'",
         gw.enter()
     ));
     holder.wait_for("READY", 10);
@@ -401,8 +405,8 @@ fn podman_keeps_its_isolation_under_gateway_mode() {
         r = root.display()
     ));
     podman.cli(&format!("import {}.tar localhost/cgtproxy-test-busybox:1", root.display()));
-    podman.cli("network create --subnet 198.51.100.64/26 --opt isolate=true pa");
-    podman.cli("network create --subnet 198.51.100.128/26 --opt isolate=true pb");
+    podman.cli("network create --disable-dns --subnet 198.51.100.64/26 --opt isolate=true pa");
+    podman.cli("network create --disable-dns --subnet 198.51.100.128/26 --opt isolate=true pb");
     let a1 = podman.run("a1", "pa");
     let b1 = podman.run("b1", "pb");
     let b1_ip = podman.ip("b1");
@@ -425,6 +429,7 @@ fn podman_keeps_its_isolation_under_gateway_mode() {
     drop(procs);
     drop(gw);
     assert_eq!(host_view(), host_before, "the host's own namespace changed");
+    assert_eq!(aardvark(), aardvark_before, "an aardvark-dns outlived the test");
     let left = sh(&format!("find /sys/fs/cgroup -maxdepth 2 -name {}", podman_parent()));
     assert_eq!(left.trim(), "", "container cgroups left");
 }
