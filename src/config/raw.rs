@@ -291,7 +291,15 @@ fn parse_rules(
             }
         }
         let at = (pattern.referenced.line(), pattern.referenced.column());
-        rules.push(Rule { index, line: r.referenced.line(), at, pattern: pattern.value.clone(), regex, target, nft_sets });
+        rules.push(Rule {
+            index,
+            line: r.referenced.line(),
+            at,
+            pattern: pattern.value.clone(),
+            regex,
+            target,
+            nft_sets,
+        });
     }
     Ok(rules)
 }
