@@ -100,7 +100,7 @@ fn main() {
         return;
     }
     let max: usize = std::env::var("CGTPROXY_BENCH_MAX").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
-    // CGTPROXY_BENCH_ONLY=startup,reaction,burst,dataplane,strict picks parts.
+    // CGTPROXY_BENCH_ONLY=startup,reaction,deep,burst,dataplane,strict picks parts.
     let only = std::env::var("CGTPROXY_BENCH_ONLY").unwrap_or_default();
     let run = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
     let cgroups = cgtproxy::cgroup::scan(&cgroup2_root()).map(|c| c.len()).unwrap_or(0);
@@ -121,6 +121,9 @@ fn main() {
         tree::reaction(true, 0);
         tree::reaction(false, 10_000);
         tree::reaction(true, 10_000);
+    }
+    if run("deep") {
+        tree::reaction_deep();
     }
     if run("burst") {
         tree::burst();

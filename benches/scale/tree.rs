@@ -152,9 +152,27 @@ fn started(imp: Imp, tag: &str, strict: bool, existing: usize, limit: Duration) 
 
 /// mkdir -> its element announced by the kernel, `samples` times.
 fn reaction_one(imp: Imp, strict: bool, existing: usize, samples: usize) -> Option<(Vec<f64>, Vec<f64>, usize)> {
+    reaction_after(imp, strict, existing, 0, samples)
+}
+
+/// [`reaction_one`], after a user nested `deep` levels below the subtree
+/// (issue 18: a cgroup deeper than the kernel's `socket cgroupv2` limit of
+/// 255 must not slow or stop the classification of the others).
+fn reaction_after(
+    imp: Imp,
+    strict: bool,
+    existing: usize,
+    deep: usize,
+    samples: usize,
+) -> Option<(Vec<f64>, Vec<f64>, usize)> {
     // The Go implementation never finishes startup with a few thousand.
     let limit = Duration::from_secs(if imp == Imp::Ours { 60 } else { 15 });
     let mut run = started(imp, "lat", strict, existing, limit)?;
+    let nest = (0..deep).fold(run.sandbox.cg.dir.join("nest"), |p, _| p.join("d"));
+    if deep > 0 {
+        std::fs::create_dir_all(&nest).unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let (mut lat, mut mkdirs, mut missed) = (Vec::new(), Vec::new(), 0);
     for i in 0..samples {
         let d = run.sandbox.cg.dir.join(format!("l{i}"));
@@ -169,7 +187,35 @@ fn reaction_one(imp: Imp, strict: bool, existing: usize, samples: usize) -> Opti
         std::thread::sleep(Duration::from_millis(2));
     }
     run.daemon.stop();
+    if deep > 0 {
+        // Deepest first: rmdir(2) takes only empty cgroups.
+        for dir in nest.ancestors().take(deep + 1) {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
     Some((ascending(lat), ascending(mkdirs), missed))
+}
+
+/// Reaction p50 with and without 300 nested levels made first (ours only:
+/// the Go implementation has no answer to the kernel's level limit).
+pub fn reaction_deep() {
+    let samples = 1000;
+    for deep in [0, 300] {
+        let Some((lat, _, missed)) = reaction_after(Imp::Ours, false, 0, deep, samples) else {
+            row(&format!("reaction after {deep} nested levels"), "startup did not finish".into(), None);
+            continue;
+        };
+        row(
+            &format!("reaction after {deep} nested levels: mkdir -> element announced, {samples} new cgroups"),
+            format!(
+                "p50 {:.3} ms, p99 {:.3} ms; {} classified, {missed} never (2 s)",
+                percentile(&lat, 0.5),
+                percentile(&lat, 0.99),
+                lat.len()
+            ),
+            None,
+        );
+    }
 }
 
 pub fn reaction(strict: bool, existing: usize) {

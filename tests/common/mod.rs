@@ -240,7 +240,9 @@ impl Proc {
     /// Send SIGTERM and wait for the exit status.
     pub fn stop(&mut self) -> std::process::ExitStatus {
         self.signal(libc::SIGTERM);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        // Generous: under CI load a daemon mid-way through a 19,000-element
+        // rescan finishes that batch before it sees the signal.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
