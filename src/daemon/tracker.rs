@@ -19,10 +19,21 @@ pub struct Delta {
     /// elements themselves have none).
     pub add: Vec<(u64, Element, Arc<str>)>,
     pub del: Vec<u64>,
+    /// Some cgroup's verdict changed: flows cached with the old one must be
+    /// classified again (a new flow-cache generation in the same batch).
+    pub bump: bool,
+    /// Cgroups deeper than the kernel's `socket cgroupv2` limit: they take
+    /// their ancestor's verdict (for one warning each).
+    pub too_deep: Vec<Arc<str>>,
 }
 
 impl Delta {
     pub fn is_empty(&self) -> bool {
+        self.nothing_to_send() && self.too_deep.is_empty()
+    }
+
+    /// No change for the kernel (there may be warnings).
+    pub fn nothing_to_send(&self) -> bool {
         self.new_levels.is_empty() && self.add.is_empty() && self.del.is_empty()
     }
 
@@ -41,6 +52,8 @@ impl Delta {
             }
         }
         self.add.extend(other.add);
+        self.bump |= other.bump;
+        self.too_deep.extend(other.too_deep);
     }
 }
 
@@ -80,7 +93,7 @@ impl Tracker {
     /// Keep cgroup `id` at `path` direct (a proxy listens in it); the delta
     /// replaces its element.
     pub fn pin(&mut self, id: u64, path: Arc<str>) -> Delta {
-        let mut delta = Delta::default();
+        let mut delta = Delta { bump: self.class_at(&path) != crate::names::CLASS_DIRECT, ..Delta::default() };
         self.pins.insert(id, path.clone());
         match self.ruleset.elements.get(&id) {
             Some(e) if e.verdict == Verdict::Direct => return delta,
@@ -109,9 +122,16 @@ impl Tracker {
         let level = crate::cgroup::level_of(&path);
         let cg = Cgroup { path, id, level };
         if let Some(e) = self.ruleset.classify(&self.cfg, &cg) {
-            delta.add.push((id, e.clone(), cg.path));
+            delta.add.push((id, e.clone(), cg.path.clone()));
         }
+        delta.bump = self.class_at(&cg.path) != crate::names::CLASS_DIRECT;
         delta
+    }
+
+    /// The class a flow of the cgroup at `path` is cached with: its
+    /// effective verdict's, direct when none.
+    pub fn class_at(&self, path: &str) -> u32 {
+        self.effective(path).map_or(crate::names::CLASS_DIRECT, Verdict::class)
     }
 
     /// The verdict the kernel applies to sockets of the cgroup at `path`:
@@ -146,8 +166,16 @@ impl Tracker {
                     delta.del.push(old);
                 }
             }
+            if cg.level > crate::names::MAX_SOCKET_LEVEL {
+                delta.too_deep.push(cg.path.clone());
+                continue;
+            }
+            let before = self.class_at(&cg.path);
             if let Some(e) = self.ruleset.classify(&self.cfg, cg) {
                 delta.add.push((cg.id, e.clone(), cg.path.clone()));
+                // A flow that started before this element (the app won the
+                // race) may be cached with its ancestor's class.
+                delta.bump |= self.class_at(&cg.path) != before;
             }
         }
         delta.new_levels = self.ruleset.levels.difference(&levels_before).copied().collect();
@@ -167,14 +195,22 @@ impl Tracker {
         if let Some((p, _)) = self.paths.get_key_value(path) {
             gone.push(p.clone());
         }
+        let mut classes = Vec::new();
         for p in gone {
             if let Some(id) = self.paths.remove(&p) {
                 self.pins.remove(&id);
-                if self.ruleset.elements.remove(&id).is_some() {
+                if let Some(e) = self.ruleset.elements.remove(&id) {
                     delta.del.push(id);
+                    if e.verdict != Verdict::Continue {
+                        classes.push(e.verdict.class());
+                    }
                 }
             }
         }
+        // Sockets that outlive their cgroup now take the parent's verdict.
+        let parent = path.rfind('/').map_or("", |i| &path[..i]);
+        let now = self.class_at(parent);
+        delta.bump = classes.iter().any(|c| *c != now);
         delta
     }
 
@@ -190,6 +226,7 @@ impl Tracker {
                 self.pins.remove(&id);
                 if self.ruleset.elements.remove(&id).is_some() {
                     delta.del.push(id);
+                    delta.bump = true;
                 }
             }
         }

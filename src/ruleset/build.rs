@@ -26,6 +26,10 @@ impl Ruleset {
             counters: cfg.counters,
             gateway: cfg.gateway.clone(),
             broute: true,
+            // Counting every packet per cgroup needs the per-packet lookup.
+            flow_mask: if cfg.counters { 0 } else { cfg.flow_mark_mask },
+            flow_epoch: 0,
+            drop_loopback: cfg.drop_loopback,
             verdicts: cfg
                 .rules
                 .iter()
@@ -46,6 +50,11 @@ impl Ruleset {
     /// Add the map element `cg` needs under `cfg`, if any: one for every
     /// matched cgroup, and in strict mode one for every cgroup.
     pub fn classify(&mut self, cfg: &Config, cg: &Cgroup) -> Option<&Element> {
+        if cg.level > MAX_SOCKET_LEVEL {
+            // The kernel refuses the level rule: its sockets take the
+            // verdict of their ancestor at the deepest level it accepts.
+            return None;
+        }
         let (verdict, rule) = match cfg.classify(&cg.path) {
             Some(rule) => {
                 let verdict = self.verdicts.get(&rule.target).copied();
@@ -62,7 +71,9 @@ impl Ruleset {
 
     /// The chains, in the order they are created and printed.
     pub fn chains(&self) -> Vec<Chain> {
-        let mut output = vec![Stmt::CtReplyReturn];
+        let cache = self.flow_mask != 0;
+        let lo = self.drop_loopback;
+        let mut output = vec![Stmt::MarkedReturn];
         // DNS of hijacking cgroups is hijacked whatever its destination:
         // before the bypass sets, so a stub resolver on 127.0.0.53 (in the
         // usual `bypass: 127.0.0.0/8`) is covered too.
@@ -70,22 +81,39 @@ impl Ruleset {
         if !dns_keep.is_empty() {
             output.push(Stmt::JumpDns);
         }
-        output.extend([
-            Stmt::BypassReturn { v6: false },
-            Stmt::BypassReturn { v6: true },
-            Stmt::NotTcpUdpReturn,
-            Stmt::MarkedReturn,
-            Stmt::JumpClassify,
-            Stmt::Unmark { mark: CLASS_DIRECT, only: None },
-            Stmt::DropClass,
-        ]);
+        if lo {
+            // drop-loopback: local DNS (a stub resolver) stays reachable.
+            output.push(Stmt::LoopbackDnsReturn);
+        } else {
+            // Answers on this host (the TPROXY server's, a local service's).
+            output.push(Stmt::LoopbackReplyReturn);
+        }
+        output.extend([Stmt::BypassReturn { v6: false, not_lo: lo }, Stmt::BypassReturn { v6: true, not_lo: lo }]);
+        if cache {
+            output.push(Stmt::FlowLookup { not_lo: lo });
+        }
+        output.push(Stmt::ClassifyUnmarked);
+        if cache {
+            output.push(Stmt::JumpFlowCache);
+        }
+        output.extend([Stmt::Unmark { mark: CLASS_DIRECT, only: None }, Stmt::DropClass]);
         // Only configs with a `reject` rule get these (other rulesets, and
         // their golden files, stay as they were).
         if self.verdicts.values().any(|v| *v == Verdict::Reject) {
             output.push(Stmt::RejectClass { tcp: true });
             output.push(Stmt::RejectClass { tcp: false });
         }
+        if !self.tproxies.is_empty() {
+            // A proxied app's answers to flows others started leave as they
+            // are; loopback (drop-loopback) is never proxied.
+            output.push(Stmt::ReplyUnmark);
+            if lo {
+                output.push(Stmt::LoopbackUnmark);
+            }
+        }
         for t in &self.tproxies {
+            // What the proxy cannot carry (neither TCP nor UDP).
+            output.push(Stmt::OtherProtocols { mark: t.mark, direct: t.other_direct });
             // Leave unmarked what this tproxy does not take, so it goes
             // direct (the Go implementation marked it and blackholed it).
             if t.no_udp {
@@ -109,14 +137,28 @@ impl Ruleset {
                 rules: output,
             },
             Chain { name: CHAIN_CLASSIFY.into(), hook: None, rules: classify },
+        ];
+        if cache {
+            let mut rules = Vec::new();
+            if lo {
+                rules.push(Stmt::OifLoopbackReturn);
+            }
+            rules.push(Stmt::UncachedProtocolReturn);
+            rules.push(Stmt::FlowStore { keep: !self.flow_mask });
+            chains.push(Chain { name: CHAIN_FLOW_CACHE.into(), hook: None, rules });
+        }
+        chains.extend([
             Chain {
                 name: CHAIN_PREROUTING.into(),
                 hook: Some(Hook { kind: "filter", hook: "prerouting", priority: PRIO_MANGLE, priority_name: "mangle" }),
-                rules: [Stmt::BypassReturn { v6: false }, Stmt::BypassReturn { v6: true }]
-                    .into_iter()
-                    .chain((!self.gateway.is_empty()).then_some(Stmt::JumpGateway))
-                    .chain([Stmt::MarkVmap { map: MAP_MARK }])
-                    .collect(),
+                rules: [
+                    Stmt::BypassReturn { v6: false, not_lo: false },
+                    Stmt::BypassReturn { v6: true, not_lo: false },
+                ]
+                .into_iter()
+                .chain((!self.gateway.is_empty()).then_some(Stmt::JumpGateway))
+                .chain([Stmt::MarkVmap { map: MAP_MARK }])
+                .collect(),
             },
             Chain {
                 name: CHAIN_OUTPUT_NAT.into(),
@@ -130,7 +172,7 @@ impl Ruleset {
                 }),
                 rules: vec![Stmt::MarkVmap { map: MAP_MARK_DNS }],
             },
-        ];
+        ]);
         if !dns_keep.is_empty() {
             let mut rules = vec![Stmt::MarkedReturn, Stmt::JumpClassify];
             rules.extend(dns_keep);

@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::verdict::Interval;
 use crate::config::Iface;
 use crate::names::{
-    CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_GATEWAY, CHAIN_GATEWAY_CLASSIFY, CLASS_DROP, CLASS_REJECT, MAP_CGROUP, MAP_MARK,
-    SET_BYPASS4, SET_BYPASS6,
+    CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_FLOW_CACHE, CHAIN_GATEWAY, CHAIN_GATEWAY_CLASSIFY, CLASS_DROP, CLASS_REJECT,
+    MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_MARK, SET_BYPASS4, SET_BYPASS6,
 };
 
 /// The conditions of one `gateway` entry, for one address family when it
@@ -73,28 +73,68 @@ pub enum Stmt {
     /// `ct direction reply return`: replies of any connection are never
     /// rerouted (this also lets a TPROXY server answer).
     CtReplyReturn,
-    /// `ip daddr @bypass return` / `ip6 daddr @bypass6 return`
-    BypassReturn { v6: bool },
-    /// `meta l4proto != { tcp, udp } return`
+    /// `ip daddr @bypass return` / `ip6 daddr @bypass6 return`; with
+    /// `not_lo` (drop-loopback), `oif != "lo"` first.
+    BypassReturn { v6: bool, not_lo: bool },
+    /// `meta l4proto != { tcp, udp } return` (gateway chains)
     NotTcpUdpReturn,
+    /// `oif "lo" ct direction reply return`: answers sent on this host
+    /// (the TPROXY server's to proxied apps, a local service's) are not
+    /// classified.
+    LoopbackReplyReturn,
+    /// `oif "lo" meta l4proto { tcp, udp } th dport 53 return`
+    /// (drop-loopback): the local DNS stub stays reachable.
+    LoopbackDnsReturn,
+    /// `[oif != "lo"] meta mark set ct mark map @flow-class`: a flow cached
+    /// in this generation gets its class without classification.
+    FlowLookup { not_lo: bool },
+    /// `meta mark 0x00000000 jump classify`
+    ClassifyUnmarked,
+    /// `meta mark 0x00000000 ct direction original jump flow-cache`: no
+    /// level decided (direct): cached too, but only in the original
+    /// direction, where the packet's socket is the app's (answers may come
+    /// from a request or time-wait socket, which no level can classify).
+    JumpFlowCache,
+    /// `meta mark != 0x00000000 goto flow-cache` (`return` without the
+    /// cache): the level that decided ends `classify`.
+    Decided { cache: bool },
+    /// `oif "lo" return` (flow-cache, drop-loopback: loopback is
+    /// classified on every packet, both ends being this host's).
+    OifLoopbackReturn,
+    /// `meta l4proto != { tcp, udp } return` (flow-cache): other protocols'
+    /// conntrack entries are shared by every socket between two addresses
+    /// (raw, generic) or outlive their socket by design; never cached.
+    UncachedProtocolReturn,
+    /// `ct mark & KEEP == 0x00000000 ct mark set meta mark map
+    /// @flow-token`: the flow's class as this generation's token; a flow
+    /// whose conntrack mark has bits of another program is never cached.
+    FlowStore { keep: u32 },
+    /// `ct direction reply meta mark set 0x00000000`: answers to flows
+    /// others started are never proxied.
+    ReplyUnmark,
+    /// `oif "lo" meta mark set 0x00000000` (drop-loopback)
+    LoopbackUnmark,
+    /// `meta mark M meta l4proto != { tcp, udp } drop` (or `meta mark set
+    /// 0x00000000` with `other-protocols: direct`)
+    OtherProtocols { mark: u32, direct: bool },
     /// `meta mark != 0x00000000 return`: a packet that already has a mark
     /// (SO_MARK of a VPN or of the proxy itself) is left alone; the mark is
     /// ours to use below.
     MarkedReturn,
     /// `jump classify`
     JumpClassify,
-    /// `meta l4proto { tcp, udp } th dport 53 jump dns-hijack`
+    /// `ct direction original meta l4proto { tcp, udp } th dport 53 jump dns-hijack`
     JumpDns,
     /// `meta mark M meta nfproto ipv4 meta l4proto udp accept`: DNS a
     /// `NAME-DNS` chain will rewrite keeps its mark and skips the bypass.
     DnsKeep { mark: u32, l4: L4, v6: bool },
     /// `meta mark set 0x00000000`
     ResetMark,
-    /// `meta mark 0x00000000 meta mark set socket cgroupv2 level N map
-    /// @cgroup-class`: the deepest known cgroup decides.
+    /// `meta mark set socket cgroupv2 level N map @cgroup-class`: the
+    /// deepest known cgroup decides.
     ClassifyLevel { level: u32 },
-    /// `meta mark 0x00000000 socket cgroupv2 level N != @cgroup-class drop`:
-    /// strict mode holds packets of a cgroup the daemon has not classified.
+    /// `socket cgroupv2 level N != @cgroup-class drop`: strict mode holds
+    /// packets of a cgroup the daemon has not classified.
     UnknownCgroupDrop { level: u32 },
     /// `meta mark M [udp dport != 53 | meta l4proto udp | meta nfproto ipv6]
     /// meta mark set 0x00000000`
@@ -172,23 +212,53 @@ impl fmt::Display for Stmt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Stmt::CtReplyReturn => f.write_str("ct direction reply return"),
-            Stmt::BypassReturn { v6: false } => write!(f, "ip daddr @{SET_BYPASS4} return"),
-            Stmt::BypassReturn { v6: true } => write!(f, "ip6 daddr @{SET_BYPASS6} return"),
+            Stmt::BypassReturn { v6, not_lo } => {
+                if *not_lo {
+                    f.write_str("oif != \"lo\" ")?;
+                }
+                match v6 {
+                    false => write!(f, "ip daddr @{SET_BYPASS4} return"),
+                    true => write!(f, "ip6 daddr @{SET_BYPASS6} return"),
+                }
+            }
             Stmt::NotTcpUdpReturn => f.write_str("meta l4proto != { tcp, udp } return"),
+            Stmt::LoopbackReplyReturn => f.write_str("oif \"lo\" ct direction reply return"),
+            Stmt::LoopbackDnsReturn => f.write_str("oif \"lo\" meta l4proto { tcp, udp } th dport 53 return"),
+            Stmt::FlowLookup { not_lo } => {
+                if *not_lo {
+                    f.write_str("oif != \"lo\" ")?;
+                }
+                write!(f, "meta mark set ct mark map @{MAP_FLOW_CLASS}")
+            }
+            Stmt::ClassifyUnmarked => write!(f, "meta mark 0x00000000 jump {CHAIN_CLASSIFY}"),
+            Stmt::JumpFlowCache => write!(f, "meta mark 0x00000000 ct direction original jump {CHAIN_FLOW_CACHE}"),
+            Stmt::Decided { cache: true } => write!(f, "meta mark != 0x00000000 goto {CHAIN_FLOW_CACHE}"),
+            Stmt::Decided { cache: false } => f.write_str("meta mark != 0x00000000 return"),
+            Stmt::OifLoopbackReturn => f.write_str("oif \"lo\" return"),
+            Stmt::UncachedProtocolReturn => f.write_str("meta l4proto != { tcp, udp } return"),
+            Stmt::FlowStore { keep } => {
+                write!(f, "ct mark & {keep:#010x} == 0x00000000 ct mark set meta mark map @{MAP_FLOW_TOKEN}")
+            }
+            Stmt::ReplyUnmark => f.write_str("ct direction reply meta mark set 0x00000000"),
+            Stmt::LoopbackUnmark => f.write_str("oif \"lo\" meta mark set 0x00000000"),
+            Stmt::OtherProtocols { mark, direct } => {
+                let what = if *direct { "meta mark set 0x00000000" } else { "drop" };
+                write!(f, "meta mark {mark:#010x} meta l4proto != {{ tcp, udp }} {what}")
+            }
             Stmt::MarkedReturn => f.write_str("meta mark != 0x00000000 return"),
             Stmt::JumpClassify => write!(f, "jump {CHAIN_CLASSIFY}"),
-            Stmt::JumpDns => write!(f, "meta l4proto {{ tcp, udp }} th dport 53 jump {CHAIN_DNS}"),
+            Stmt::JumpDns => {
+                write!(f, "ct direction original meta l4proto {{ tcp, udp }} th dport 53 jump {CHAIN_DNS}")
+            }
             Stmt::DnsKeep { mark, l4, v6 } => {
                 let family = if *v6 { "ipv6" } else { "ipv4" };
                 write!(f, "meta mark {mark:#010x} meta nfproto {family} meta l4proto {l4} accept")
             }
             Stmt::ResetMark => f.write_str("meta mark set 0x00000000"),
             Stmt::ClassifyLevel { level } => {
-                write!(f, "meta mark 0x00000000 meta mark set socket cgroupv2 level {level} map @{MAP_CGROUP}")
+                write!(f, "meta mark set socket cgroupv2 level {level} map @{MAP_CGROUP}")
             }
-            Stmt::UnknownCgroupDrop { level } => {
-                write!(f, "meta mark 0x00000000 socket cgroupv2 level {level} != @{MAP_CGROUP} drop")
-            }
+            Stmt::UnknownCgroupDrop { level } => write!(f, "socket cgroupv2 level {level} != @{MAP_CGROUP} drop"),
             Stmt::Unmark { mark, only } => {
                 write!(f, "meta mark {mark:#010x} ")?;
                 match only {

@@ -11,13 +11,15 @@ mod set;
 mod stmt;
 mod table;
 
-pub use element::{Elem, cgroup_elements, delete_cgroup_elements, elements};
+pub use element::{Elem, cgroup_elements, delete_cgroup_elements, elements, flow_elements};
 pub use rule::rule;
 pub use set::SetIds;
 pub use stmt::exprs;
 pub use table::table;
 
-use crate::names::{MAP_CGROUP, MAP_MARK, MAP_MARK_DNS, SET_BYPASS4, SET_BYPASS6, TABLE};
+use crate::names::{
+    MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_MARK, MAP_MARK_DNS, SET_BYPASS4, SET_BYPASS6, TABLE,
+};
 use crate::netlink::{NLM_F_CREATE, NLM_F_EXCL};
 use crate::ruleset::stmt::GwMatch;
 use crate::ruleset::{Chain, Ruleset, Stmt};
@@ -50,6 +52,15 @@ pub fn full(b: &mut Batch, rs: &Ruleset) {
         mark_dns: Some(set(b, MAP_MARK_DNS, NFT_SET_MAP, TYPE_MARK, 4, SetData::Verdict)),
         ..bypass
     };
+    let ids = if rs.flow_mask != 0 {
+        SetIds {
+            flow_class: Some(set(b, MAP_FLOW_CLASS, NFT_SET_MAP, TYPE_MARK, 4, SetData::Mark)),
+            flow_token: Some(set(b, MAP_FLOW_TOKEN, NFT_SET_MAP, TYPE_MARK, 4, SetData::Mark)),
+            ..ids
+        }
+    } else {
+        ids
+    };
     bypass_elements(b, rs, &ids);
     chains_and_rules(b, &rs.chains(), &ids);
     let marks: Vec<Elem> = rs
@@ -73,6 +84,7 @@ pub fn full(b: &mut Batch, rs: &Ruleset) {
         })
         .collect();
     elements(b, MAP_MARK_DNS, ids.mark_dns, true, dns);
+    flow_elements(b, rs, (ids.flow_class, ids.flow_token), false);
     cgroup_elements(b, rs.elements.iter(), ids.cgroup);
     bridge_table(b, rs);
 }

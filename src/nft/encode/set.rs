@@ -2,7 +2,9 @@
 //! udata `nft list` needs to print their keys, and the anonymous constant
 //! sets a rule binds (`{ tcp, udp }`, a gateway entry's sources).
 
-use crate::names::{MAP_CGROUP, MAP_MARK, MAP_MARK_DNS, SET_BYPASS4, SET_BYPASS6, TABLE};
+use crate::names::{
+    MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_MARK, MAP_MARK_DNS, SET_BYPASS4, SET_BYPASS6, TABLE,
+};
 use crate::netlink::{NLM_F_CREATE, NLM_F_EXCL};
 use crate::nft::batch::Batch;
 use crate::nft::sys::*;
@@ -16,6 +18,8 @@ pub struct SetIds {
     pub cgroup: Option<u32>,
     pub mark: Option<u32>,
     pub mark_dns: Option<u32>,
+    pub flow_class: Option<u32>,
+    pub flow_token: Option<u32>,
 }
 
 impl SetIds {
@@ -26,6 +30,8 @@ impl SetIds {
             MAP_CGROUP => self.cgroup,
             MAP_MARK => self.mark,
             MAP_MARK_DNS => self.mark_dns,
+            MAP_FLOW_CLASS => self.flow_class,
+            MAP_FLOW_TOKEN => self.flow_token,
             _ => None,
         }
     }
