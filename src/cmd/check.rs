@@ -31,10 +31,11 @@ pub fn describe(cfg: &Config) -> String {
     for t in cfg.tproxies.values() {
         let _ = writeln!(
             s,
-            "  tproxy {}: mark {:#x}, port {}{}{}{}",
+            "  tproxy {}: mark {:#x}, port {}, other protocols {}{}{}{}",
             t.name,
             t.mark,
             t.port,
+            if t.other_direct { "direct" } else { "dropped" },
             if t.no_udp { ", no-udp" } else { "" },
             if t.no_ipv6 { ", no-ipv6" } else { "" },
             t.dns_hijack

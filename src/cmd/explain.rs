@@ -176,6 +176,13 @@ pub fn render(cfg: &Config, f: &Facts) -> String {
         }
         None => s.push_str("effective: direct (no classified ancestor)\n"),
     }
+    if let Some((_, crate::ruleset::Verdict::Tproxy(mark))) = effective
+        && let Some(t) = cfg.tproxies.values().find(|t| t.mark == *mark)
+    {
+        let fate =
+            if t.other_direct { "sent directly (other-protocols: direct)" } else { "dropped (other-protocols: drop)" };
+        let _ = writeln!(s, "other protocols (ICMP, raw sockets, SCTP...): {fate}");
+    }
     s
 }
 

@@ -88,15 +88,20 @@ impl Ruleset {
             // Answers on this host (the TPROXY server's, a local service's).
             output.push(Stmt::LoopbackReplyReturn);
         }
-        output.extend([Stmt::BypassReturn { v6: false, not_lo: lo }, Stmt::BypassReturn { v6: true, not_lo: lo }]);
         if cache {
+            // A flow cached in this generation is neither bypassed nor
+            // classified again: its first packet was, and every change of
+            // the config or of a cgroup's verdict starts a new generation.
             output.push(Stmt::FlowLookup { not_lo: lo });
+            output.extend([false, true].map(|v6| Stmt::UnmarkedBypassReturn { v6, not_lo: lo }));
+        } else {
+            output.extend([false, true].map(|v6| Stmt::BypassReturn { v6, not_lo: lo }));
         }
         output.push(Stmt::ClassifyUnmarked);
         if cache {
             output.push(Stmt::JumpFlowCache);
         }
-        output.extend([Stmt::Unmark { mark: CLASS_DIRECT, only: None }, Stmt::DropClass]);
+        output.extend([Stmt::DirectReturn, Stmt::DropClass]);
         // Only configs with a `reject` rule get these (other rulesets, and
         // their golden files, stay as they were).
         if self.verdicts.values().any(|v| *v == Verdict::Reject) {

@@ -76,6 +76,11 @@ pub enum Stmt {
     /// `ip daddr @bypass return` / `ip6 daddr @bypass6 return`; with
     /// `not_lo` (drop-loopback), `oif != "lo"` first.
     BypassReturn { v6: bool, not_lo: bool },
+    /// `meta mark 0x00000000 [oif != "lo"] ip daddr @bypass return`: with
+    /// the flow cache, after its lookup (a cached flow skips the bypass).
+    UnmarkedBypassReturn { v6: bool, not_lo: bool },
+    /// `meta mark 0x43475401 meta mark set 0x00000000 return`: direct.
+    DirectReturn,
     /// `meta l4proto != { tcp, udp } return` (gateway chains)
     NotTcpUdpReturn,
     /// `oif "lo" ct direction reply return`: answers sent on this host
@@ -220,6 +225,12 @@ impl fmt::Display for Stmt {
                     false => write!(f, "ip daddr @{SET_BYPASS4} return"),
                     true => write!(f, "ip6 daddr @{SET_BYPASS6} return"),
                 }
+            }
+            Stmt::UnmarkedBypassReturn { v6, not_lo } => {
+                write!(f, "meta mark 0x00000000 {}", Stmt::BypassReturn { v6: *v6, not_lo: *not_lo })
+            }
+            Stmt::DirectReturn => {
+                write!(f, "meta mark {:#010x} meta mark set 0x00000000 return", crate::names::CLASS_DIRECT)
             }
             Stmt::NotTcpUdpReturn => f.write_str("meta l4proto != { tcp, udp } return"),
             Stmt::LoopbackReplyReturn => f.write_str("oif \"lo\" ct direction reply return"),

@@ -44,6 +44,15 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(l);
             e.push(verdict(NFT_RETURN, None));
         }
+        Stmt::UnmarkedBypassReturn { v6, not_lo } => {
+            e.extend(meta_eq(NFT_META_MARK, &[0; 4]));
+            e.extend(exprs(b, &Stmt::BypassReturn { v6: *v6, not_lo: *not_lo }, ids));
+        }
+        Stmt::DirectReturn => {
+            e.extend(meta_eq(NFT_META_MARK, &crate::names::CLASS_DIRECT.to_ne_bytes()));
+            e.extend(set_mark(0));
+            e.push(verdict(NFT_RETURN, None));
+        }
         Stmt::LoopbackReplyReturn => {
             // [ meta load oif => reg 1 ] [ cmp eq reg 1 0x00000001 ]
             // [ ct load direction => reg 1 ] [ cmp eq reg 1 0x00000001 ] [ immediate reg 0 return ]
