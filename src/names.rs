@@ -16,6 +16,8 @@ pub const MAP_MARK: &str = "mark-vmap";
 pub const MAP_MARK_DNS: &str = "mark-dns-vmap";
 /// The flow cache: conntrack-mark token of this generation -> class.
 pub const MAP_FLOW_CLASS: &str = "flow-class";
+/// The flow cache's fast path: token -> `return` (direct) or `drop`.
+pub const MAP_FLOW_VERDICT: &str = "flow-verdict";
 /// The flow cache: class -> this generation's conntrack-mark token.
 pub const MAP_FLOW_TOKEN: &str = "flow-token";
 

@@ -128,6 +128,6 @@ mod tests {
         )
         .unwrap();
         let text = super::describe(&cfg);
-        assert!(text.contains("tproxy p: mark 0x1, port 7, dns-hijack 127.0.0.2:1053 and [::1]:1053 (+tcp)"), "{text}");
+        assert!(text.contains("tproxy p: mark 0x1, port 7, other protocols dropped, dns-hijack 127.0.0.2:1053 and [::1]:1053 (+tcp)"), "{text}");
     }
 }

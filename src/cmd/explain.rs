@@ -211,7 +211,8 @@ mod tests {
             render(&cfg(), &f),
             "cgroup /a/b/c (id 42, level 3)\n\
              rule 1 (line 6 of t.yaml): \"^/a/b\" matches \"/a/b\" at 0..4 -> tproxy p\n  (rules 0..0 do not match)\n\
-             kernel: cgroup-class holds nothing for it\neffective: tproxy p (inherited from /a/b)\n"
+             kernel: cgroup-class holds nothing for it\neffective: tproxy p (inherited from /a/b)\n\
+             other protocols (ICMP, raw sockets, SCTP...): dropped (other-protocols: drop)\n"
         );
     }
 

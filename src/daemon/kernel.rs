@@ -152,7 +152,7 @@ impl Kernel {
         if delta.bump && rs.flow_mask != 0 {
             self.epoch = self.epoch.wrapping_add(1);
             rs.flow_epoch = self.epoch;
-            encode::flow_elements(&mut b, rs, (None, None), true);
+            encode::flow_elements(&mut b, rs, (None, None, None), true);
         }
         if let Err(e) = self.nft.commit(b) {
             rs.flow_epoch = epoch;

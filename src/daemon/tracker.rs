@@ -328,4 +328,40 @@ mod tests {
         t.vanished("/z/p");
         assert!(t.pins.is_empty(), "a vanished cgroup is no longer pinned");
     }
+
+    #[test]
+    fn the_flow_cache_generation_moves_only_when_a_verdict_changes() {
+        let mut t = Tracker::new(cfg(), &[cg("/a", 1)]);
+        // /a/b has a rule of its own (drop, not its parent's tproxy).
+        assert!(t.appeared(&[cg("/a/b", 2)]).bump);
+        // /a/b/c inherits drop; /y matches nothing: no verdict changes.
+        assert!(!t.appeared(&[cg("/a/b/c", 3), cg("/y", 4)]).bump);
+        // Removing /a/b: its sockets now take /a's tproxy.
+        assert!(t.vanished("/a/b").bump);
+        assert!(!t.vanished("/y").bump);
+        // Pinning a proxied cgroup direct changes it; unpinning gives it back.
+        assert!(t.pin(1, "/a".into()).bump);
+        assert!(t.unpin(1).bump);
+    }
+
+    #[test]
+    fn strict_continue_elements_do_not_move_the_generation() {
+        let mut c = cfg();
+        c.strict = true;
+        let mut t = Tracker::new(c, &[cg("/a", 1)]);
+        let d = t.appeared(&[cg("/z", 2), cg("/a/q", 3)]);
+        assert_eq!(d.add.len(), 2, "strict: every cgroup has an element");
+        assert!(!d.bump, "unmatched cgroups keep their parent's verdict");
+    }
+
+    #[test]
+    fn cgroups_deeper_than_the_kernel_limit_get_no_element() {
+        let mut t = Tracker::new(cfg(), &[cg("/a", 1)]);
+        let deep = format!("/a{}", "/d".repeat(300));
+        let d = t.appeared(&[cg(&deep, 9)]);
+        assert!(d.add.is_empty() && d.new_levels.is_empty(), "{:?}", d.new_levels);
+        assert_eq!(d.too_deep.len(), 1);
+        assert!(!d.is_empty(), "the warning still goes out");
+        assert_eq!(t.effective(&deep), Some(Verdict::Tproxy(1)), "its ancestor's verdict");
+    }
 }

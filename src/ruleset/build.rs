@@ -92,6 +92,7 @@ impl Ruleset {
             // A flow cached in this generation is neither bypassed nor
             // classified again: its first packet was, and every change of
             // the config or of a cgroup's verdict starts a new generation.
+            output.push(Stmt::FlowVerdict { not_lo: lo });
             output.push(Stmt::FlowLookup { not_lo: lo });
             output.extend([false, true].map(|v6| Stmt::UnmarkedBypassReturn { v6, not_lo: lo }));
         } else {
@@ -152,20 +153,23 @@ impl Ruleset {
             rules.push(Stmt::FlowStore { keep: !self.flow_mask });
             chains.push(Chain { name: CHAIN_FLOW_CACHE.into(), hook: None, rules });
         }
-        chains.extend([
-            Chain {
-                name: CHAIN_PREROUTING.into(),
-                hook: Some(Hook { kind: "filter", hook: "prerouting", priority: PRIO_MANGLE, priority_name: "mangle" }),
-                rules: [
+        chains.extend([Chain {
+            name: CHAIN_PREROUTING.into(),
+            hook: Some(Hook { kind: "filter", hook: "prerouting", priority: PRIO_MANGLE, priority_name: "mangle" }),
+            rules: (self.gateway.is_empty().then_some(Stmt::UnmarkedReturn))
+                .into_iter()
+                .chain([
                     Stmt::BypassReturn { v6: false, not_lo: false },
                     Stmt::BypassReturn { v6: true, not_lo: false },
-                ]
-                .into_iter()
+                ])
                 .chain((!self.gateway.is_empty()).then_some(Stmt::JumpGateway))
                 .chain([Stmt::MarkVmap { map: MAP_MARK }])
                 .collect(),
-            },
-            Chain {
+        }]);
+        if !dns_keep.is_empty() {
+            // Only DNS hijack needs a nat chain (without one, no new flow
+            // pays for a NAT binding).
+            chains.push(Chain {
                 name: CHAIN_OUTPUT_NAT.into(),
                 hook: Some(Hook {
                     kind: "nat",
@@ -176,9 +180,7 @@ impl Ruleset {
                     priority_name: "-100",
                 }),
                 rules: vec![Stmt::MarkVmap { map: MAP_MARK_DNS }],
-            },
-        ]);
-        if !dns_keep.is_empty() {
+            });
             let mut rules = vec![Stmt::MarkedReturn, Stmt::JumpClassify];
             rules.extend(dns_keep);
             rules.push(Stmt::ResetMark);

@@ -68,6 +68,15 @@ fn render(rs: &Ruleset, cgroups: &[Cgroup], prefix: &str) -> String {
         let by_token: Vec<String> = tokens.iter().map(|&(c, t)| format!("{} : {}", mark(t), mark(c))).collect();
         map(w, MAP_FLOW_CLASS, "mark : mark", &by_token);
         map(w, MAP_FLOW_TOKEN, "mark : mark", &flow_token_items(&tokens));
+        let fast: Vec<String> = tokens
+            .iter()
+            .filter_map(|&(c, t)| match c {
+                CLASS_DIRECT => Some(format!("{} : return", mark(t))),
+                CLASS_DROP => Some(format!("{} : drop", mark(t))),
+                _ => None,
+            })
+            .collect();
+        map(w, MAP_FLOW_VERDICT, "mark : verdict", &fast);
     }
 
     for c in rs.chains() {

@@ -9,7 +9,7 @@ use super::verdict::Interval;
 use crate::config::Iface;
 use crate::names::{
     CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_FLOW_CACHE, CHAIN_GATEWAY, CHAIN_GATEWAY_CLASSIFY, CLASS_DROP, CLASS_REJECT,
-    MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_MARK, SET_BYPASS4, SET_BYPASS6,
+    MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_FLOW_VERDICT, MAP_MARK, SET_BYPASS4, SET_BYPASS6,
 };
 
 /// The conditions of one `gateway` entry, for one address family when it
@@ -90,6 +90,13 @@ pub enum Stmt {
     /// `oif "lo" meta l4proto { tcp, udp } th dport 53 return`
     /// (drop-loopback): the local DNS stub stays reachable.
     LoopbackDnsReturn,
+    /// `[oif != "lo"] ct mark vmap @flow-verdict`: a flow cached direct
+    /// (`return`) or drop (`drop`) in this generation is done with one
+    /// lookup (a verdict map without chain verdicts: no commit-time walk).
+    FlowVerdict { not_lo: bool },
+    /// `meta mark 0x00000000 return` (prerouting without gateway entries):
+    /// only our re-routed packets carry a mark that prerouting acts on.
+    UnmarkedReturn,
     /// `[oif != "lo"] meta mark set ct mark map @flow-class`: a flow cached
     /// in this generation gets its class without classification.
     FlowLookup { not_lo: bool },
@@ -235,6 +242,13 @@ impl fmt::Display for Stmt {
             Stmt::NotTcpUdpReturn => f.write_str("meta l4proto != { tcp, udp } return"),
             Stmt::LoopbackReplyReturn => f.write_str("oif \"lo\" ct direction reply return"),
             Stmt::LoopbackDnsReturn => f.write_str("oif \"lo\" meta l4proto { tcp, udp } th dport 53 return"),
+            Stmt::FlowVerdict { not_lo } => {
+                if *not_lo {
+                    f.write_str("oif != \"lo\" ")?;
+                }
+                write!(f, "ct mark vmap @{MAP_FLOW_VERDICT}")
+            }
+            Stmt::UnmarkedReturn => f.write_str("meta mark 0x00000000 return"),
             Stmt::FlowLookup { not_lo } => {
                 if *not_lo {
                     f.write_str("oif != \"lo\" ")?;

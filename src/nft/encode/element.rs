@@ -2,7 +2,7 @@
 //! a netlink attribute; interval sets as start/end pairs; the
 //! `cgroup-class` map's `ID : CLASS` elements.
 
-use crate::names::{CLASS_DIRECT, MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN};
+use crate::names::{CLASS_DIRECT, CLASS_DROP, MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_FLOW_VERDICT};
 use crate::netlink::{MsgWriter, NLM_F_CREATE};
 use crate::nft::batch::Batch;
 use crate::nft::expr::{Data, encode_data};
@@ -121,12 +121,12 @@ pub fn delete_cgroup_elements(b: &mut Batch, ids: &[u64]) {
 /// level decided, cached as direct). `flush` first replaces the previous
 /// generation's (`flush map ...`), in the same batch as the change that
 /// made it stale.
-pub fn flow_elements(b: &mut Batch, rs: &Ruleset, ids: (Option<u32>, Option<u32>), flush: bool) {
+pub fn flow_elements(b: &mut Batch, rs: &Ruleset, ids: (Option<u32>, Option<u32>, Option<u32>), flush: bool) {
     if rs.flow_mask == 0 {
         return;
     }
     if flush {
-        for map in [MAP_FLOW_CLASS, MAP_FLOW_TOKEN] {
+        for map in [MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_FLOW_VERDICT] {
             let what = format!("flush map {} {} {map}", b.family_word(), b.table);
             let m = b.begin(NFT_MSG_DELSETELEM, 0, what);
             let table = b.table.clone();
@@ -144,4 +144,11 @@ pub fn flow_elements(b: &mut Batch, rs: &Ruleset, ids: (Option<u32>, Option<u32>
         by_class.push(Elem::Mapping(value(0), Data::Value(value(direct))));
     }
     elements(b, MAP_FLOW_TOKEN, ids.1, true, by_class);
+    // `flow-verdict { DIRECT-TOKEN : return, DROP-TOKEN : drop }`
+    let fast = tokens.iter().filter_map(|&(c, t)| match c {
+        CLASS_DIRECT => Some(Elem::Mapping(value(t), Data::Verdict(NFT_RETURN, None))),
+        CLASS_DROP => Some(Elem::Mapping(value(t), Data::Verdict(NF_DROP, None))),
+        _ => None,
+    });
+    elements(b, MAP_FLOW_VERDICT, ids.2, true, fast);
 }

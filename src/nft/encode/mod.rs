@@ -18,7 +18,8 @@ pub use stmt::exprs;
 pub use table::table;
 
 use crate::names::{
-    MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_MARK, MAP_MARK_DNS, SET_BYPASS4, SET_BYPASS6, TABLE,
+    MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_FLOW_VERDICT, MAP_MARK, MAP_MARK_DNS, SET_BYPASS4, SET_BYPASS6,
+    TABLE,
 };
 use crate::netlink::{NLM_F_CREATE, NLM_F_EXCL};
 use crate::ruleset::stmt::GwMatch;
@@ -56,6 +57,7 @@ pub fn full(b: &mut Batch, rs: &Ruleset) {
         SetIds {
             flow_class: Some(set(b, MAP_FLOW_CLASS, NFT_SET_MAP, TYPE_MARK, 4, SetData::Mark)),
             flow_token: Some(set(b, MAP_FLOW_TOKEN, NFT_SET_MAP, TYPE_MARK, 4, SetData::Mark)),
+            flow_verdict: Some(set(b, MAP_FLOW_VERDICT, NFT_SET_MAP, TYPE_MARK, 4, SetData::Verdict)),
             ..ids
         }
     } else {
@@ -84,7 +86,7 @@ pub fn full(b: &mut Batch, rs: &Ruleset) {
         })
         .collect();
     elements(b, MAP_MARK_DNS, ids.mark_dns, true, dns);
-    flow_elements(b, rs, (ids.flow_class, ids.flow_token), false);
+    flow_elements(b, rs, (ids.flow_class, ids.flow_token, ids.flow_verdict), false);
     cgroup_elements(b, rs.elements.iter(), ids.cgroup);
     bridge_table(b, rs);
 }

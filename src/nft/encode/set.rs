@@ -3,7 +3,8 @@
 //! sets a rule binds (`{ tcp, udp }`, a gateway entry's sources).
 
 use crate::names::{
-    MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_MARK, MAP_MARK_DNS, SET_BYPASS4, SET_BYPASS6, TABLE,
+    MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_FLOW_VERDICT, MAP_MARK, MAP_MARK_DNS, SET_BYPASS4, SET_BYPASS6,
+    TABLE,
 };
 use crate::netlink::{NLM_F_CREATE, NLM_F_EXCL};
 use crate::nft::batch::Batch;
@@ -20,6 +21,7 @@ pub struct SetIds {
     pub mark_dns: Option<u32>,
     pub flow_class: Option<u32>,
     pub flow_token: Option<u32>,
+    pub flow_verdict: Option<u32>,
 }
 
 impl SetIds {
@@ -32,6 +34,7 @@ impl SetIds {
             MAP_MARK_DNS => self.mark_dns,
             MAP_FLOW_CLASS => self.flow_class,
             MAP_FLOW_TOKEN => self.flow_token,
+            MAP_FLOW_VERDICT => self.flow_verdict,
             _ => None,
         }
     }

@@ -3,7 +3,7 @@
 
 use crate::names::{
     CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_FLOW_CACHE, CLASS_DROP, CLASS_REJECT, MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN,
-    MAP_MARK, SET_BYPASS4, SET_BYPASS6,
+    MAP_FLOW_VERDICT, MAP_MARK, SET_BYPASS4, SET_BYPASS6,
 };
 use crate::nft::batch::Batch;
 use crate::nft::expr::{Data, Expr, meta_eq, verdict};
@@ -67,6 +67,18 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(l);
             e.push(Expr::Payload { base: NFT_PAYLOAD_TRANSPORT_HEADER, offset: 2, len: 2, dreg: NFT_REG_1 });
             e.push(Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: 53u16.to_be_bytes().to_vec() });
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::FlowVerdict { not_lo } => {
+            // [ ct load mark => reg 1 ] [ lookup reg 1 set flow-verdict dreg 0 ]
+            if *not_lo {
+                e.extend(oif_lo(false));
+            }
+            e.push(Expr::Ct { key: NFT_CT_MARK, dreg: NFT_REG_1 });
+            e.push(lookup(MAP_FLOW_VERDICT, ids, Some(NFT_REG_VERDICT)));
+        }
+        Stmt::UnmarkedReturn => {
+            e.extend(meta_eq(NFT_META_MARK, &[0; 4]));
             e.push(verdict(NFT_RETURN, None));
         }
         Stmt::FlowLookup { not_lo } => {
