@@ -121,13 +121,20 @@ pub fn id_of(dir: &Path) -> io::Result<u64> {
     Ok(std::fs::metadata(dir)?.ino())
 }
 
+/// The directory of the cgroup at path string `rel` (as [`relative_path`]
+/// and the walk make them) below `root`.
+pub fn dir_of(root: &Path, rel: &str) -> PathBuf {
+    let bytes = crate::cgname::to_bytes(rel.trim_start_matches('/'));
+    root.join(std::ffi::OsStr::from_bytes(&bytes))
+}
+
 /// `dir` relative to `root`, as `/a/b`; None when `dir` is not below root.
 pub fn relative_path(root: &Path, dir: &Path) -> Option<String> {
     let rel = dir.strip_prefix(root).ok()?;
     let mut s = String::new();
     for c in rel.components() {
         s.push('/');
-        s.push_str(&c.as_os_str().to_string_lossy());
+        crate::cgname::push_name(&mut s, c.as_os_str().as_bytes());
     }
     Some(s)
 }
@@ -277,7 +284,7 @@ impl Walk<'_> {
     fn set_abs(&mut self, rel: &str) {
         self.abs.clear();
         self.abs.extend_from_slice(self.root);
-        self.abs.extend_from_slice(rel.as_bytes());
+        self.abs.extend_from_slice(&crate::cgname::to_bytes(rel));
         self.abs.push(0);
     }
 
@@ -305,7 +312,7 @@ impl Walk<'_> {
     }
 
     fn error(&self, what: &str, e: io::Error) -> io::Error {
-        io::Error::new(e.kind(), format!("{what} {}: {e}", self.abs().to_string_lossy()))
+        io::Error::new(e.kind(), format!("{what} {}: {e}", crate::cgname::escape(&self.abs().to_string_lossy())))
     }
 
     /// `enter`, then `fstatat(at, name)`: records the cgroup and returns
@@ -381,7 +388,7 @@ impl Walk<'_> {
                 if name.to_bytes() == b"." || name.to_bytes() == b".." {
                     continue;
                 }
-                let child: Arc<str> = format!("{rel}/{}", name.to_string_lossy()).into();
+                let child: Arc<str> = crate::cgname::join(rel, name.to_bytes()).into();
                 match self.visit(enter, (fd.as_raw_fd(), name, relative), child.clone()) {
                     Ok(Some(true)) => stack.push(Pending { parent: Some(fd.clone()), name: name.into(), rel: child }),
                     Ok(_) => {}

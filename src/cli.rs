@@ -59,6 +59,19 @@ pub enum Command {
         #[arg(long, requires = "from")]
         iif: Option<String>,
     },
+    /// A live view of every app's sockets, traffic and route, refreshed
+    /// every second (q quits, / filters, Enter shows an app's connections).
+    Top {
+        /// Print one sample (two readings --interval apart) and exit.
+        #[arg(long)]
+        once: bool,
+        /// With --once: the sample as JSON (docs/top.md).
+        #[arg(long, requires = "once")]
+        json: bool,
+        /// Seconds between readings.
+        #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+        interval: f64,
+    },
     /// Ask the running daemon to re-read its config (SIGHUP).
     Reload,
     /// Remove the table and routing a stopped daemon left (`--keep-on-exit`).

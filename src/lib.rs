@@ -5,6 +5,7 @@
 //! text) -> [`nft`] netlink batch, plus [`route`] for policy routing.
 
 pub mod bridge;
+pub mod cgname;
 pub mod cgroup;
 pub mod cli;
 pub mod cmd;

@@ -6,7 +6,7 @@ use clap::Parser;
 
 use cgtproxy::cgroup;
 use cgtproxy::cli::{CheckWhat, Cli, Command};
-use cgtproxy::cmd::{check, cleanup, exec, explain, explain_gateway, print, reload, status};
+use cgtproxy::cmd::{check, cleanup, exec, explain, explain_gateway, print, reload, status, top};
 use cgtproxy::config;
 use cgtproxy::daemon::{self, ConfigSource};
 
@@ -79,6 +79,15 @@ fn run(command: Option<Command>, source: &ConfigSource, opts: daemon::Options) -
                 }
                 (Some(target), None) => print!("{}", explain::render(&cfg, &explain::read(&cfg, &target)?)),
                 (None, None) => anyhow::bail!("explain needs a cgroup path, a PID, or --from ADDR"),
+            }
+        }
+        Some(Command::Top { once, json, interval }) => {
+            let cfg = source.load()?;
+            let interval = top::interval(interval);
+            match (once, json) {
+                (true, true) => println!("{}", serde_json::to_string_pretty(&top::once(&cfg, interval)?)?),
+                (true, false) => print!("{}", top::text(&top::once(&cfg, interval)?, 160, 40)),
+                (false, _) => top::run(&cfg, interval)?,
             }
         }
         Some(Command::Reload) => print!("{}", reload::render(reload::run()?)),

@@ -32,6 +32,14 @@ pub const CHAIN_GATEWAY_NAT: &str = "gateway-nat";
 /// Where a classified flow's class is written into its conntrack mark.
 pub const CHAIN_FLOW_CACHE: &str = "flow-cache";
 
+/// Sets and maps the table always has; named sets must not take their names.
+pub const BUILTIN_SETS: [&str; 5] = [SET_BYPASS4, SET_BYPASS6, MAP_CGROUP, MAP_MARK, MAP_MARK_DNS];
+
+/// The IPv4 and IPv6 sets of a dynamic named set (`sets: {NAME: {dynamic: true}}`).
+pub fn dynamic_sets(name: &str) -> [String; 2] {
+    [name.to_owned(), format!("{name}6")]
+}
+
 /// Chains the ruleset always has; a tproxy's chains must not collide with them.
 pub const BUILTIN_CHAINS: [&str; 9] = [
     CHAIN_OUTPUT,

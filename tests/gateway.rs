@@ -229,7 +229,9 @@ fn gateway_forwarded_traffic() {
     assert_eq!(lab.packets_at_9999(), 0, "a packet of a drop entry reached the remote host");
     // Other protocols pass for a proxied client, and a drop entry drops them too.
     for (client, want) in [("lan-a", "PONG"), ("ctr", "PONG"), ("lan-b", "PONG"), ("lan-c", "TIMEOUT")] {
-        let (_, got) = lab.ns(client).try_sh(&format!("{} ping {TARGET4}", helper()));
+        // The emulated VM may take seconds for a first echo (ARP across the bridge).
+        let timeout = if want_broute() { 5.0 } else { 1.5 };
+        let (_, got) = lab.ns(client).try_sh(&format!("{} ping {TARGET4} {timeout}", helper()));
         assert_eq!(got.trim(), want, "ICMP from {client}");
     }
 
@@ -378,7 +380,7 @@ fn gateway_sysctls_follow_config_and_are_restored() {
             bin(),
             cfg.display()
         ));
-        p.wait_for("ready", 20);
+        p.wait_for("ready", ready_secs());
         p
     };
     let kill = |mut p: Proc| {

@@ -18,7 +18,7 @@
   sink PORT [transparent] TCP on 0.0.0.0: reads each connection to its end, answers
                           "BYTES <n>"; transparent: an IP_TRANSPARENT (TPROXY) listener
   bulk ADDR PORT MB       sends MB MiB over one TCP connection; prints MiB/s
-  ping ADDR               one ICMP echo (IPv4, raw socket); prints PONG or TIMEOUT
+  ping ADDR [TIMEOUT]     one ICMP echo (IPv4, raw socket); prints PONG or TIMEOUT
   client PROTO ADDR PORT TOKEN [TIMEOUT]
                           PROTO tcp, udp, or udpc (a connected UDP socket);
                           sends TOKEN, prints the answer, or TIMEOUT / ERROR <reason>
@@ -269,10 +269,10 @@ def bulk(addr, port, mib):
     print(f"MIBS {mib / elapsed:.0f} {answer}", flush=True)
 
 
-def ping(addr):
+def ping(addr, timeout=1.5):
     import os
     s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-    s.settimeout(1.5)
+    s.settimeout(timeout)
     ident = os.getpid() & 0xFFFF
     body = struct.pack("!BBHHH", 8, 0, 0, ident, 1) + b"cgtproxy"
     csum = sum(struct.unpack("!%dH" % (len(body) // 2), body))
@@ -307,7 +307,7 @@ def main(argv):
     elif mode == "bulk":
         bulk(argv[2], int(argv[3]), int(argv[4]))
     elif mode == "ping":
-        ping(argv[2])
+        ping(argv[2], *(float(t) for t in argv[3:4]))
     elif mode == "race":
         race(argv[2], int(argv[3]), argv[4], int(argv[5]), *(argv[6:7]))
     elif mode == "dnsq":

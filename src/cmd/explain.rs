@@ -42,12 +42,20 @@ pub enum Kernel {
 pub fn resolve_target(target: &str, root: &Path) -> Result<String, InspectError> {
     if !target.is_empty() && target.bytes().all(|b| b.is_ascii_digit()) {
         let file = format!("/proc/{target}/cgroup");
-        let text =
-            std::fs::read_to_string(&file).map_err(|e| InspectError::Target(format!("PID {target}: {file}: {e}")))?;
+        let text = std::fs::read(&file).map_err(|e| InspectError::Target(format!("PID {target}: {file}: {e}")))?;
+        // The path is bytes: its components become path strings as the
+        // daemon makes them.
         return text
-            .lines()
-            .find_map(|l| l.strip_prefix("0::"))
-            .map(str::to_owned)
+            .split(|b| *b == b'\n')
+            .find_map(|l| l.strip_prefix(b"0::"))
+            .map(|p| {
+                let mut s = String::new();
+                for name in p.split(|b| *b == b'/').filter(|n| !n.is_empty()) {
+                    s.push('/');
+                    crate::cgname::push_name(&mut s, name);
+                }
+                if s.is_empty() { "/".to_owned() } else { s }
+            })
             .ok_or_else(|| InspectError::Target(format!("PID {target}: no cgroup v2 entry in {file}")));
     }
     let path = Path::new(target);
@@ -64,7 +72,7 @@ pub fn resolve_target(target: &str, root: &Path) -> Result<String, InspectError>
 pub fn read(cfg: &Config, target: &str) -> Result<Facts, InspectError> {
     let root = cgroup::resolve_root(&cfg.cgroup_root)?;
     let path = resolve_target(target, &root)?;
-    let id = cgroup::id_of(&root.join(path.trim_start_matches('/'))).ok();
+    let id = cgroup::id_of(&cgroup::dir_of(&root, &path)).ok();
     let daemon = state::read();
     let netns_note = netns_note(daemon.as_ref(), crate::netns::own());
     let mut nft = Nft::open()?;
@@ -78,7 +86,7 @@ pub fn read(cfg: &Config, target: &str) -> Result<Facts, InspectError> {
             let mut effective = None;
             let mut p = path.clone();
             loop {
-                if let Ok(cid) = cgroup::id_of(&root.join(p.trim_start_matches('/')))
+                if let Ok(cid) = cgroup::id_of(&cgroup::dir_of(&root, &p))
                     && let Some(v) = map.get(&cid)
                 {
                     if p == path {
@@ -104,12 +112,13 @@ pub fn read(cfg: &Config, target: &str) -> Result<Facts, InspectError> {
 pub fn render(cfg: &Config, f: &Facts) -> String {
     let mut s = String::new();
     let path = &f.path;
+    let shown = crate::cgname::escape(path);
     match f.id {
         Some(id) => {
-            let _ = writeln!(s, "cgroup {path} (id {id}, level {})", cgroup::level_of(path));
+            let _ = writeln!(s, "cgroup {shown} (id {id}, level {})", cgroup::level_of(path));
         }
         None => {
-            let _ = writeln!(s, "cgroup {path} (does not exist now; matching the path anyway)");
+            let _ = writeln!(s, "cgroup {shown} (does not exist now; matching the path anyway)");
         }
     }
     match cfg.classify(path) {
@@ -139,15 +148,29 @@ pub fn render(cfg: &Config, f: &Facts) -> String {
             );
         }
     }
+    if let Some((rule, end)) = crate::ruleset::binding_ancestor(cfg, path) {
+        let _ = writeln!(
+            s,
+            "bound: its ancestor {} matches rule {} (line {}) -> {}, which holds for everything below it: this \
+             cgroup is {} too, whatever rule its own name matches",
+            crate::cgname::escape(&path[..end]),
+            rule.index,
+            rule.line,
+            rule.target,
+            rule.target
+        );
+    }
     if let Some(note) = &f.netns_note {
         let _ = writeln!(s, "NOTE: {note}");
     }
     // The proxy-loop guard overrides the rules for a proxy's own cgroup.
-    let needle = format!("cgroup {path},");
-    let needle_colon = format!("cgroup {path}:");
+    let needle = format!("cgroup {shown},");
+    let needle_colon = format!("cgroup {shown}:");
+    let needle_on = format!("cgroup {shown} on ");
     for line in f.daemon.iter().flat_map(|d| &d.guard) {
-        if line.contains(&needle) || line.contains(&needle_colon) {
-            let _ = writeln!(s, "proxy guard: {line}");
+        if line.contains(&needle) || line.contains(&needle_colon) || line.contains(&needle_on) {
+            // The state file is outside our control: shown escaped too.
+            let _ = writeln!(s, "proxy guard: {}", crate::cgname::escape(line));
         }
     }
     let (own, effective) = match &f.kernel {
@@ -172,7 +195,7 @@ pub fn render(cfg: &Config, f: &Facts) -> String {
             let _ = writeln!(s, "effective: {}", v.describe(cfg));
         }
         Some((p, v)) => {
-            let _ = writeln!(s, "effective: {} (inherited from {p})", v.describe(cfg));
+            let _ = writeln!(s, "effective: {} (inherited from {})", v.describe(cfg), crate::cgname::escape(p));
         }
         None => s.push_str("effective: direct (no classified ancestor)\n"),
     }
@@ -214,6 +237,26 @@ mod tests {
              kernel: cgroup-class holds nothing for it\neffective: tproxy p (inherited from /a/b)\n\
              other protocols (ICMP, raw sockets, SCTP...): dropped (other-protocols: drop)\n"
         );
+    }
+
+    #[test]
+    fn a_child_of_a_dropped_cgroup_is_explained_as_bound_and_names_are_escaped() {
+        let cfg = Config::parse(
+            "version: 1\nrules:\n  - {match: '^/d$', drop: true}\n  - {match: x, direct: true}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let f = Facts {
+            path: "/d/x\x1b[2J\r".into(),
+            id: None,
+            daemon: None,
+            netns_note: None,
+            kernel: Kernel::Unreadable("needs CAP_NET_ADMIN".into()),
+        };
+        let text = render(&cfg, &f);
+        assert!(text.starts_with("cgroup /d/x\\x1b[2J\\x0d (does not exist"), "{text}");
+        assert!(text.contains("bound: its ancestor /d matches rule 0 (line 3) -> drop"), "{text}");
+        assert!(!text.contains('\x1b') && !text.contains('\r'), "{text}");
     }
 
     #[test]

@@ -11,4 +11,5 @@ pub mod explain_gateway;
 pub mod print;
 pub mod reload;
 pub mod status;
+pub mod top;
 pub mod world;

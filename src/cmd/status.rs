@@ -164,7 +164,10 @@ pub fn read(cfg: &Config) -> Result<Status, InspectError> {
             t.0 += packets;
             t.1 += bytes;
         }
-        let rule = cfg.classify(&cg.path).map(|r| r.index);
+        // The rule that decides: a drop/reject above binds a matched cgroup.
+        let own = cfg.classify(&cg.path);
+        let bound = if own.is_some() { crate::ruleset::binding_ancestor(cfg, &cg.path) } else { None };
+        let rule = bound.map(|(r, _)| r).or(own).map(|r| r.index);
         let (packets, bytes) = (counter.map(|c| c.0), counter.map(|c| c.1));
         cgroups.push(CgroupStatus { path: cg.path.to_string(), id, target, rule, packets, bytes });
     }
@@ -216,6 +219,7 @@ impl Status {
                     d.pid, d.config, up, d.reloads, d.resyncs, d.startup_ms
                 );
                 if let Some(why) = &d.degraded {
+                    let why = crate::cgname::escape(why);
                     let _ = writeln!(s, "daemon: DEGRADED: {why} (the last good kernel state stays; retrying)");
                 }
                 if d.keep_on_exit {
@@ -235,6 +239,13 @@ impl Status {
         if let Some(d) = self.daemon.as_ref().filter(|d| !d.guard.is_empty()) {
             s.push_str("proxy guard:\n");
             for line in &d.guard {
+                // The state file's lines hold cgroup names: shown escaped.
+                let _ = writeln!(s, "  {}", crate::cgname::escape(line));
+            }
+        }
+        if let Some(d) = self.daemon.as_ref().filter(|d| !d.published.is_empty()) {
+            s.push_str("published to your sets (nft-set):\n");
+            for line in &d.published {
                 let _ = writeln!(s, "  {line}");
             }
         }
@@ -302,7 +313,7 @@ impl Status {
                 if counted {
                     let _ = write!(s, " {:>10} {:>12}", c.packets.unwrap_or(0), c.bytes.unwrap_or(0));
                 }
-                let _ = writeln!(s, "  {}", c.path);
+                let _ = writeln!(s, "  {}", crate::cgname::escape(&c.path));
             }
         }
         s

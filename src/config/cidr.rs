@@ -18,14 +18,17 @@ impl Cidr {
             Some((a, p)) => (a, Some(p)),
             None => (text, None),
         };
-        let addr: IpAddr = addr.trim().parse().map_err(|_| format!("{text:?} is not an IPv4/IPv6 address or CIDR"))?;
+        let addr: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{:?} is not an IPv4/IPv6 address or CIDR", super::limits::clip(text)))?;
         let max = if addr.is_ipv4() { 32 } else { 128 };
         let prefix = match prefix {
             None => max,
             Some(p) => match p.trim().parse::<u8>() {
                 Ok(p) if p <= max => p,
                 _ => {
-                    return Err(format!("{text:?} has an invalid prefix length (0 to {max})"));
+                    return Err(format!("{:?} has an invalid prefix length (0 to {max})", super::limits::clip(text)));
                 }
             },
         };

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde_saphyr::Spanned;
 
 use super::error::ConfigError;
+use super::limits::{cap, clip};
 use super::target::{Target, Tproxy};
 
 pub struct Ctx<'a> {
@@ -18,12 +19,12 @@ impl Ctx<'_> {
             file: self.file.to_owned(),
             line: spanned.referenced.line(),
             column: spanned.referenced.column(),
-            message: message.into(),
+            message: cap(message.into()),
         }
     }
 
     pub fn top(&self, message: impl Into<String>) -> ConfigError {
-        ConfigError::Invalid { file: self.file.to_owned(), line: 1, column: 1, message: message.into() }
+        ConfigError::Invalid { file: self.file.to_owned(), line: 1, column: 1, message: cap(message.into()) }
     }
 }
 
@@ -56,7 +57,7 @@ pub fn one_target(
                 name,
                 format!(
                     "{what}: tproxy {:?} is not defined in `tproxies` (defined: {})",
-                    name.value,
+                    clip(&name.value),
                     if known.is_empty() { "none".into() } else { known.join(", ") }
                 ),
             ));

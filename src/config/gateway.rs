@@ -19,6 +19,7 @@ use serde_saphyr::Spanned;
 use super::cidr::Cidr;
 use super::ctx::{Ctx, one_target};
 use super::error::ConfigError;
+use super::limits::clip;
 use super::target::{Target, Tproxy};
 
 /// Longest interface name the kernel accepts (IFNAMSIZ - 1).
@@ -145,7 +146,7 @@ fn parse_iface(text: &str) -> Result<Iface, String> {
         });
     }
     if name.len() > IFNAME_MAX {
-        return Err(format!("interface {text:?} is longer than {IFNAME_MAX} bytes, the kernel's limit"));
+        return Err(format!("interface {:?} is longer than {IFNAME_MAX} bytes, the kernel's limit", clip(text)));
     }
     if let Some(c) = name.chars().find(|c| *c == '*' || *c == '/' || *c == ':' || c.is_whitespace()) {
         let why = if c == '*' { "`*` is only allowed at the end (a prefix)" } else { "no interface name has it" };

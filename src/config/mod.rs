@@ -8,9 +8,12 @@ mod cidr;
 mod ctx;
 mod error;
 pub mod gateway;
+pub mod limits;
 mod model;
+pub mod publish;
 mod raw;
 pub mod regex_compat;
+pub mod sets;
 mod target;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +23,8 @@ pub use cidr::Cidr;
 pub use error::ConfigError;
 pub use gateway::{GatewayEntry, Iface};
 pub use model::{Config, DEFAULT_PATH, DEFAULT_ROUTE_TABLE, DEFAULT_STRICT_DEPTH};
-pub use target::{DnsHijack, Rule, Target, Tproxy};
+pub use publish::NftSetRef;
+pub use target::{DnsHijack, ProxyCgroup, Rule, Target, Tproxy};
 
 impl Config {
     /// Parse and validate config text; `origin` names it in errors.
@@ -28,11 +32,11 @@ impl Config {
         raw::parse(text, origin)
     }
 
-    /// Read, parse and validate a config file.
+    /// Read, parse and validate a config file: a regular file of at most
+    /// 1 MiB (see [`limits`]; a FIFO or device is refused at once).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { file: file.clone(), source })?;
-        Self::parse(&text, &file)
+        let text = limits::read_config(path)?;
+        Self::parse(&text, &path.display().to_string())
     }
 }
 

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use super::cidr::Cidr;
 use super::gateway::GatewayEntry;
-use super::target::{Rule, Tproxy};
+use super::sets::NamedSet;
+use super::target::{ProxyCgroup, Rule, Tproxy};
 use crate::cgroup::CgroupRoot;
 
 /// Where the config lives when `-c` is not given.
@@ -25,6 +26,10 @@ pub struct Config {
     pub cgroup_root: CgroupRoot,
     pub route_table: u32,
     pub bypass: Vec<Cidr>,
+    /// Dynamic named sets in `bypass` (`@NAME`): destinations others add.
+    pub bypass_sets: Vec<String>,
+    /// `sets:`, by name (static ones are already merged where referenced).
+    pub sets: BTreeMap<String, NamedSet>,
     /// Sorted by name.
     pub tproxies: BTreeMap<String, Tproxy>,
     pub rules: Vec<Rule>,
@@ -43,6 +48,9 @@ pub struct Config {
     /// Forwarded traffic (containers, VMs, LAN clients, VPN peers), first
     /// match wins; empty: forwarded traffic is not touched.
     pub gateway: Vec<GatewayEntry>,
+    /// Cgroups trusted to run a TPROXY server (the proxy-loop guard keeps
+    /// them direct while they listen on a tproxy port).
+    pub proxy_cgroups: Vec<ProxyCgroup>,
 }
 
 impl Config {
@@ -53,6 +61,8 @@ impl Config {
             cgroup_root: CgroupRoot::Auto,
             route_table: DEFAULT_ROUTE_TABLE,
             bypass: Vec::new(),
+            bypass_sets: Vec::new(),
+            sets: BTreeMap::new(),
             tproxies: BTreeMap::new(),
             rules: Vec::new(),
             strict: false,
@@ -61,6 +71,7 @@ impl Config {
             flow_mark_mask: DEFAULT_FLOW_MARK_MASK,
             drop_loopback: false,
             gateway: Vec::new(),
+            proxy_cgroups: Vec::new(),
         }
     }
 
@@ -68,5 +79,10 @@ impl Config {
     /// relative to the cgroup2 root (starting with `/`).
     pub fn classify(&self, path: &str) -> Option<&Rule> {
         self.rules.iter().find(|r| r.regex.is_match(path))
+    }
+
+    /// The first `proxy-cgroups` entry that matches `path`.
+    pub fn proxy_cgroup(&self, path: &str) -> Option<&ProxyCgroup> {
+        self.proxy_cgroups.iter().find(|p| p.regex.is_match(path))
     }
 }

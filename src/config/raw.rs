@@ -7,12 +7,14 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
-use super::cidr::Cidr;
 use super::ctx::{Ctx, one_target};
 use super::error::ConfigError;
+use super::limits::{self, clip};
 use super::model::{Config, DEFAULT_ROUTE_TABLE, DEFAULT_STRICT_DEPTH};
+use super::publish;
 use super::regex_compat;
-use super::target::{DnsHijack, Rule, Tproxy};
+use super::sets;
+use super::target::{DnsHijack, ProxyCgroup, Rule, Tproxy};
 use crate::cgroup::CgroupRoot;
 
 /// `version` was a string in the Go implementation; YAML authors write both
@@ -46,6 +48,10 @@ struct RawConfig {
     drop_loopback: bool,
     #[serde(default)]
     gateway: Vec<Spanned<super::gateway::RawEntry>>,
+    #[serde(default)]
+    sets: BTreeMap<String, Spanned<sets::RawSet>>,
+    #[serde(default)]
+    proxy_cgroups: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +89,8 @@ struct RawRule {
     #[serde(default)]
     reject: bool,
     tproxy: Option<Spanned<String>>,
+    #[serde(rename = "nft-set")]
+    nft_set: Option<Spanned<publish::OneOrMany>>,
 }
 
 /// Route tables the kernel reserves: unspec, default, main, local.
@@ -90,7 +98,7 @@ const RESERVED_TABLES: [i64; 4] = [0, 253, 254, 255];
 
 pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     let raw: RawConfig = serde_saphyr::from_str(text)
-        .map_err(|e| ConfigError::Syntax { file: file.to_owned(), message: e.to_string() })?;
+        .map_err(|e| ConfigError::Syntax { file: file.to_owned(), message: limits::cap(e.to_string()) })?;
     let ctx = Ctx { file };
 
     match &raw.version {
@@ -101,7 +109,11 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
                 Version::Str(s) => s.trim() == "1",
             };
             if !ok {
-                return Err(ctx.at(v, format!("unsupported version {:?}; expected 1", v.value)));
+                let v_text = match &v.value {
+                    Version::Int(n) => n.to_string(),
+                    Version::Str(s) => format!("{:?}", clip(s)),
+                };
+                return Err(ctx.at(v, format!("unsupported version {v_text}; expected 1")));
             }
         }
     }
@@ -111,7 +123,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         Some(s) if s.value == "AUTO" => CgroupRoot::Auto,
         Some(s) if s.value.starts_with('/') => CgroupRoot::Path(PathBuf::from(&s.value)),
         Some(s) => {
-            return Err(ctx.at(s, format!("cgroup-root {:?} must be AUTO or an absolute path", s.value)));
+            return Err(ctx.at(s, format!("cgroup-root {:?} must be AUTO or an absolute path", clip(&s.value))));
         }
     };
 
@@ -127,15 +139,21 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
             .map_err(|_| ctx.at(t, format!("route-table {} is not in 1..=4294967295", t.value)))?,
     };
 
-    let mut bypass = Vec::with_capacity(raw.bypass.len());
-    for (i, entry) in raw.bypass.iter().enumerate() {
-        let cidr = Cidr::parse(&entry.value).map_err(|m| ctx.at(entry, format!("bypass[{i}]: {m}")))?;
-        bypass.push(cidr);
-    }
+    let named_sets = sets::parse(&ctx, &raw.sets)?;
+    let (bypass, bypass_sets) = sets::resolve_bypass(&ctx, &raw.bypass, &named_sets)?;
 
     let tproxies = parse_tproxies(&ctx, &raw.tproxies)?;
-    let rules = parse_rules(&ctx, &raw.rules, &tproxies)?;
+    // One regex budget for rules and proxy-cgroups.
+    let mut budget = limits::REGEX_BUDGET;
+    let rules = parse_rules(&ctx, &raw.rules, &tproxies, &mut budget)?;
     let gateway = super::gateway::parse(&ctx, &raw.gateway, &tproxies)?;
+    let mut proxy_cgroups = Vec::with_capacity(raw.proxy_cgroups.len());
+    for (index, p) in raw.proxy_cgroups.iter().enumerate() {
+        let regex = regex_compat::compile_within(&p.value, &mut budget)
+            .map_err(|e| ctx.at(p, format!("proxy-cgroups[{index}]: bad regex {:?}: {e}", clip(&p.value))))?;
+        let at = (p.referenced.line(), p.referenced.column());
+        proxy_cgroups.push(ProxyCgroup { index, at, pattern: p.value.clone(), regex });
+    }
 
     let strict_depth = match &raw.strict_depth {
         None => DEFAULT_STRICT_DEPTH,
@@ -153,6 +171,8 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         cgroup_root,
         route_table,
         bypass,
+        bypass_sets,
+        sets: named_sets,
         tproxies,
         rules,
         strict: raw.strict,
@@ -161,6 +181,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         flow_mark_mask,
         drop_loopback: raw.drop_loopback,
         gateway,
+        proxy_cgroups,
     })
 }
 
@@ -203,7 +224,8 @@ fn parse_tproxies(
     let mut chains: HashMap<String, &str> =
         crate::names::BUILTIN_CHAINS.iter().map(|c| ((*c).to_owned(), "the built-in chains")).collect();
     for (name, tp) in raw {
-        let here = |m: String| ctx.at(tp, format!("tproxies.{name}: {m}"));
+        let shown = clip(name);
+        let here = |m: String| ctx.at(tp, format!("tproxies.{shown}: {m}"));
         let valid_name = !name.is_empty()
             && name.len() <= 200
             && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
@@ -212,7 +234,7 @@ fn parse_tproxies(
         }
         for chain in crate::names::tproxy_chains(name) {
             if let Some(owner) = chains.insert(chain.clone(), name) {
-                return Err(here(format!("its chain {chain:?} collides with a chain of {owner}")));
+                return Err(here(format!("its chain {:?} collides with a chain of {}", clip(&chain), clip(owner))));
             }
         }
         let t = &tp.value;
@@ -221,7 +243,7 @@ fn parse_tproxies(
             Some(m) => match u32::try_from(m.value) {
                 Ok(v) if v != 0 => v,
                 _ => {
-                    return Err(ctx.at(m, format!("tproxies.{name}.mark {} is not in 1..=4294967295", m.value)));
+                    return Err(ctx.at(m, format!("tproxies.{shown}.mark {} is not in 1..=4294967295", m.value)));
                 }
             },
         };
@@ -229,16 +251,18 @@ fn parse_tproxies(
             let m = t.mark.as_ref().expect("mark checked above");
             return Err(ctx.at(
                 m,
-                format!("tproxies.{name}.mark {mark:#x} is reserved by cgtproxy (direct/drop/reject classes)"),
+                format!("tproxies.{shown}.mark {mark:#x} is reserved by cgtproxy (direct/drop/reject classes)"),
             ));
         }
         if let Some(other) = marks.insert(mark, name) {
             let m = t.mark.as_ref().expect("mark checked above");
-            return Err(ctx.at(m, format!("tproxies.{name}.mark {mark} is already the mark of tproxies.{other}")));
+            return Err(
+                ctx.at(m, format!("tproxies.{shown}.mark {mark} is already the mark of tproxies.{}", clip(other)))
+            );
         }
         let port = match &t.port {
             None => return Err(here("missing `port`".into())),
-            Some(p) => parse_port(ctx, &format!("tproxies.{name}.port"), p)?,
+            Some(p) => parse_port(ctx, &format!("tproxies.{shown}.port"), p)?,
         };
         let dns_hijack = match &t.dns_hijack {
             None => None,
@@ -246,18 +270,24 @@ fn parse_tproxies(
                 let ip = match &d.value.ip {
                     None => std::net::Ipv4Addr::LOCALHOST,
                     Some(ip) => ip.value.trim().parse().map_err(|_| {
-                        ctx.at(ip, format!("tproxies.{name}.dns-hijack.ip {:?} is not an IPv4 address", ip.value))
+                        ctx.at(
+                            ip,
+                            format!("tproxies.{shown}.dns-hijack.ip {:?} is not an IPv4 address", clip(&ip.value)),
+                        )
                     })?,
                 };
                 let ip6 = match &d.value.ip6 {
                     None => None,
                     Some(ip) => Some(ip.value.trim().parse().map_err(|_| {
-                        ctx.at(ip, format!("tproxies.{name}.dns-hijack.ip6 {:?} is not an IPv6 address", ip.value))
+                        ctx.at(
+                            ip,
+                            format!("tproxies.{shown}.dns-hijack.ip6 {:?} is not an IPv6 address", clip(&ip.value)),
+                        )
                     })?),
                 };
                 let port = match &d.value.port {
                     None => 53,
-                    Some(p) => parse_port(ctx, &format!("tproxies.{name}.dns-hijack.port"), p)?,
+                    Some(p) => parse_port(ctx, &format!("tproxies.{shown}.dns-hijack.port"), p)?,
                 };
                 Some(DnsHijack { ip, ip6, port, tcp: d.value.tcp })
             }
@@ -282,6 +312,7 @@ fn parse_rules(
     ctx: &Ctx,
     raw: &[Spanned<RawRule>],
     tproxies: &BTreeMap<String, Tproxy>,
+    budget: &mut usize,
 ) -> Result<Vec<Rule>, ConfigError> {
     let mut rules = Vec::with_capacity(raw.len());
     for (index, r) in raw.iter().enumerate() {
@@ -292,9 +323,25 @@ fn parse_rules(
         let what = format!("rules[{index}]");
         let (v, t) = (&r.value, r.value.tproxy.as_ref());
         let target = one_target(ctx, &what, v.direct, v.drop, Some(v.reject), t, tproxies)?.map_err(here)?;
-        let regex = regex_compat::compile(&pattern.value)
-            .map_err(|e| ctx.at(pattern, format!("rules[{index}]: bad regex {:?}: {e}", pattern.value)))?;
-        rules.push(Rule { index, line: r.referenced.line(), pattern: pattern.value.clone(), regex, target });
+        let regex = regex_compat::compile_within(&pattern.value, budget)
+            .map_err(|e| ctx.at(pattern, format!("rules[{index}]: bad regex {:?}: {e}", clip(&pattern.value))))?;
+        let mut nft_sets = Vec::new();
+        for (written, s) in r.value.nft_set.iter().flat_map(|s| s.value.items().iter().map(move |v| (s, v))) {
+            let set = publish::parse(s).map_err(|m| ctx.at(written, format!("rules[{index}]: {m}")))?;
+            if !nft_sets.contains(&set) {
+                nft_sets.push(set);
+            }
+        }
+        let at = (pattern.referenced.line(), pattern.referenced.column());
+        rules.push(Rule {
+            index,
+            line: r.referenced.line(),
+            at,
+            pattern: pattern.value.clone(),
+            regex,
+            target,
+            nft_sets,
+        });
     }
     Ok(rules)
 }

@@ -7,7 +7,9 @@
 //! as before. `\Q...\E` quoting, which Go supports and Rust does not, is
 //! expanded into escaped literals.
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
+
+use super::limits::{MAX_PATTERN_BYTES, REGEX_SIZE_LIMIT};
 
 const DIGIT: &str = "0-9";
 const WORD: &str = "0-9A-Za-z_";
@@ -102,6 +104,57 @@ pub fn compile(go: &str) -> Result<Regex, regex::Error> {
     Regex::new(&translate(go))
 }
 
+/// The compiled sizes tried in turn (`size_limit`), each 4 times the last:
+/// a regex is charged the first that fits.
+const TIERS: [usize; 5] = [4 << 10, 16 << 10, 64 << 10, 256 << 10, REGEX_SIZE_LIMIT];
+
+/// The lazy DFA cache a regex of compiled size `tier` gets: 4 times that,
+/// from 16 KiB (smaller caches make matching ~10x slower) to 1 MiB.
+fn dfa_limit(tier: usize) -> usize {
+    (4 * tier).clamp(16 << 10, REGEX_SIZE_LIMIT)
+}
+
+/// Compile a Go regular expression as [`compile`] does, bounded: at most
+/// [`MAX_PATTERN_BYTES`] long, at most [`REGEX_SIZE_LIMIT`] compiled, and
+/// charged against `budget` (bytes left for all regexes of a config): the
+/// first of [`TIERS`] it fits in plus its DFA cache limit. A failed try
+/// stops as soon as the limit is passed, so the work stays in proportion
+/// to what is charged. The error is one short sentence, without the
+/// pattern.
+pub fn compile_within(go: &str, budget: &mut usize) -> Result<Regex, String> {
+    if go.len() > MAX_PATTERN_BYTES {
+        return Err(format!("{} bytes long; a pattern may have at most {MAX_PATTERN_BYTES}", go.len()));
+    }
+    let translated = translate(go);
+    for tier in TIERS {
+        let charge = tier + dfa_limit(tier);
+        if charge > *budget {
+            return Err(format!(
+                "with the rules before it, more than the {} MiB all regexes may take compiled \
+                 (simpler or fewer rules)",
+                super::limits::REGEX_BUDGET >> 20
+            ));
+        }
+        match RegexBuilder::new(&translated).size_limit(tier).dfa_size_limit(dfa_limit(tier)).build() {
+            Ok(re) => {
+                *budget -= charge;
+                return Ok(re);
+            }
+            Err(regex::Error::CompiledTooBig(_)) => continue,
+            Err(e) => return Err(short_error(&e)),
+        }
+    }
+    Err(format!("compiles to more than {} KiB, the limit for one regex", REGEX_SIZE_LIMIT >> 10))
+}
+
+/// The `error: ...` line of a regex syntax error (its other lines repeat
+/// the whole pattern, translated), else the error's first line.
+fn short_error(e: &regex::Error) -> String {
+    let text = e.to_string();
+    let line = text.lines().rev().find_map(|l| l.strip_prefix("error: ")).or_else(|| text.lines().next());
+    super::limits::clip(line.unwrap_or("invalid"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +208,37 @@ mod tests {
         let re = compile(r"\bfoo\b").unwrap();
         assert!(re.is_match("a foo b"));
         assert!(re.is_match("éfooé"), "é is not a word character for Go's \\b");
+    }
+
+    #[test]
+    fn bounded_compilation() {
+        use super::super::limits::REGEX_BUDGET;
+        let mut budget = REGEX_BUDGET;
+        let re = compile_within(r"^app-\d+$", &mut budget).unwrap();
+        assert!(re.is_match("app-12") && !re.is_match("app-١٢"), "Go's ASCII \\d still");
+        assert_eq!(REGEX_BUDGET - budget, 4096 + 16384, "a small regex costs the smallest tier");
+        // Too long: refused before compiling, without echoing it.
+        let long = "a".repeat(MAX_PATTERN_BYTES + 1);
+        let err = compile_within(&long, &mut budget).unwrap_err();
+        assert!(err.contains("4097 bytes long") && err.len() < 100, "{err}");
+        // Too big compiled: refused quickly.
+        let t = std::time::Instant::now();
+        let err = compile_within("(((a{100}){100}){100}){100}", &mut budget).unwrap_err();
+        assert!(err.contains("more than 1024 KiB"), "{err}");
+        assert!(t.elapsed() < std::time::Duration::from_secs(1), "{:?}", t.elapsed());
+        // A syntax error names the problem, not the (translated) pattern.
+        let err = compile_within(&format!("({}", "x".repeat(4000)), &mut budget).unwrap_err();
+        assert!(err.contains("unclosed group") && err.len() < 120, "{err}");
+        // The budget runs out for many big regexes.
+        let big = "[a-z]{2000}";
+        let mut n = 0;
+        let err = loop {
+            match compile_within(big, &mut budget) {
+                Ok(_) => n += 1,
+                Err(e) => break e,
+            }
+        };
+        assert!(n > 0 && n < 64 && err.contains("32 MiB"), "{n}: {err}");
     }
 
     #[test]

@@ -5,6 +5,8 @@ use std::net::Ipv4Addr;
 
 use regex::Regex;
 
+use super::publish::NftSetRef;
+
 /// What happens to a cgroup's outgoing traffic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Target {
@@ -33,10 +35,28 @@ pub struct Rule {
     pub index: usize,
     /// Line of the rule in the file, for messages.
     pub line: u64,
+    /// Line and column of its `match` pattern, for `check`'s warnings.
+    pub at: (u64, u64),
     /// The pattern as written (Go syntax).
     pub pattern: String,
     pub regex: Regex,
     pub target: Target,
+    /// The user's sets that get the ids of the cgroups this rule classifies.
+    pub nft_sets: Vec<NftSetRef>,
+}
+
+/// An entry of `proxy-cgroups`: cgroups the config trusts to run a TPROXY
+/// server, whose listeners on a tproxy port keep them direct even when the
+/// kernel does not say that the socket is transparent.
+#[derive(Debug, Clone)]
+pub struct ProxyCgroup {
+    /// Position in `proxy-cgroups`, from 0.
+    pub index: usize,
+    /// Line and column of the pattern in the file.
+    pub at: (u64, u64),
+    /// The pattern as written (Go syntax).
+    pub pattern: String,
+    pub regex: Regex,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -22,6 +22,16 @@ fn example_config_loads() {
     assert_eq!(cfg.classify(path).unwrap().target, Target::Tproxy("mihomo".into()));
     assert!(cfg.classify("/system.slice/sshd.service").is_none());
     assert_eq!(cfg.classify("/system.slice/mihomo.service").unwrap().index, 0);
+    // Names a user can give cgroups in their own subtree do not take the
+    // proxy's `direct` (the example's rules are anchored).
+    let user = "/user.slice/user-1000.slice/user@1000.service";
+    for path in
+        [format!("{user}/system.slice/mihomo.service"), format!("{user}/app.slice/x/system.slice/mihomo.service")]
+    {
+        assert_eq!(cfg.classify(&path).unwrap().target, Target::Tproxy("mihomo".into()), "{path}");
+    }
+    let path = format!("{user}/app.slice/x/app.slice/app-gnome-com.parsecgaming.parsec@3.service");
+    assert_eq!(cfg.classify(&path).unwrap().target, Target::Tproxy("mihomo".into()), "{path}");
 }
 
 #[test]
@@ -268,4 +278,81 @@ fn gateway_chain_names_are_reserved() {
     assert!(e.contains("collides"), "{e}");
     let e = err("version: 1\ntproxies:\n  a-GW: {mark: 1, port: 1}\n  a: {mark: 2, port: 2}\n");
     assert!(e.contains("collides"), "{e}");
+}
+
+#[test]
+fn load_refuses_what_is_not_a_bounded_regular_file() {
+    let dir = std::env::temp_dir().join(format!("cgtproxy-config-limits-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let load_err = |p: &Path| Config::load(p).unwrap_err().to_string();
+    let fifo = dir.join("fifo.yaml");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: a valid NUL-terminated path.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let e = load_err(&fifo);
+    assert!(e.contains(&fifo.display().to_string()) && e.contains("a FIFO"), "{e}");
+    assert!(load_err(Path::new("/dev/zero")).contains("/dev/zero: a character device"));
+    assert!(load_err(&dir).contains("a directory"));
+    let big = dir.join("big.yaml");
+    std::fs::write(&big, format!("version: 1\n#{}\n", " ".repeat(limits::MAX_CONFIG_BYTES as usize))).unwrap();
+    assert!(load_err(&big).contains("larger than 1048576 bytes"));
+    let ok = dir.join("ok.yaml");
+    std::fs::write(&ok, format!("version: 1\n#{}\n", " ".repeat(limits::MAX_CONFIG_BYTES as usize - 20))).unwrap();
+    Config::load(&ok).unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn errors_echo_little_of_the_input() {
+    let long = "q".repeat(20_000);
+    for text in [
+        format!("version: 1\nrules: [{long} : : [\n"),
+        format!("version: 1\ncgroup-root: {long}\n"),
+        format!("version: 1\nbypass: ['{long}']\n"),
+        format!("version: 1\nrules:\n  - {{match: '({}', direct: true}}\n", "q".repeat(4000)),
+        format!("version: 1\nrules:\n  - {{match: '{long}', direct: true}}\n"),
+        format!("version: 1\ngateway:\n  - {{interface: '{long}', direct: true}}\n"),
+    ] {
+        let e = err(&text);
+        assert!(e.len() <= 600 && e.contains("test.yaml") && e.contains("line "), "{} bytes: {e}", e.len());
+        assert!(!e.contains(&"q".repeat(101)), "{e}");
+    }
+    assert_eq!(limits::clip("abc"), "abc");
+    assert_eq!(limits::clip(&"é".repeat(150)).chars().count(), 101);
+    assert!(limits::cap("é".repeat(400)).len() <= limits::MAX_MESSAGE_BYTES + 3);
+}
+
+#[test]
+fn nft_set_errors_name_the_line() {
+    let e = err("version: 1\nrules:\n  - {match: a, direct: true}\n  - {match: b, direct: true, nft-set: filter:x}\n");
+    assert!(e.contains("line 4") && e.contains("rules[1]") && e.contains("FAMILY:TABLE:SET"), "{e}");
+    let cfg = Config::parse(
+        "version: 1\nrules:\n  - {match: b, direct: true, nft-set: [ip:t:a, ip:t:a, inet:f:b]}\n",
+        "t.yaml",
+    )
+    .unwrap();
+    let sets: Vec<String> = cfg.rules[0].nft_sets.iter().map(ToString::to_string).collect();
+    assert_eq!(sets, ["ip:t:a", "inet:f:b"], "listed once each, in order");
+}
+
+#[test]
+fn named_sets_are_validated_and_resolved_in_bypass() {
+    let cfg = Config::parse(
+        "version: 1\nsets:\n  lan: [10.0.0.0/8]\n  dns: {dynamic: true}\nbypass: [127.0.0.0/8, '@lan', '@dns', '@dns']\n",
+        "t.yaml",
+    )
+    .unwrap();
+    assert_eq!(cfg.bypass.iter().map(ToString::to_string).collect::<Vec<_>>(), ["127.0.0.0/8", "10.0.0.0/8"]);
+    assert_eq!(cfg.bypass_sets, ["dns"]);
+    let e = err("version: 1\nsets:\n  a: [1.2.3.4]\nbypass: ['@b']\n");
+    assert!(e.contains("line 4") && e.contains("no set \"b\" in `sets` (known: a)"), "{e}");
+    let e = err("version: 1\nsets:\n  x: {dynamic: true}\n  x6: {dynamic: true}\n");
+    assert!(e.contains("sets.x6") && e.contains("collides with sets.x"), "{e}");
+    let e = err("version: 1\nsets:\n  bypass: {dynamic: true}\n");
+    assert!(e.contains("collides with a built-in set"), "{e}");
+    let e = err("version: 1\nsets:\n  9x: [1.2.3.4]\n");
+    assert!(e.contains("starting with a letter"), "{e}");
+    let e = err("version: 1\nsets:\n  a: [1.2.3.999]\n");
+    assert!(e.contains("sets.a: [0]"), "{e}");
 }

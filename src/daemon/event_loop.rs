@@ -96,6 +96,7 @@ impl Daemon {
             // before anything else.
             if fds[2].revents != 0 || fds[3].revents != 0 {
                 self.kernel.absorb();
+                self.on_foreign_sets();
             }
             if self.kernel.needs_healing() {
                 self.heal();
@@ -109,6 +110,20 @@ impl Daemon {
             if fds[4].revents != 0 {
                 self.on_mounts_changed();
             }
+        }
+    }
+
+    /// Another program changed a set of its own tables: if classification
+    /// is published to it (a table reloaded, a set flushed), fill it again.
+    fn on_foreign_sets(&mut self) {
+        let notices = self.kernel.take_set_notices();
+        let ours = self.publisher.port();
+        let mut any = false;
+        for (family, table, set, _) in notices.iter().filter(|n| Some(n.3) != ours) {
+            any |= self.publisher.notice(*family, table, set);
+        }
+        if any {
+            self.publish(false);
         }
     }
 
@@ -194,6 +209,7 @@ impl Daemon {
                     match self.rebuild() {
                         Ok(()) => {
                             self.guard_check(true);
+                            self.publish(true);
                             self.state.reloads += 1;
                             self.save_state();
                             info!(

@@ -12,7 +12,10 @@ use crate::netlink::{Message, NlSocket, attrs, messages};
 use crate::nft::sys::{
     NETLINK_NETFILTER, NFNL_SUBSYS_NFTABLES, NFPROTO_BRIDGE, NFPROTO_INET, NFT_MSG_DELRULE, NFT_MSG_DELTABLE,
 };
-use crate::nft::sys::{NFT_MSG_NEWGEN, NFT_MSG_NEWRULE, NFTA_GEN_ID};
+use crate::nft::sys::{
+    NFT_MSG_DELSET, NFT_MSG_DELSETELEM, NFT_MSG_NEWGEN, NFT_MSG_NEWRULE, NFT_MSG_NEWSET, NFT_MSG_NEWSETELEM,
+    NFTA_GEN_ID,
+};
 use crate::route::{self, RTA_TABLE, RTM_DELROUTE, RTM_DELRULE, RTM_NEWROUTE};
 
 /// NFNLGRP_NFTABLES in enum nfnetlink_groups.
@@ -32,6 +35,10 @@ pub struct Seen {
     pub generation: Option<u32>,
     /// Our own changes to `classify`, in order.
     pub own: Vec<Own>,
+    /// Sets of other tables that changed (created, deleted, elements added
+    /// or removed), as (family, table, set, netlink port of the changer):
+    /// the sets classification is published to are among them.
+    pub foreign_sets: Vec<(u8, String, String, u32)>,
 }
 
 /// One of our own changes, as the kernel reports it.
@@ -49,6 +56,9 @@ pub enum Own {
 pub struct KernelEvents {
     nft: NlSocket,
     route: NlSocket,
+    /// Our table's sets that other programs fill (dynamic named sets):
+    /// their elements changing is not a change to undo.
+    pub dynamic_sets: Vec<String>,
 }
 
 impl KernelEvents {
@@ -58,7 +68,7 @@ impl KernelEvents {
             libc::NETLINK_ROUTE,
             &[route::RTNLGRP_IPV4_RULE, route::RTNLGRP_IPV6_RULE, route::RTNLGRP_IPV4_ROUTE, route::RTNLGRP_IPV6_ROUTE],
         )?;
-        Ok(KernelEvents { nft, route })
+        Ok(KernelEvents { nft, route, dynamic_sets: Vec::new() })
     }
 
     pub fn nft_fd(&self) -> std::os::fd::RawFd {
@@ -80,7 +90,8 @@ impl KernelEvents {
     /// request sockets; `marks`/`table`: the routing we keep.
     pub fn read(&mut self, nft_port: u32, route_port: u32, marks: &[u32], table: u32) -> Seen {
         let mut seen = Seen::default();
-        drain_into(&mut self.nft, &mut seen, |msgs, seen| nft_messages(msgs, nft_port, seen));
+        let dynamic = &self.dynamic_sets;
+        drain_into(&mut self.nft, &mut seen, |msgs, seen| nft_messages(msgs, nft_port, dynamic, seen));
         drain_into(&mut self.route, &mut seen, |msgs, seen| route_messages(msgs, route_port, marks, table, seen));
         seen
     }
@@ -114,7 +125,19 @@ fn our_table_family(payload: &[u8]) -> Option<u8> {
     (named && (family == NFPROTO_INET || family == NFPROTO_BRIDGE)).then_some(family)
 }
 
-pub fn nft_messages(msgs: &[Message], our_port: u32, seen: &mut Seen) {
+/// (family, table, set) of a set or element-list message: both carry the
+/// table as attribute 1 and the set's name as attribute 2.
+fn foreign_set(payload: &[u8]) -> Option<(u8, String, String)> {
+    let family = *payload.first()?;
+    let name = |ty: u16| {
+        attrs(payload.get(4..).unwrap_or_default())
+            .find(|(t, _)| *t == ty)
+            .map(|(_, v)| String::from_utf8_lossy(v.strip_suffix(b"\0").unwrap_or(v)).into_owned())
+    };
+    Some((family, name(1)?, name(2)?))
+}
+
+pub fn nft_messages(msgs: &[Message], our_port: u32, dynamic: &[String], seen: &mut Seen) {
     for m in msgs {
         if m.ty >> 8 != NFNL_SUBSYS_NFTABLES {
             continue;
@@ -128,7 +151,21 @@ pub fn nft_messages(msgs: &[Message], our_port: u32, seen: &mut Seen) {
             seen.generation = id.or(seen.generation);
             continue;
         }
-        let Some(family) = our_table_family(m.payload) else { continue };
+        let Some(family) = our_table_family(m.payload) else {
+            if matches!(msg, NFT_MSG_NEWSET | NFT_MSG_DELSET | NFT_MSG_NEWSETELEM | NFT_MSG_DELSETELEM)
+                && let Some(set) = foreign_set(m.payload)
+            {
+                seen.foreign_sets.push((set.0, set.1, set.2, m.pid));
+            }
+            continue;
+        };
+        // Elements others add to (or that expire from) a dynamic named set
+        // are what that set is for.
+        if matches!(msg, NFT_MSG_NEWSETELEM | NFT_MSG_DELSETELEM)
+            && foreign_set(m.payload).is_some_and(|(_, _, set)| dynamic.contains(&set))
+        {
+            continue;
+        }
         // Either table changed by someone else: the full apply restores both.
         if m.pid != our_port {
             seen.outside_table = true;
@@ -232,14 +269,14 @@ mod tests {
         w.u32be(NFTA_GEN_ID, 1234);
         w.end(m);
         let mut seen = Seen::default();
-        nft_messages(&messages(&w.buf).unwrap(), 42, &mut seen);
+        nft_messages(&messages(&w.buf).unwrap(), 42, &[], &mut seen);
         assert_eq!(seen, Seen { generation: Some(1234), own: vec![Own::LevelRule(3, 9)], ..Default::default() });
         // `nft flush ruleset` by another process; an ip-family table of the same name is not ours.
         let mut w = MsgWriter::new();
         nft_msg(&mut w, NFT_MSG_DELTABLE, 0, NFPROTO_IPV4, "cgtproxy", |_| {});
         nft_msg(&mut w, NFT_MSG_DELSETELEM, 0, NFPROTO_INET, "cgtproxy", |_| {});
         let mut seen = Seen::default();
-        nft_messages(&messages(&w.buf).unwrap(), 42, &mut seen);
+        nft_messages(&messages(&w.buf).unwrap(), 42, &[], &mut seen);
         assert!(seen.outside_table && seen.own.is_empty());
         // Gateway mode's bridge table: someone else's deletion is healed;
         // our own re-creation is not the inet table's deletion.
@@ -247,7 +284,7 @@ mod tests {
             let mut w = MsgWriter::new();
             nft_msg(&mut w, NFT_MSG_DELTABLE, pid, NFPROTO_BRIDGE, "cgtproxy", |_| {});
             let mut seen = Seen::default();
-            nft_messages(&messages(&w.buf).unwrap(), 42, &mut seen);
+            nft_messages(&messages(&w.buf).unwrap(), 42, &[], &mut seen);
             seen
         };
         assert!(bridge(0).outside_table);

@@ -35,7 +35,7 @@ fn own_netns() -> u64 {
 
 /// The journal of this network namespace, if any.
 fn read_journal() -> Option<Journal> {
-    let text = std::fs::read_to_string(journal_path()).ok()?;
+    let text = crate::state::read_file(&journal_path()).ok()?;
     let j: Journal = serde_json::from_str(&text).ok()?;
     (j.netns == own_netns()).then_some(j)
 }
@@ -47,10 +47,9 @@ fn write_journal(values: &[(&'static str, String)]) {
         return;
     }
     let j = Journal { netns: own_netns(), values: values.iter().map(|(p, v)| (p.to_string(), v.clone())).collect() };
-    let written = path
-        .parent()
-        .map_or(Ok(()), std::fs::create_dir_all)
-        .and_then(|()| std::fs::write(&path, serde_json::to_string(&j).map_err(std::io::Error::other)?));
+    // Beside the state file, with the same care: no symlink followed.
+    let written =
+        serde_json::to_vec(&j).map_err(std::io::Error::other).and_then(|b| crate::state::write_private(&path, &b));
     if let Err(e) = written {
         warn!("cannot write {}: {e}; after a crash `cgtproxy cleanup` cannot restore the sysctls", path.display());
     }

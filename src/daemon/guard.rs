@@ -21,8 +21,9 @@ use crate::sockdiag::{ALL_STATES, SockDiag, SockInfo};
 #[derive(Debug, Default)]
 pub struct Guard {
     diag: Option<SockDiag>,
-    /// Listener cgroup ids at the last check: the same set means nothing to do.
-    last: BTreeSet<u64>,
+    /// Listener cgroup ids (and whether a trusted listener is among them)
+    /// at the last check: the same set means nothing to do.
+    last: BTreeSet<(u64, bool)>,
     /// Mark collisions already reported, by (cgroup id, mark).
     warned: BTreeSet<(u64, u32)>,
     /// What `status` shows: one sentence per finding.
@@ -34,6 +35,11 @@ struct Found {
     path: Arc<str>,
     /// "tproxy px (tcp port 7893)" for each listening socket.
     serves: BTreeSet<String>,
+    /// Why the cgroup may be kept direct; None: no listener in it can
+    /// receive TPROXY traffic and the config does not trust it.
+    trusted: Option<String>,
+    /// The owners of the sockets that earn nothing, for the message.
+    untrusted_uids: BTreeSet<u32>,
 }
 
 impl Guard {
@@ -65,46 +71,61 @@ impl Guard {
                 return delta;
             }
         };
-        let ids: BTreeSet<u64> = listeners.iter().filter_map(|l| l.cgroup).collect();
+        let ids: BTreeSet<(u64, bool)> =
+            listeners.iter().filter_map(|l| Some((l.cgroup?, trusted_socket(l).is_some()))).collect();
         if ids == self.last && !full {
             return delta;
         }
-        self.last = ids.clone();
-        let found = resolve(tracker, &listeners);
+        self.last = ids;
+        let mut found = resolve(tracker, &listeners);
         self.findings.clear();
         for (id, f) in &found {
             let serves = f.serves.iter().cloned().collect::<Vec<_>>().join(", ");
             let pinned = tracker.pins.contains_key(id);
+            let path = crate::cgname::escape(&f.path);
+            let Some(why) = &f.trusted else {
+                let how = tracker.effective(&f.path).map_or("direct".to_owned(), |v| v.describe(&tracker.cfg));
+                let uids = f.untrusted_uids.iter().map(u32::to_string).collect::<Vec<_>>().join(", ");
+                let text = format!(
+                    "{serves} listens in cgroup {path} on a socket that is not transparent (uid {uids}): TPROXY \
+                     cannot deliver to it, so the cgroup keeps its rule ({how}); a real proxy sets IP_TRANSPARENT \
+                     (CAP_NET_ADMIN), or list its cgroup in `proxy-cgroups`"
+                );
+                warn!(cgroup = %path, "{text}");
+                self.findings.push(text);
+                continue;
+            };
             match tracker.effective(&f.path) {
                 Some(Verdict::Tproxy(mark)) if !pinned => {
                     let target = Verdict::Tproxy(mark).describe(&tracker.cfg);
                     let text = format!(
-                        "{serves} listens in cgroup {}, which the rules send to {target}: kept direct so the proxy \
-                         does not loop on its own connections; add a `direct: true` rule for that cgroup or start \
-                         the proxy with `cgtproxy exec direct -- ...`",
-                        f.path
+                        "{serves} listens in cgroup {path}, which the rules send to {target}: kept direct so the proxy \
+                         does not loop on its own connections ({why}); add a `direct: true` rule for that cgroup or \
+                         start the proxy with `cgtproxy exec direct -- ...`"
                     );
-                    warn!(cgroup = %f.path, "{text}");
+                    warn!(cgroup = %path, "{text}");
                     self.findings.push(text);
                     delta.merge(tracker.pin(*id, f.path.clone()));
                 }
-                _ if pinned => {
-                    self.findings.push(format!("{serves} listens in cgroup {}: kept direct (proxy-loop guard)", f.path))
-                }
+                _ if pinned => self
+                    .findings
+                    .push(format!("{serves} listens in cgroup {path}: kept direct (proxy-loop guard: {why})")),
                 v => {
                     let how = v.map_or("direct".to_owned(), |v| v.describe(&tracker.cfg));
-                    let text = format!("{serves} listens in cgroup {}: {how}, no loop", f.path);
+                    let text = format!("{serves} listens in cgroup {path}: {how}, no loop");
                     if full {
-                        info!(cgroup = %f.path, "{text}");
+                        info!(cgroup = %path, "{text}");
                     }
                     self.findings.push(text);
                 }
             }
         }
+        // Only trusted listeners keep a pin.
+        found.retain(|_, f| f.trusted.is_some());
         let gone: Vec<u64> = tracker.pins.keys().filter(|id| !found.contains_key(id)).copied().collect();
         for id in gone {
-            if let Some(path) = tracker.pins.get(&id).cloned() {
-                info!(cgroup = %path, "no tproxy port listens in cgroup {path} any more: it follows its rules again");
+            if let Some(path) = tracker.pins.get(&id).map(|p| crate::cgname::escape(p).into_owned()) {
+                info!(cgroup = %path, "no proxy listens on a tproxy port in cgroup {path} any more: it follows its rules again");
             }
             delta.merge(tracker.unpin(id));
         }
@@ -142,7 +163,7 @@ impl Guard {
         for s in socks {
             let (Some(mark), Some(id)) = (s.mark, s.cgroup) else { continue };
             let Some(name) = marks.get(&mark) else { continue };
-            let path = by_id.get(&id).map_or_else(|| format!("id {id}"), |p| p.to_string());
+            let path = by_id.get(&id).map_or_else(|| format!("id {id}"), |p| crate::cgname::escape(p).into_owned());
             let text = format!(
                 "sockets in cgroup {path} carry mark {mark:#x}, the mark of tproxy {name}: their packets are routed \
                  to its TPROXY port, a proxy's own included (a loop); give the proxy a routing mark no tproxy uses"
@@ -178,11 +199,42 @@ fn resolve(tracker: &Tracker, listeners: &[SockInfo]) -> BTreeMap<u64, Found> {
         let port = l.local.port();
         for t in tracker.cfg.tproxies.values().filter(|t| t.port == port) {
             let serves = format!("tproxy {} ({} port {port})", t.name, l.proto);
-            out.entry(id)
-                .or_insert_with(|| Found { path: path.clone(), serves: BTreeSet::new() })
-                .serves
-                .insert(serves);
+            let f = out.entry(id).or_insert_with(|| Found {
+                path: path.clone(),
+                serves: BTreeSet::new(),
+                trusted: None,
+                untrusted_uids: BTreeSet::new(),
+            });
+            f.serves.insert(serves);
+            match trusted_socket(l) {
+                Some(why) if f.trusted.is_none() => f.trusted = Some(why),
+                Some(_) => {}
+                None => {
+                    f.untrusted_uids.insert(l.uid);
+                }
+            }
+        }
+    }
+    for f in out.values_mut() {
+        if f.trusted.is_none()
+            && let Some(p) = tracker.cfg.proxy_cgroup(&f.path)
+        {
+            f.trusted = Some(format!("its cgroup matches proxy-cgroups[{}] `{}`", p.index, p.pattern));
         }
     }
     out
+}
+
+/// Why this listener may exempt its cgroup, if it may: it is transparent
+/// (IP_TRANSPARENT needs CAP_NET_ADMIN or CAP_NET_RAW, and only a
+/// transparent socket receives what TPROXY diverts), or, on kernels that
+/// do not report transparency (before 5.10), root owns it. A socket any
+/// user can open on the port number earns nothing.
+pub fn trusted_socket(l: &SockInfo) -> Option<String> {
+    match l.transparent {
+        Some(true) => Some(format!("a transparent socket, uid {}", l.uid)),
+        Some(false) => None,
+        None if l.uid == 0 => Some("a socket of root; this kernel does not report IP_TRANSPARENT".to_owned()),
+        None => None,
+    }
 }

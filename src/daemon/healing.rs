@@ -92,6 +92,7 @@ impl Daemon {
                     info!(was = %t.what, "recovered from \"{}\": all cgroups classified again", t.what);
                 }
                 self.guard_check(true);
+                self.publish(true);
                 notify(&[sd_notify::NotifyState::Status("all cgroups classified")]);
                 self.state.resyncs += 1;
                 self.save_state();
@@ -118,7 +119,10 @@ impl Daemon {
     pub fn resync(&mut self) {
         self.state.resyncs += 1;
         match self.rebuild() {
-            Ok(()) => self.guard_check(true),
+            Ok(()) => {
+                self.guard_check(true);
+                self.publish(true);
+            }
             Err(e) => self.degrade(format!("cannot rebuild the ruleset: {e}")),
         }
         self.save_state();

@@ -47,6 +47,9 @@ pub struct Kernel {
     routed: (Vec<u32>, u32),
     /// Gateway mode outside the table: broute support, br_netfilter sysctls.
     pub gateway: Gateway,
+    /// Other tables' sets that changed, as (family, table, set, port): for
+    /// the sets classification is published to.
+    set_notices: Vec<(u8, String, String, u32)>,
 }
 
 impl Kernel {
@@ -79,6 +82,7 @@ impl Kernel {
             heal_routing: false,
             routed: (Vec::new(), 0),
             gateway: Default::default(),
+            set_notices: Vec::new(),
         };
         // The generation before our first commit: if notifications of a large
         // first commit overrun the socket, GETGEN == this + 1 shows that only
@@ -103,6 +107,7 @@ impl Kernel {
             );
         }
         self.routes.install(&marks, table)?;
+        self.events.dynamic_sets = rs.dynamic_sets.iter().flat_map(|n| crate::names::dynamic_sets(n)).collect();
         self.gateway.prepare(&mut self.nft, rs);
         if let Err(e) = self.apply_full(rs) {
             // The old table is still in force (the batch changed nothing):
@@ -201,6 +206,12 @@ impl Kernel {
         }
         self.heal_table |= seen.outside_table;
         self.heal_routing |= seen.outside_routing;
+        self.set_notices.extend(seen.foreign_sets);
+    }
+
+    /// The changes to other tables' sets seen since the last call.
+    pub fn take_set_notices(&mut self) -> Vec<(u8, String, String, u32)> {
+        std::mem::take(&mut self.set_notices)
     }
 
     /// Notifications were lost: read the rule handles again and compare the

@@ -23,6 +23,7 @@ mod guard;
 mod healing;
 mod kernel;
 mod options;
+mod publish;
 mod running;
 mod signals;
 mod startup;

@@ -10,6 +10,7 @@ use tracing::{debug, info, warn};
 use super::guard::Guard;
 use super::kernel::Kernel;
 use super::options::ConfigSource;
+use super::publish::Publisher;
 use super::tracker::{Delta, Tracker};
 use super::watch::Watcher;
 
@@ -26,6 +27,8 @@ pub struct Daemon {
     pub watchdog: Option<Duration>,
     /// Keeps the cgroups of the tproxies' own listeners direct.
     pub guard: Guard,
+    /// Fills the user's sets named by `nft-set` rules.
+    pub publisher: Publisher,
     /// The last error and when to retry; None when all is well.
     pub trouble: Option<Trouble>,
     /// /proc/self/mountinfo: poll says POLLPRI when the mount table changes,
@@ -58,6 +61,7 @@ impl Daemon {
         self.state.guard = self.guard.findings.clone();
         self.state.gateway_bridge = self.kernel.gateway.bridge_status();
         self.state.degraded = self.trouble.as_ref().map(|t| t.what.clone());
+        self.state.published = self.publisher.lines();
         if let Err(e) = crate::state::write(&self.state) {
             warn!(path = %crate::state::path().display(), "cannot write the state file: {e}");
         }
@@ -78,6 +82,32 @@ impl Daemon {
         }
     }
 
+    /// Bring the sets of `nft-set` rules in line with the classification;
+    /// `full` reads each back (after a start, reload or rebuild, or when the
+    /// kernel reported one changed by someone else).
+    pub fn publish(&mut self, full: bool) {
+        let want = crate::ruleset::publish::published(&self.tracker.cfg, &self.tracker.ruleset.elements);
+        if want.is_empty() && self.publisher.is_idle() {
+            // No `nft-set` rule: nothing on the reaction path.
+            return;
+        }
+        let before = self.publisher.lines();
+        // Only a read-back needs the ids of the cgroups that exist.
+        let live: std::collections::BTreeSet<u64> = if full || self.publisher.has_stale() {
+            self.tracker.paths.values().copied().collect()
+        } else {
+            Default::default()
+        };
+        if full {
+            self.publisher.sync_all(&want, &live);
+        } else {
+            self.publisher.update(&want, &live);
+        }
+        if self.publisher.lines() != before {
+            self.save_state();
+        }
+    }
+
     /// Send a delta as one batch; on any failure resynchronise everything.
     pub fn commit(&mut self, delta: &Delta) {
         for path in &delta.too_deep {
@@ -94,6 +124,7 @@ impl Daemon {
                     let target = e.verdict.describe(&self.tracker.cfg);
                     // Only the proxy-loop guard adds a non-strict element without a rule.
                     let rule = e.rule.map_or_else(|| "proxy-loop guard".to_owned(), |r| format!("rule {r}"));
+                    let path = crate::cgname::escape(path);
                     info!(
                         cgroup = %path,
                         rule = e.rule.map(|r| r as i64).unwrap_or(-1),
@@ -124,8 +155,10 @@ impl Daemon {
             Err(e) => {
                 warn!("incremental update failed ({e}); rebuilding the whole table");
                 self.resync();
+                return;
             }
         }
+        self.publish(false);
     }
 }
 

@@ -84,7 +84,9 @@ impl Tracker {
         self.paths = cgroups.iter().map(|c| (c.path.clone(), c.id)).collect();
         let pins = std::mem::take(&mut self.pins);
         for (id, path) in pins {
-            if self.paths.get(&path) == Some(&id) {
+            // Kept only where the new rules would still proxy it: a pin
+            // never overrides a drop or reject.
+            if self.paths.get(&path) == Some(&id) && matches!(self.effective(&path), Some(Verdict::Tproxy(_))) {
                 self.pin(id, path);
             }
         }
@@ -108,7 +110,8 @@ impl Tracker {
         }
         let e = Element { level, verdict: Verdict::Direct, rule: None };
         self.ruleset.elements.insert(id, e.clone());
-        delta.add.push((id, e, path));
+        delta.add.push((id, e, path.clone()));
+        delta.merge(self.reclassify_below(&path));
         delta
     }
 
@@ -121,10 +124,51 @@ impl Tracker {
         }
         let level = crate::cgroup::level_of(&path);
         let cg = Cgroup { path, id, level };
-        if let Some(e) = self.ruleset.classify(&self.cfg, &cg) {
+        let paths = &self.paths;
+        if let Some(e) =
+            self.ruleset.classify(&self.cfg, &cg, |rs| rs.binding_above(&cg.path, |p| paths.get(p).copied()))
+        {
             delta.add.push((id, e.clone(), cg.path.clone()));
         }
         delta.bump = self.class_at(&cg.path) != crate::names::CLASS_DIRECT;
+        delta.merge(self.reclassify_below(&cg.path));
+        delta
+    }
+
+    /// Classify every known cgroup below `path` again, after the verdict
+    /// of `path` changed: what a drop or reject above binds follows it.
+    /// Parents sort before their children, so each sees its new ancestors.
+    fn reclassify_below(&mut self, path: &str) -> Delta {
+        let mut delta = Delta::default();
+        let (low, high) = (format!("{path}/"), format!("{path}0"));
+        let below: Vec<(Arc<str>, u64)> = self
+            .paths
+            .range::<str, _>((Bound::Included(&*low), Bound::Excluded(&*high)))
+            .filter(|(p, id)| {
+                !self.pins.contains_key(id) && crate::cgroup::level_of(p) <= crate::names::MAX_SOCKET_LEVEL
+            })
+            .map(|(p, id)| (p.clone(), *id))
+            .collect();
+        for (p, id) in below {
+            let old = self.ruleset.elements.remove(&id);
+            let cg = Cgroup { level: crate::cgroup::level_of(&p), path: p, id };
+            let paths = &self.paths;
+            let above = |rs: &Ruleset| rs.binding_above(&cg.path, |p| paths.get(p).copied());
+            let new = self.ruleset.classify(&self.cfg, &cg, above).cloned();
+            if new == old {
+                continue;
+            }
+            delta.bump = true;
+            if old.is_some() {
+                delta.del.push(id);
+            }
+            if let Some(e) = new {
+                if self.ruleset.levels.insert(e.level) {
+                    delta.new_levels.push(e.level);
+                }
+                delta.add.push((id, e, cg.path));
+            }
+        }
         delta
     }
 
@@ -156,22 +200,28 @@ impl Tracker {
     pub fn appeared(&mut self, cgroups: &[Cgroup]) -> Delta {
         let mut delta = Delta::default();
         let levels_before: BTreeSet<u32> = self.ruleset.levels.clone();
+        let mut replaced = Vec::new();
         for cg in cgroups {
             if let Some(old) = self.paths.insert(cg.path.clone(), cg.id) {
                 if old == cg.id {
                     continue;
                 }
                 // Same path, new cgroup: the old one went away unseen.
+                self.pins.remove(&old);
                 if self.ruleset.elements.remove(&old).is_some() {
                     delta.del.push(old);
                 }
+                replaced.push(cg.path.clone());
             }
             if cg.level > crate::names::MAX_SOCKET_LEVEL {
                 delta.too_deep.push(cg.path.clone());
                 continue;
             }
             let before = self.class_at(&cg.path);
-            if let Some(e) = self.ruleset.classify(&self.cfg, cg) {
+            let paths = &self.paths;
+            if let Some(e) =
+                self.ruleset.classify(&self.cfg, cg, |rs| rs.binding_above(&cg.path, |p| paths.get(p).copied()))
+            {
                 delta.add.push((cg.id, e.clone(), cg.path.clone()));
                 // A flow that started before this element (the app won the
                 // race) may be cached with its ancestor's class.
@@ -179,6 +229,9 @@ impl Tracker {
             }
         }
         delta.new_levels = self.ruleset.levels.difference(&levels_before).copied().collect();
+        for path in replaced {
+            delta.merge(self.reclassify_below(&path));
+        }
         delta
     }
 
@@ -315,15 +368,24 @@ mod tests {
         // A pinned cgroup with an element of its own: replaced in one batch.
         let d = t.pin(3, "/a/b".into());
         assert_eq!((d.del.clone(), d.add.len()), (vec![3], 1));
-        // A rebuild keeps the pins.
-        t.reset(&[cg("/a", 1), cg("/a/b", 3), cg("/z", 4), cg("/z/p", 5)]);
-        assert_eq!(t.effective("/a/b"), Some(Verdict::Direct));
-        assert_eq!(t.effective("/z/p"), Some(Verdict::Direct));
         let d = t.unpin(3);
         assert_eq!((d.del.clone(), d.add[0].1.verdict), (vec![3], Verdict::Drop));
+        t.pin(3, "/a/b".into());
+        // A rebuild keeps the pins where the rules still proxy the cgroup
+        // (/z/p inherits tproxy from /z), never over a drop (/a/b).
+        t.reset(&[cg("/a", 1), cg("/a/b", 3), cg("/z", 4), cg("/z/p", 5)]);
+        assert_eq!(t.effective("/a/b"), Some(Verdict::Drop));
+        assert!(!t.pins.contains_key(&3));
+        assert_eq!(t.effective("/z/p"), None, "the rebuild dropped the hand-made /z element");
+        t.ruleset.elements.insert(4, Element { level: 1, verdict: Verdict::Tproxy(1), rule: None });
+        t.pin(5, "/z/p".into());
+        t.reset(&[cg("/a", 1), cg("/a/b", 3), cg("/z", 4), cg("/z/p", 5)]);
+        assert!(!t.pins.contains_key(&5), "no rule proxies /z after a rebuild");
+        t.ruleset.elements.insert(4, Element { level: 1, verdict: Verdict::Tproxy(1), rule: None });
+        t.pin(5, "/z/p".into());
         let d = t.unpin(5);
         assert_eq!((d.del.clone(), d.add.len()), (vec![5], 0), "unmatched: no element of its own");
-        assert_eq!(t.effective("/z/p"), None);
+        assert_eq!(t.effective("/z/p"), Some(Verdict::Tproxy(1)), "inherited from /z again");
         t.pin(5, "/z/p".into());
         t.vanished("/z/p");
         assert!(t.pins.is_empty(), "a vanished cgroup is no longer pinned");
@@ -363,5 +425,46 @@ mod tests {
         assert_eq!(d.too_deep.len(), 1);
         assert!(!d.is_empty(), "the warning still goes out");
         assert_eq!(t.effective(&deep), Some(Verdict::Tproxy(1)), "its ancestor's verdict");
+    }
+
+    #[test]
+    fn below_a_drop_or_reject_nothing_gets_out() {
+        let cfg = Config::parse(
+            "version: 1\nrules:\n  - {match: '^/d$', drop: true}\n  - {match: 'app', direct: true}\n  - {match: '^/r$', reject: true}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let tree = [
+            cg("/d/app/q", 3),
+            cg("/d/app", 2),
+            cg("/d", 1),
+            cg("/r", 4),
+            cg("/r/app", 5),
+            cg("/free", 7),
+            cg("/free/app", 6),
+        ];
+        let mut t = Tracker::new(cfg, &tree);
+        let v = |t: &Tracker, id| t.ruleset.elements.get(&id).map(|e| (e.verdict, e.rule));
+        assert_eq!(v(&t, 2), Some((Verdict::Drop, Some(0))), "children before parents in the list: still bound");
+        assert_eq!(v(&t, 3), Some((Verdict::Drop, Some(0))));
+        assert_eq!(v(&t, 5), Some((Verdict::Reject, Some(2))));
+        assert_eq!(v(&t, 6), Some((Verdict::Direct, Some(1))), "outside a drop a rule is a rule");
+        let d = t.appeared(&[cg("/d/app2", 8), cg("/d/app2/app", 9)]);
+        assert_eq!(
+            d.add.iter().map(|(id, e, _)| (*id, e.verdict)).collect::<Vec<_>>(),
+            [(8, Verdict::Drop), (9, Verdict::Drop)]
+        );
+        // The verdict of /d changes: everything below follows.
+        let d = t.pin(1, "/d".into());
+        assert_eq!(v(&t, 2), Some((Verdict::Direct, Some(1))));
+        assert!(d.del.contains(&2) && d.add.iter().any(|(id, e, _)| *id == 2 && e.verdict == Verdict::Direct), "{d:?}");
+        t.unpin(1);
+        for id in [2, 3, 8, 9] {
+            assert_eq!(v(&t, id), Some((Verdict::Drop, Some(0))), "id {id}");
+        }
+        // Same path, new cgroup (removed and made again unseen).
+        let d = t.appeared(&[cg("/d", 11)]);
+        assert_eq!(d.del, [1]);
+        assert_eq!(v(&t, 2), Some((Verdict::Drop, Some(0))));
     }
 }

@@ -102,7 +102,7 @@ impl Watcher {
                 // Out of inotify watches: keep going unwatched here.
                 if !self.warned {
                     self.warned = true;
-                    let dir = format!("{}{rel}", self.root.display());
+                    let dir = format!("{}{}", self.root.display(), crate::cgname::escape(rel));
                     tracing::error!(
                         dir,
                         "fs.inotify.max_user_watches is exhausted at {dir}: cgroups below unwatched directories are \
@@ -112,7 +112,10 @@ impl Watcher {
                 self.degraded = true;
                 Ok(true)
             }
-            _ => Err(io::Error::new(e.kind(), format!("inotify watch on {}{rel}: {e}", self.root.display()))),
+            _ => Err(io::Error::new(
+                e.kind(),
+                format!("inotify watch on {}{}: {e}", self.root.display(), crate::cgname::escape(rel)),
+            )),
         }
     }
 
@@ -173,7 +176,7 @@ impl Watcher {
             let (Some(parent), Ok(name)) = (self.dirs.get(wd), CStr::from_bytes_until_nul(name)) else {
                 continue;
             };
-            let rel = format!("{parent}/{}", name.to_string_lossy());
+            let rel = crate::cgname::join(parent, name.to_bytes());
             if mask & (libc::IN_MOVED_FROM | libc::IN_MOVED_TO) != 0 {
                 // Watches below a renamed directory keep old paths.
                 changes.push(Change::Rescan);

@@ -59,7 +59,14 @@ impl Batch {
 
     /// The word `nft` uses for the batch's family, for messages.
     pub fn family_word(&self) -> &'static str {
-        if self.family == NFPROTO_BRIDGE { "bridge" } else { "inet" }
+        match self.family {
+            NFPROTO_BRIDGE => "bridge",
+            NFPROTO_IPV4 => "ip",
+            NFPROTO_IPV6 => "ip6",
+            NFPROTO_ARP => "arp",
+            NFPROTO_NETDEV => "netdev",
+            _ => "inet",
+        }
     }
 
     pub fn end(&mut self, start: usize) {

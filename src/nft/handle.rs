@@ -49,6 +49,9 @@ impl Nft {
 
     /// Replace the whole table with `rs`, atomically.
     pub fn apply_full(&mut self, rs: &Ruleset) -> Result<(), NftError> {
+        if !rs.dynamic_sets.is_empty() {
+            return self.apply_full_keeping(rs);
+        }
         let mut b = self.batch();
         encode::full(&mut b, rs);
         self.commit(b)

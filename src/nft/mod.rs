@@ -10,13 +10,16 @@ mod decode_tests;
 pub mod encode;
 mod error;
 pub mod expr;
+mod foreign;
 mod handle;
+mod kept;
 mod parse;
 mod query;
 pub mod sys;
 
 pub use batch::Batch;
 pub use error::NftError;
+pub use foreign::SetState;
 pub use handle::{Nft, probe_table};
 pub use parse::{level_rule, rule_handle};
 pub use query::CountedMap;

@@ -11,6 +11,8 @@ pub const NFPROTO_UNSPEC: u8 = 0;
 pub const NFPROTO_INET: u8 = 1;
 pub const NFPROTO_IPV4: u8 = 2;
 pub const NFPROTO_IPV6: u8 = 10;
+pub const NFPROTO_ARP: u8 = 3;
+pub const NFPROTO_NETDEV: u8 = 5;
 pub const NFPROTO_BRIDGE: u8 = 7;
 
 // enum nf_tables_msg_types
@@ -24,6 +26,7 @@ pub const NFT_MSG_DELRULE: u16 = 8;
 pub const NFT_MSG_GETRULE: u16 = 7;
 pub const NFT_MSG_NEWSET: u16 = 9;
 pub const NFT_MSG_GETSET: u16 = 10;
+pub const NFT_MSG_DELSET: u16 = 11;
 pub const NFT_MSG_NEWSETELEM: u16 = 12;
 pub const NFT_MSG_GETSETELEM: u16 = 13;
 pub const NFT_MSG_DELSETELEM: u16 = 14;
@@ -75,6 +78,7 @@ pub const NFT_SET_ANONYMOUS: u32 = 0x1;
 pub const NFT_SET_CONSTANT: u32 = 0x2;
 pub const NFT_SET_INTERVAL: u32 = 0x4;
 pub const NFT_SET_MAP: u32 = 0x8;
+pub const NFT_SET_TIMEOUT: u32 = 0x10;
 // NFTA_SET_ELEM_LIST_* and NFTA_SET_ELEM_*
 pub const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 pub const NFTA_SET_ELEM_LIST_SET: u16 = 2;
@@ -84,6 +88,8 @@ pub const NFTA_SET_ELEM_KEY: u16 = 1;
 pub const NFTA_SET_ELEM_DATA: u16 = 2;
 pub const NFTA_SET_ELEM_FLAGS: u16 = 3;
 pub const NFT_SET_ELEM_INTERVAL_END: u32 = 0x1;
+pub const NFTA_SET_ELEM_TIMEOUT: u16 = 4;
+pub const NFTA_SET_ELEM_EXPIRATION: u16 = 5;
 // NFTA_DATA_* / NFTA_VERDICT_*
 pub const NFTA_DATA_VALUE: u16 = 1;
 pub const NFTA_DATA_VERDICT: u16 = 2;

@@ -8,7 +8,7 @@ use super::model::Ruleset;
 use super::stmt::{Chain, Hook, L4, Only, PRIO_DSTNAT, PRIO_MANGLE, Stmt};
 use super::verdict::{Element, Verdict, merge};
 use crate::cgroup::Cgroup;
-use crate::config::{Cidr, Config, Tproxy};
+use crate::config::{Cidr, Config, Rule, Target, Tproxy};
 use crate::names::*;
 
 impl Ruleset {
@@ -18,6 +18,13 @@ impl Ruleset {
         Ruleset {
             bypass4: merge(v4.iter().map(Cidr::range).collect()),
             bypass6: merge(v6.iter().map(Cidr::range).collect()),
+            dynamic_sets: cfg
+                .sets
+                .iter()
+                .filter(|(_, s)| **s == crate::config::sets::NamedSet::Dynamic)
+                .map(|(n, _)| n.clone())
+                .collect(),
+            bypass_sets: cfg.bypass_sets.clone(),
             tproxies: cfg.tproxies.values().cloned().collect(),
             route_table: cfg.route_table,
             levels: if cfg.strict { (1..=cfg.strict_depth).collect() } else { BTreeSet::new() },
@@ -41,25 +48,63 @@ impl Ruleset {
     /// The ruleset for `cfg` and the cgroups `cgroups`.
     pub fn build(cfg: &Config, cgroups: &[Cgroup]) -> Self {
         let mut rs = Self::new(cfg);
-        for cg in cgroups {
-            rs.classify(cfg, cg);
+        if !rs.verdicts.values().any(|v| binds(*v)) {
+            for cg in cgroups {
+                rs.classify(cfg, cg, |_| None);
+            }
+            return rs;
+        }
+        // Ancestors first, whatever order the caller gives, so each cgroup
+        // sees the verdict of the ancestors that bind it. The binding
+        // roots (a drop or reject not bound itself), as `PATH/`, form an
+        // antichain: the greatest one not after a path is its ancestor if
+        // any is (every string between `A/` and `A/...` starts with `A/`).
+        let mut roots: BTreeMap<String, (Verdict, Option<u32>)> = BTreeMap::new();
+        let root_above = |roots: &BTreeMap<String, (Verdict, Option<u32>)>, path: &str| {
+            let (r, v) =
+                roots.range::<str, _>((std::ops::Bound::Unbounded, std::ops::Bound::Included(path))).next_back()?;
+            path.starts_with(r.as_str()).then_some(*v)
+        };
+        let mut order: Vec<&Cgroup> = cgroups.iter().collect();
+        order.sort_by_key(|c| c.level);
+        for cg in order {
+            let e = rs.classify(cfg, cg, |_| root_above(&roots, &cg.path));
+            if let Some(e) = e.filter(|e| binds(e.verdict))
+                && root_above(&roots, &cg.path).is_none()
+            {
+                roots.insert(format!("{}/", cg.path), (e.verdict, e.rule));
+            }
         }
         rs
     }
 
     /// Add the map element `cg` needs under `cfg`, if any: one for every
-    /// matched cgroup, and in strict mode one for every cgroup.
-    pub fn classify(&mut self, cfg: &Config, cg: &Cgroup) -> Option<&Element> {
+    /// matched cgroup, and in strict mode one for every cgroup. `above`:
+    /// the binding verdict (drop, reject) of its nearest classified
+    /// ancestor, with that ancestor's rule ([`Ruleset::binding_above`]): a
+    /// cgroup below a dropped one stays dropped whatever rule its own name
+    /// matches, so no name a user gives a child can let it out.
+    /// `above` is asked only for a matched cgroup: an unmatched one has no
+    /// verdict of its own and inherits in the kernel.
+    pub fn classify(
+        &mut self,
+        cfg: &Config,
+        cg: &Cgroup,
+        above: impl FnOnce(&Self) -> Option<(Verdict, Option<u32>)>,
+    ) -> Option<&Element> {
         if cg.level > MAX_SOCKET_LEVEL {
             // The kernel refuses the level rule: its sockets take the
             // verdict of their ancestor at the deepest level it accepts.
             return None;
         }
         let (verdict, rule) = match cfg.classify(&cg.path) {
-            Some(rule) => {
-                let verdict = self.verdicts.get(&rule.target).copied();
-                (verdict.unwrap_or(Verdict::Direct), u32::try_from(rule.index).ok())
-            }
+            Some(rule) => match above(self) {
+                Some(bound) => bound,
+                None => {
+                    let verdict = self.verdicts.get(&rule.target).copied();
+                    (verdict.unwrap_or(Verdict::Direct), u32::try_from(rule.index).ok())
+                }
+            },
             None if self.strict.is_some() => (Verdict::Continue, None),
             None => return None,
         };
@@ -67,6 +112,25 @@ impl Ruleset {
         let element = Element { level: cg.level, verdict, rule };
         self.elements.insert(cg.id, element);
         self.elements.get(&cg.id)
+    }
+
+    /// The verdict that binds the cgroup at `path` from above: that of its
+    /// nearest ancestor with an element that decides (not strict mode's
+    /// `continue`), when it is drop or reject. `id_of` gives a known
+    /// cgroup's id by path.
+    pub fn binding_above(&self, path: &str, id_of: impl Fn(&str) -> Option<u64>) -> Option<(Verdict, Option<u32>)> {
+        let mut p = path;
+        loop {
+            p = match p.rfind('/') {
+                Some(0) | None => return None,
+                Some(i) => &p[..i],
+            };
+            if let Some(e) = id_of(p).and_then(|id| self.elements.get(&id))
+                && e.verdict != Verdict::Continue
+            {
+                return binds(e.verdict).then_some((e.verdict, e.rule));
+            }
+        }
     }
 
     /// The chains, in the order they are created and printed.
@@ -94,15 +158,15 @@ impl Ruleset {
             // the config or of a cgroup's verdict starts a new generation.
             output.push(Stmt::FlowVerdict { not_lo: lo });
             output.push(Stmt::FlowLookup { not_lo: lo });
-            output.extend([false, true].map(|v6| Stmt::UnmarkedBypassReturn { v6, not_lo: lo }));
+            output.extend(self.bypass_rules(true, lo));
         } else {
-            output.extend([false, true].map(|v6| Stmt::BypassReturn { v6, not_lo: lo }));
+            output.extend(self.bypass_rules(false, lo));
         }
         output.push(Stmt::ClassifyUnmarked);
         if cache {
             output.push(Stmt::JumpFlowCache);
         }
-        output.extend([Stmt::DirectReturn, Stmt::DropClass]);
+        output.extend([Stmt::DirectClass, Stmt::DropClass]);
         // Only configs with a `reject` rule get these (other rulesets, and
         // their golden files, stay as they were).
         if self.verdicts.values().any(|v| *v == Verdict::Reject) {
@@ -158,10 +222,7 @@ impl Ruleset {
             hook: Some(Hook { kind: "filter", hook: "prerouting", priority: PRIO_MANGLE, priority_name: "mangle" }),
             rules: (self.gateway.is_empty().then_some(Stmt::UnmarkedReturn))
                 .into_iter()
-                .chain([
-                    Stmt::BypassReturn { v6: false, not_lo: false },
-                    Stmt::BypassReturn { v6: true, not_lo: false },
-                ])
+                .chain(self.bypass_rules(false, false))
                 .chain((!self.gateway.is_empty()).then_some(Stmt::JumpGateway))
                 .chain([Stmt::MarkVmap { map: MAP_MARK }])
                 .collect(),
@@ -204,6 +265,24 @@ impl Ruleset {
         chains
     }
 
+    /// `ip daddr @bypass return` for both families, then the same for each
+    /// dynamic set in `bypass`; `unmarked` (after the flow-cache lookup):
+    /// only for packets the cache did not decide; `not_lo` (drop-loopback):
+    /// not for loopback.
+    fn bypass_rules(&self, unmarked: bool, not_lo: bool) -> Vec<Stmt> {
+        let mut sets = vec![(SET_BYPASS4.to_string(), false), (SET_BYPASS6.to_string(), true)];
+        for name in &self.bypass_sets {
+            let [v4, v6] = dynamic_sets(name);
+            sets.extend([(v4, false), (v6, true)]);
+        }
+        sets.into_iter()
+            .map(|(set, v6)| match unmarked {
+                true => Stmt::UnmarkedBypassReturn { set, v6, not_lo },
+                false => Stmt::BypassReturn { set, v6, not_lo },
+            })
+            .collect()
+    }
+
     /// The `dns-hijack` chain's accept rules: exactly the (mark, family,
     /// protocol) combinations a `NAME-DNS` chain rewrites, so any other DNS
     /// takes the normal path.
@@ -228,6 +307,27 @@ impl Ruleset {
     pub fn bridge_chains(&self) -> Vec<Chain> {
         gateway::bridge_chains(self)
     }
+}
+
+/// Drop and reject hold for everything below the cgroup they are given to.
+pub fn binds(v: Verdict) -> bool {
+    matches!(v, Verdict::Drop | Verdict::Reject)
+}
+
+/// The config's view of what binds the cgroup at `path` from above: the
+/// topmost proper ancestor whose rule drops or rejects, with that rule
+/// (what [`Ruleset::build`] gives when every ancestor exists).
+pub fn binding_ancestor<'c>(cfg: &'c Config, path: &str) -> Option<(&'c Rule, usize)> {
+    let mut end = 0;
+    while let Some(i) = path[end + 1..].find('/').map(|i| i + end + 1) {
+        end = i;
+        if let Some(rule) = cfg.classify(&path[..i])
+            && matches!(rule.target, Target::Drop | Target::Reject)
+        {
+            return Some((rule, i));
+        }
+    }
+    None
 }
 
 /// `NAME`, entered from prerouting through mark-vmap.

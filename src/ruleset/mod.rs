@@ -13,10 +13,12 @@
 mod build;
 pub mod gateway;
 mod model;
+pub mod publish;
 mod render;
 pub mod stmt;
 mod verdict;
 
+pub use build::{binding_ancestor, binds};
 pub use model::Ruleset;
 pub use stmt::{Chain, Hook, L4, PRIO_BRIDGE_FILTER, PRIO_DSTNAT, PRIO_MANGLE, Stmt};
 pub use verdict::{Element, Interval, Verdict};

@@ -13,6 +13,10 @@ use crate::names::{CLASS_DIRECT, CLASS_DROP, CLASS_REJECT};
 pub struct Ruleset {
     pub bypass4: Vec<Interval>,
     pub bypass6: Vec<Interval>,
+    /// Dynamic named sets (each an IPv4 set NAME and an IPv6 set NAME6
+    /// that other programs fill), and those `bypass` refers to.
+    pub dynamic_sets: Vec<String>,
+    pub bypass_sets: Vec<String>,
     pub tproxies: Vec<Tproxy>,
     pub route_table: u32,
     /// Levels that have a `socket cgroupv2 level N` rule.

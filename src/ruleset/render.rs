@@ -41,6 +41,26 @@ fn render(rs: &Ruleset, cgroups: &[Cgroup], prefix: &str) -> String {
     let _ = writeln!(w, "table inet {TABLE} {{");
     set(w, SET_BYPASS4, "ipv4_addr", &intervals(&rs.bypass4, false));
     set(w, SET_BYPASS6, "ipv6_addr", &intervals(&rs.bypass6, true));
+    for name in &rs.dynamic_sets {
+        let [v4, v6] = dynamic_sets(name);
+        // Filled by other programs; what they added is not the config's.
+        let _ = writeln!(
+            w,
+            "	set {v4} {{
+		type ipv4_addr
+		flags interval,timeout
+	}}
+"
+        );
+        let _ = writeln!(
+            w,
+            "	set {v6} {{
+		type ipv6_addr
+		flags interval,timeout
+	}}
+"
+        );
+    }
 
     let cgroups: Vec<String> = rs
         .elements

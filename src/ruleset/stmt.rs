@@ -8,8 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::verdict::Interval;
 use crate::config::Iface;
 use crate::names::{
-    CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_FLOW_CACHE, CHAIN_GATEWAY, CHAIN_GATEWAY_CLASSIFY, CLASS_DROP, CLASS_REJECT,
-    MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_FLOW_VERDICT, MAP_MARK, SET_BYPASS4, SET_BYPASS6,
+    CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_FLOW_CACHE, CHAIN_GATEWAY, CHAIN_GATEWAY_CLASSIFY, CLASS_DIRECT, CLASS_DROP,
+    CLASS_REJECT, MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_FLOW_VERDICT, MAP_MARK, SET_BYPASS4, SET_BYPASS6,
 };
 
 /// The conditions of one `gateway` entry, for one address family when it
@@ -73,14 +73,14 @@ pub enum Stmt {
     /// `ct direction reply return`: replies of any connection are never
     /// rerouted (this also lets a TPROXY server answer).
     CtReplyReturn,
-    /// `ip daddr @bypass return` / `ip6 daddr @bypass6 return`; with
-    /// `not_lo` (drop-loopback), `oif != "lo"` first.
-    BypassReturn { v6: bool, not_lo: bool },
+    /// `ip daddr @bypass return` / `ip6 daddr @bypass6 return`, or the
+    /// same with a dynamic named set in `bypass` (`ip daddr @NAME return`,
+    /// `ip6 daddr @NAME6 return`); with `not_lo` (drop-loopback),
+    /// `oif != "lo"` first.
+    BypassReturn { set: String, v6: bool, not_lo: bool },
     /// `meta mark 0x00000000 [oif != "lo"] ip daddr @bypass return`: with
     /// the flow cache, after its lookup (a cached flow skips the bypass).
-    UnmarkedBypassReturn { v6: bool, not_lo: bool },
-    /// `meta mark 0x43475401 meta mark set 0x00000000 return`: direct.
-    DirectReturn,
+    UnmarkedBypassReturn { set: String, v6: bool, not_lo: bool },
     /// `meta l4proto != { tcp, udp } return` (gateway chains)
     NotTcpUdpReturn,
     /// `oif "lo" ct direction reply return`: answers sent on this host
@@ -151,17 +151,23 @@ pub enum Stmt {
     /// `meta mark M [udp dport != 53 | meta l4proto udp | meta nfproto ipv6]
     /// meta mark set 0x00000000`
     Unmark { mark: u32, only: Option<Only> },
-    /// `meta mark 0x43475402 drop`
+    /// `meta mark 0x43475401 counter meta mark set 0x00000000 return`:
+    /// direct traffic leaves unmarked, and no later rule looks at it. Every packet of a direct cgroup passes this
+    /// rule once, so its counter is the target's traffic (`top`, `status`)
+    /// at the cost of one counter update, without `counters: true`.
+    DirectClass,
+    /// `meta mark 0x43475402 counter drop` (the counter: see DirectClass)
     DropClass,
-    /// `meta mark 0x43475403 meta l4proto tcp reject with tcp reset`
-    /// (`tcp`), else `meta mark 0x43475403 reject` (ICMP/ICMPv6 port
+    /// `meta mark 0x43475403 meta l4proto tcp counter reject with tcp reset`
+    /// (`tcp`), else `meta mark 0x43475403 counter reject` (ICMP/ICMPv6 port
     /// unreachable): the app fails at once instead of timing out.
     RejectClass { tcp: bool },
     /// `meta mark vmap @MAP`
     MarkVmap { map: &'static str },
     /// `ct status dnat return`
     CtDnatReturn,
-    /// `[meta nfproto ipv4] meta l4proto { tcp, udp } tproxy [ip] to :PORT`
+    /// `[meta nfproto ipv4] meta l4proto { tcp, udp } counter tproxy [ip] to
+    /// :PORT`: the counter is the tproxy target's traffic (see DirectClass).
     Tproxy { port: u16, ipv4_only: bool, tcp_only: bool },
     /// `meta nfproto ipv4 udp dport 53 dnat ip to IP:PORT` (or ipv6 / ip6)
     DnsDnat { l4: L4, ip: IpAddr, port: u16 },
@@ -220,24 +226,23 @@ pub enum Stmt {
     DnsRedirect { mark: u32, l4: L4, v6: bool, port: u16 },
 }
 
+/// A fresh `counter` as `nft list` shows it (the kernel listing of a table
+/// nothing has passed yet equals the rendering).
+const COUNTER: &str = "counter packets 0 bytes 0";
+
 impl fmt::Display for Stmt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Stmt::CtReplyReturn => f.write_str("ct direction reply return"),
-            Stmt::BypassReturn { v6, not_lo } => {
+            Stmt::BypassReturn { set, v6, not_lo } => {
                 if *not_lo {
                     f.write_str("oif != \"lo\" ")?;
                 }
-                match v6 {
-                    false => write!(f, "ip daddr @{SET_BYPASS4} return"),
-                    true => write!(f, "ip6 daddr @{SET_BYPASS6} return"),
-                }
+                write!(f, "{} daddr @{set} return", if *v6 { "ip6" } else { "ip" })
             }
-            Stmt::UnmarkedBypassReturn { v6, not_lo } => {
-                write!(f, "meta mark 0x00000000 {}", Stmt::BypassReturn { v6: *v6, not_lo: *not_lo })
-            }
-            Stmt::DirectReturn => {
-                write!(f, "meta mark {:#010x} meta mark set 0x00000000 return", crate::names::CLASS_DIRECT)
+            Stmt::UnmarkedBypassReturn { set, v6, not_lo } => {
+                let inner = Stmt::BypassReturn { set: set.clone(), v6: *v6, not_lo: *not_lo };
+                write!(f, "meta mark 0x00000000 {inner}")
             }
             Stmt::NotTcpUdpReturn => f.write_str("meta l4proto != { tcp, udp } return"),
             Stmt::LoopbackReplyReturn => f.write_str("oif \"lo\" ct direction reply return"),
@@ -295,11 +300,14 @@ impl fmt::Display for Stmt {
                 }
                 f.write_str("meta mark set 0x00000000")
             }
-            Stmt::DropClass => write!(f, "meta mark {CLASS_DROP:#010x} drop"),
-            Stmt::RejectClass { tcp: true } => {
-                write!(f, "meta mark {CLASS_REJECT:#010x} meta l4proto tcp reject with tcp reset")
+            Stmt::DirectClass => {
+                write!(f, "meta mark {CLASS_DIRECT:#010x} {COUNTER} meta mark set 0x00000000 return")
             }
-            Stmt::RejectClass { tcp: false } => write!(f, "meta mark {CLASS_REJECT:#010x} reject"),
+            Stmt::DropClass => write!(f, "meta mark {CLASS_DROP:#010x} {COUNTER} drop"),
+            Stmt::RejectClass { tcp: true } => {
+                write!(f, "meta mark {CLASS_REJECT:#010x} meta l4proto tcp {COUNTER} reject with tcp reset")
+            }
+            Stmt::RejectClass { tcp: false } => write!(f, "meta mark {CLASS_REJECT:#010x} {COUNTER} reject"),
             Stmt::MarkVmap { map } => write!(f, "meta mark vmap @{map}"),
             Stmt::CtDnatReturn => f.write_str("ct status dnat return"),
             Stmt::Tproxy { port, ipv4_only, tcp_only } => {
@@ -308,7 +316,7 @@ impl fmt::Display for Stmt {
                 }
                 let protos = if *tcp_only { "tcp" } else { "{ tcp, udp }" };
                 let family = if *ipv4_only { "ip " } else { "" };
-                write!(f, "meta l4proto {protos} tproxy {family}to :{port}")
+                write!(f, "meta l4proto {protos} {COUNTER} tproxy {family}to :{port}")
             }
             Stmt::DnsDnat { l4, ip: IpAddr::V4(ip), port } => {
                 write!(f, "meta nfproto ipv4 {l4} dport 53 dnat ip to {ip}:{port}")
@@ -338,7 +346,7 @@ impl fmt::Display for Stmt {
                     write!(f, "{} saddr {{ {list} }} ", if *v6 { "ip6" } else { "ip" })?;
                 }
                 if *counter {
-                    f.write_str("counter packets 0 bytes 0 ")?;
+                    write!(f, "{COUNTER} ")?;
                 }
                 match verdict {
                     GwVerdict::Return => f.write_str("return"),

@@ -198,3 +198,63 @@ fn gateway_rule_entries_follow_the_chains() {
 fn element_is_small() {
     assert_eq!(std::mem::size_of::<Element>(), 20);
 }
+
+#[test]
+fn a_dynamic_set_in_bypass_is_two_sets_and_two_returns() {
+    let cfg = Config::parse("version: 1\nsets:\n  r: {dynamic: true}\nbypass: ['@r']\n", "t.yaml").unwrap();
+    let text = Ruleset::build(&cfg, &[]).render(&[]);
+    for want in [
+        "\tset r {\n\t\ttype ipv4_addr\n\t\tflags interval,timeout\n\t}\n",
+        "\tset r6 {\n\t\ttype ipv6_addr\n\t\tflags interval,timeout\n\t}\n",
+        "\t\tip6 daddr @bypass6 return\n\t\tip daddr @r return\n\t\tip6 daddr @r6 return\n",
+    ] {
+        assert!(text.contains(want), "{want:?} not in\n{text}");
+    }
+}
+
+#[test]
+fn example_config_names_below_the_drop_slice_stay_dropped() {
+    let drop = "/user.slice/user-1000.slice/user@1000.service/cgtproxy.slice/cgtproxy-drop.slice";
+    let mut cgroups = desktop();
+    cgroups.push(cg(&format!("{drop}/system.slice"), 30));
+    cgroups.push(cg(&format!("{drop}/system.slice/mihomo.service"), 31));
+    cgroups.push(cg(&format!("{drop}/cgtproxy-direct.slice/x.scope"), 32));
+    cgroups.push(cg(&format!("{drop}/cgtproxy-direct.slice"), 33));
+    // Children listed before their parent: the result is the same.
+    cgroups.reverse();
+    let rs = Ruleset::build(&example(), &cgroups);
+    for id in [25, 30, 31, 32, 33] {
+        assert_eq!(rs.elements[&id].verdict, Verdict::Drop, "id {id}");
+    }
+    assert_eq!(rs.elements[&11].verdict, Verdict::Direct, "the real proxy is direct");
+}
+
+#[test]
+fn build_binds_below_drop_and_reject_in_any_order() {
+    let cfg = Config::parse(
+        "version: 1\nrules:\n  - {match: '^/a$', drop: true}\n  - {match: '^/a/r$', reject: true}\n  - {match: '^/q$', reject: true}\n  - {match: 'x', direct: true}\n",
+        "t.yaml",
+    )
+    .unwrap();
+    let cgroups = [
+        cg("/a/u/x", 1),
+        cg("/a-b/x", 2),
+        cg("/a/r/x", 3),
+        cg("/a", 4),
+        cg("/a-b", 5),
+        cg("/a/r", 6),
+        cg("/a/u", 7),
+        cg("/a.x", 8),
+        cg("/q/x", 9),
+        cg("/q", 10),
+    ];
+    let rs = Ruleset::build(&cfg, &cgroups);
+    let v = |id| rs.elements.get(&id).map(|e| (e.verdict, e.rule));
+    assert_eq!(v(1), Some((Verdict::Drop, Some(0))));
+    assert_eq!(v(3), Some((Verdict::Drop, Some(0))), "below a drop, a reject rule gives drop");
+    assert_eq!(v(6), Some((Verdict::Drop, Some(0))));
+    assert_eq!(v(7), None, "unmatched: inherits in the kernel");
+    assert_eq!(v(2), Some((Verdict::Direct, Some(3))), "/a-b is not below /a");
+    assert_eq!(v(8), Some((Verdict::Direct, Some(3))), "/a.x is not below /a");
+    assert_eq!(v(9), Some((Verdict::Reject, Some(2))));
+}

@@ -3,6 +3,7 @@
 //! include this file with `#[path]`).
 #![allow(dead_code)]
 
+pub mod hostile;
 mod nl;
 // Not every test uses the notifications.
 #[allow(unused_imports)]
@@ -362,6 +363,13 @@ impl Drop for TempFile {
     }
 }
 
+/// How long a daemon may take to say "ready" before a test calls it hung:
+/// under the software-emulated VM of tests/vm (CGTPROXY_TEST_WANT_BROUTE),
+/// a debug build on a loaded host has taken 18 s.
+pub fn ready_secs() -> u64 {
+    if std::env::var_os("CGTPROXY_TEST_WANT_BROUTE").is_some() { 120 } else { 20 }
+}
+
 /// Start cgtproxy with `config_text` in `ns`; returns once it is ready.
 pub fn start_daemon(ns: &NetNs, config_text: &str) -> (Proc, TempFile) {
     start_daemon_env(ns, config_text, "")
@@ -370,7 +378,7 @@ pub fn start_daemon(ns: &NetNs, config_text: &str) -> (Proc, TempFile) {
 /// Like [`start_daemon`], with extra `VAR=value` words for `env`.
 pub fn start_daemon_env(ns: &NetNs, config_text: &str, env: &str) -> (Proc, TempFile) {
     let (daemon, config) = spawn_daemon(ns, config_text, &Launch { env, args: "--log-level debug", ..Launch::ours() });
-    daemon.wait_for("ready", 20);
+    daemon.wait_for("ready", ready_secs());
     (daemon, config)
 }
 

@@ -21,6 +21,10 @@ pub enum Elem {
     IntervalEnd(Vec<u8>),
     /// A map element.
     Mapping(Vec<u8>, Data),
+    /// An element another program added to a dynamic named set, put back as
+    /// it was: its flags (an interval's end) and what was left of its
+    /// timeout, in milliseconds.
+    Kept { key: Vec<u8>, flags: u32, timeout_ms: Option<u64> },
 }
 
 impl Elem {
@@ -35,6 +39,15 @@ impl Elem {
             Elem::Mapping(k, d) => {
                 encode_data(w, NFTA_SET_ELEM_KEY, &Data::Value(k.clone()));
                 encode_data(w, NFTA_SET_ELEM_DATA, d);
+            }
+            Elem::Kept { key, flags, timeout_ms } => {
+                encode_data(w, NFTA_SET_ELEM_KEY, &Data::Value(key.clone()));
+                if *flags != 0 {
+                    w.u32be(NFTA_SET_ELEM_FLAGS, *flags);
+                }
+                if let Some(ms) = timeout_ms {
+                    w.u64be(NFTA_SET_ELEM_TIMEOUT, (*ms).max(1));
+                }
             }
         }
         w.nest_end(e);

@@ -38,6 +38,12 @@ use table::chain;
 /// The whole table, replacing any table of that name (a stale one from a
 /// killed instance included), in one transaction.
 pub fn full(b: &mut Batch, rs: &Ruleset) {
+    full_keeping(b, rs, &[]);
+}
+
+/// [`full`], putting back `kept`: the elements other programs had added to
+/// the dynamic named sets, by kernel set name.
+pub fn full_keeping(b: &mut Batch, rs: &Ruleset, kept: &[(String, Vec<Elem>)]) {
     replace_table(b);
     let bypass = bypass_sets(b);
     let ids = SetIds {
@@ -51,6 +57,7 @@ pub fn full(b: &mut Batch, rs: &Ruleset) {
         )),
         mark: Some(set(b, MAP_MARK, NFT_SET_MAP, TYPE_MARK, 4, SetData::Verdict)),
         mark_dns: Some(set(b, MAP_MARK_DNS, NFT_SET_MAP, TYPE_MARK, 4, SetData::Verdict)),
+        named: dynamic_named_sets(b, rs),
         ..bypass
     };
     let ids = if rs.flow_mask != 0 {
@@ -88,6 +95,9 @@ pub fn full(b: &mut Batch, rs: &Ruleset) {
     elements(b, MAP_MARK_DNS, ids.mark_dns, true, dns);
     flow_elements(b, rs, (ids.flow_class, ids.flow_token, ids.flow_verdict), false);
     cgroup_elements(b, rs.elements.iter(), ids.cgroup);
+    for (set, items) in kept.iter().filter(|(s, items)| ids.named.iter().any(|(n, _)| n == s) && !items.is_empty()) {
+        elements(b, set, ids.of(set), true, items.iter().cloned());
+    }
     bridge_table(b, rs);
 }
 
@@ -124,6 +134,19 @@ fn bypass_sets(b: &mut Batch) -> SetIds {
         bypass6: Some(set(b, SET_BYPASS6, NFT_SET_INTERVAL, TYPE_IP6ADDR, 16, SetData::None)),
         ..SetIds::default()
     }
+}
+
+/// `add set inet cgtproxy NAME { type ipv4_addr; flags interval,timeout; }`
+/// and `NAME6` (ipv6_addr) for each dynamic named set.
+fn dynamic_named_sets(b: &mut Batch, rs: &Ruleset) -> Vec<(String, u32)> {
+    let mut ids = Vec::new();
+    for name in &rs.dynamic_sets {
+        let [v4, v6] = crate::names::dynamic_sets(name);
+        let flags = NFT_SET_INTERVAL | NFT_SET_TIMEOUT;
+        ids.push((v4.clone(), set(b, &v4, flags, TYPE_IPADDR, 4, SetData::None)));
+        ids.push((v6.clone(), set(b, &v6, flags, TYPE_IP6ADDR, 16, SetData::None)));
+    }
+    ids
 }
 
 fn bypass_elements(b: &mut Batch, rs: &Ruleset, ids: &SetIds) {

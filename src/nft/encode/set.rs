@@ -12,7 +12,7 @@ use crate::nft::sys::*;
 
 /// Set ids of the named sets created in this batch, so rules can refer to
 /// them before the commit gives them handles.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 pub struct SetIds {
     pub bypass4: Option<u32>,
     pub bypass6: Option<u32>,
@@ -22,6 +22,8 @@ pub struct SetIds {
     pub flow_class: Option<u32>,
     pub flow_token: Option<u32>,
     pub flow_verdict: Option<u32>,
+    /// The dynamic named sets' kernel sets, by name.
+    pub named: Vec<(String, u32)>,
 }
 
 impl SetIds {
@@ -35,7 +37,7 @@ impl SetIds {
             MAP_FLOW_CLASS => self.flow_class,
             MAP_FLOW_TOKEN => self.flow_token,
             MAP_FLOW_VERDICT => self.flow_verdict,
-            _ => None,
+            _ => self.named.iter().find(|(n, _)| n == name).map(|(_, id)| *id),
         }
     }
 }

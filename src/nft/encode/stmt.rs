@@ -2,8 +2,8 @@
 //! nf_tables registers and expressions, as `nft` would encode it.
 
 use crate::names::{
-    CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_FLOW_CACHE, CLASS_DROP, CLASS_REJECT, MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN,
-    MAP_FLOW_VERDICT, MAP_MARK, SET_BYPASS4, SET_BYPASS6,
+    CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_FLOW_CACHE, CLASS_DIRECT, CLASS_DROP, CLASS_REJECT, MAP_CGROUP, MAP_FLOW_CLASS,
+    MAP_FLOW_TOKEN, MAP_FLOW_VERDICT, MAP_MARK, SET_BYPASS4, SET_BYPASS6,
 };
 use crate::nft::batch::Batch;
 use crate::nft::expr::{Data, Expr, meta_eq, verdict};
@@ -27,12 +27,12 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: vec![IP_CT_DIR_REPLY] });
             e.push(verdict(NFT_RETURN, None));
         }
-        Stmt::BypassReturn { v6, not_lo } => {
+        Stmt::BypassReturn { set, v6, not_lo } => {
+            // [oif != "lo"] ip daddr @bypass return / ip6 daddr @NAME6 return
             if *not_lo {
                 e.extend(oif_lo(false));
             }
-            let (proto, offset, len, set) =
-                if *v6 { (NFPROTO_IPV6, 24, 16, SET_BYPASS6) } else { (NFPROTO_IPV4, 16, 4, SET_BYPASS4) };
+            let (proto, offset, len) = if *v6 { (NFPROTO_IPV6, 24, 16) } else { (NFPROTO_IPV4, 16, 4) };
             e.extend(meta_eq(NFT_META_NFPROTO, &[proto]));
             e.push(Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len, dreg: NFT_REG_1 });
             e.push(lookup(set, ids, None));
@@ -44,14 +44,10 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(l);
             e.push(verdict(NFT_RETURN, None));
         }
-        Stmt::UnmarkedBypassReturn { v6, not_lo } => {
+        Stmt::UnmarkedBypassReturn { set, v6, not_lo } => {
+            // meta mark 0x00000000 [oif != "lo"] ip daddr @SET return
             e.extend(meta_eq(NFT_META_MARK, &[0; 4]));
-            e.extend(exprs(b, &Stmt::BypassReturn { v6: *v6, not_lo: *not_lo }, ids));
-        }
-        Stmt::DirectReturn => {
-            e.extend(meta_eq(NFT_META_MARK, &crate::names::CLASS_DIRECT.to_ne_bytes()));
-            e.extend(set_mark(0));
-            e.push(verdict(NFT_RETURN, None));
+            e.extend(exprs(b, &Stmt::BypassReturn { set: set.clone(), v6: *v6, not_lo: *not_lo }, ids));
         }
         Stmt::LoopbackReplyReturn => {
             // [ meta load oif => reg 1 ] [ cmp eq reg 1 0x00000001 ]
@@ -216,8 +212,19 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(vec![0; 4]) });
             e.push(Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 });
         }
+        Stmt::DirectClass => {
+            // [ meta load mark => reg 1 ] [ cmp eq reg 1 0x43475401 ] [ counter pkts 0 bytes 0 ]
+            // [ immediate reg 1 0x00000000 ] [ meta set mark with reg 1 ] [ immediate reg 0 return ]
+            e.extend(meta_eq(NFT_META_MARK, &CLASS_DIRECT.to_ne_bytes()));
+            e.push(Expr::Counter);
+            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(vec![0; 4]) });
+            e.push(Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 });
+            e.push(verdict(NFT_RETURN, None));
+        }
         Stmt::DropClass => {
+            // `meta mark 0x43475402 counter drop`
             e.extend(meta_eq(NFT_META_MARK, &CLASS_DROP.to_ne_bytes()));
+            e.push(Expr::Counter);
             e.push(verdict(NF_DROP, None));
         }
         Stmt::RejectClass { tcp } => {
@@ -225,10 +232,12 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             if *tcp {
                 // `meta l4proto tcp reject with tcp reset`: [ reject type 1 code 0 ]
                 e.extend(meta_eq(NFT_META_L4PROTO, &[libc::IPPROTO_TCP as u8]));
+                e.push(Expr::Counter);
                 e.push(Expr::Reject { ty: NFT_REJECT_TCP_RST, code: 0 });
             } else {
                 // `reject` in an inet table: [ reject type 2 code 1 ]
                 // (icmpx port-unreachable: ICMP or ICMPv6 as the packet is).
+                e.push(Expr::Counter);
                 e.push(Expr::Reject { ty: NFT_REJECT_ICMPX_UNREACH, code: NFT_REJECT_ICMPX_PORT_UNREACH });
             }
         }
@@ -251,6 +260,8 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
                 e.push(Expr::MetaLoad { key: NFT_META_L4PROTO, dreg: NFT_REG_1 });
                 e.push(l);
             }
+            // `counter` before `tproxy`, whose verdict ends the rule.
+            e.push(Expr::Counter);
             e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(port.to_be_bytes().to_vec()) });
             let family = if *ipv4_only { NFPROTO_IPV4 } else { NFPROTO_UNSPEC };
             e.push(Expr::Tproxy { family, reg_port: NFT_REG_1 });

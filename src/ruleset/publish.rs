@@ -1,0 +1,51 @@
+//! Classification published to the user's own sets (`nft-set` on a rule):
+//! which cgroup ids each set should hold, as a value.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::verdict::Element;
+use crate::config::{Config, NftSetRef};
+
+/// The ids each published set should hold: the cgroups whose element was
+/// chosen by a rule naming the set. Empty when no rule has `nft-set`.
+pub fn published(cfg: &Config, elements: &BTreeMap<u64, Element>) -> BTreeMap<NftSetRef, BTreeSet<u64>> {
+    let mut out: BTreeMap<NftSetRef, BTreeSet<u64>> = BTreeMap::new();
+    for r in cfg.rules.iter().filter(|r| !r.nft_sets.is_empty()) {
+        for set in &r.nft_sets {
+            out.entry(set.clone()).or_default();
+        }
+    }
+    if out.is_empty() {
+        return out;
+    }
+    for (id, e) in elements {
+        let Some(rule) = e.rule.and_then(|i| cfg.rules.get(i as usize)) else { continue };
+        for set in &rule.nft_sets {
+            out.entry(set.clone()).or_default().insert(*id);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ruleset::Verdict;
+
+    #[test]
+    fn a_set_holds_the_cgroups_its_rules_classified() {
+        let cfg = Config::parse(
+            "version: 1\nrules:\n  - {match: '^/b', direct: true, nft-set: [inet:filter:browsers, ip:t:all]}\n  \
+             - {match: '^/x', drop: true, nft-set: ip:t:all}\n  - {match: '^/y', direct: true}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let e = |rule| Element { level: 1, verdict: Verdict::Direct, rule };
+        let elements = BTreeMap::from([(1, e(Some(0))), (2, e(Some(1))), (3, e(Some(2))), (4, e(None))]);
+        let p = published(&cfg, &elements);
+        let names: Vec<String> = p.keys().map(ToString::to_string).collect();
+        assert_eq!(names, ["inet:filter:browsers", "ip:t:all"]);
+        assert_eq!(p.values().cloned().collect::<Vec<_>>(), [BTreeSet::from([1]), BTreeSet::from([1, 2])]);
+        assert!(published(&Config::builtin_default(), &elements).is_empty());
+    }
+}
