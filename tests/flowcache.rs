@@ -91,9 +91,32 @@ fn a_flow_that_beat_the_daemon_is_not_cached_as_unmatched() {
     let early = arrived_during(&bed, 400);
     daemon.signal(libc::SIGCONT);
     daemon.wait_for(&format!("classified {}/late", cg.rel), 10);
+    daemon.wait_for(&format!("new flow-cache generation: the new cgroup {}/late already had processes", cg.rel), 10);
     sleep(100);
     assert!(early > 5, "unclassified, the flow went direct ({early})");
     assert_eq!(arrived_during(&bed, 800), 0, "once its cgroup is classified drop, the cached flow is dropped");
+}
+
+#[test]
+fn an_empty_new_cgroup_costs_no_generation() {
+    if !root("an_empty_new_cgroup_costs_no_generation") {
+        return;
+    }
+    let bed = Testbed::new("fe");
+    let cg = TestCgroups::new("fe");
+    let (daemon, _cfg) = start_daemon(&bed.local, &config(&cg.rel, "", "direct"));
+    let tokens = || bed.local.sh("nft list map inet cgtproxy flow-class");
+    let before = tokens();
+    // A new drop cgroup (its parent is unmatched: direct) with no process
+    // yet: no flow of it can be cached, the generation stays.
+    let late = cg.mkdir("late");
+    daemon.wait_for(&format!("classified {}/late", cg.rel), 10);
+    sleep(100);
+    assert_eq!(tokens(), before, "same tokens");
+    assert!(!daemon.output().contains("new flow-cache generation"), "{}", daemon.output());
+    // A process that enters now finds the element: dropped from its first packet.
+    let _f = flow(&bed.local, &late, 50);
+    assert_eq!(arrived_during(&bed, 400), 0, "the drop cgroup's flow is dropped");
 }
 
 #[test]

@@ -170,6 +170,26 @@ impl Kernel {
         Ok(())
     }
 
+    /// A new flow-cache generation alone (`flush map` and the new tokens of
+    /// `flow-class`, `flow-token`, `flow-verdict`): flows cached before are
+    /// classified again on their next packet.
+    pub fn new_generation(&mut self, rs: &mut Ruleset) -> Result<(), DaemonError> {
+        if rs.flow_mask == 0 {
+            return Ok(());
+        }
+        let epoch = rs.flow_epoch;
+        self.epoch = self.epoch.wrapping_add(1);
+        rs.flow_epoch = self.epoch;
+        let mut b = self.nft.batch();
+        encode::flow_elements(&mut b, rs, (None, None, None), true);
+        if let Err(e) = self.nft.commit(b) {
+            rs.flow_epoch = epoch;
+            return Err(e.into());
+        }
+        self.own_commits = self.own_commits.wrapping_add(1);
+        Ok(())
+    }
+
     /// Remove the routing of `(marks, table)` that `(keep, keep_table)`
     /// does not also use; errors are logged with `why`.
     fn remove_routing_except(&mut self, (marks, table): (&[u32], u32), (keep, keep_table): (&[u32], u32), why: &str) {

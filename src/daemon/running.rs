@@ -158,6 +158,24 @@ impl Daemon {
                 return;
             }
         }
+        // Asked after the commit: a process that enters later finds the
+        // element in place (daemon/fresh.rs).
+        if !delta.bump
+            && self.tracker.ruleset.flow_mask != 0
+            && let Some(path) = super::fresh::populated(&self.root, &delta.fresh)
+        {
+            let path = crate::cgname::escape(path);
+            if let Err(e) = self.kernel.new_generation(&mut self.tracker.ruleset) {
+                warn!("new flow-cache generation failed ({e}); rebuilding the whole table");
+                self.resync();
+                return;
+            }
+            debug!(
+                cgroup = %path,
+                "new flow-cache generation: the new cgroup {path} already had processes, whose flows may be cached \
+                 with its parent's class"
+            );
+        }
         self.publish(false);
     }
 }

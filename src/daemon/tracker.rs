@@ -22,6 +22,12 @@ pub struct Delta {
     /// Some cgroup's verdict changed: flows cached with the old one must be
     /// classified again (a new flow-cache generation in the same batch).
     pub bump: bool,
+    /// New cgroups whose verdict differs from their parent's. Only a flow
+    /// that raced the daemon (a process already in the cgroup sent before
+    /// its element existed) can be cached with the parent's class, so the
+    /// daemon starts a new generation for them only when one of them has
+    /// had processes by the time the batch is in (`daemon/fresh.rs`).
+    pub fresh: Vec<Arc<str>>,
     /// Cgroups deeper than the kernel's `socket cgroupv2` limit: they take
     /// their ancestor's verdict (for one warning each).
     pub too_deep: Vec<Arc<str>>,
@@ -53,6 +59,7 @@ impl Delta {
         }
         self.add.extend(other.add);
         self.bump |= other.bump;
+        self.fresh.extend(other.fresh);
         self.too_deep.extend(other.too_deep);
     }
 }
@@ -225,7 +232,9 @@ impl Tracker {
                 delta.add.push((cg.id, e.clone(), cg.path.clone()));
                 // A flow that started before this element (the app won the
                 // race) may be cached with its ancestor's class.
-                delta.bump |= self.class_at(&cg.path) != before;
+                if self.class_at(&cg.path) != before {
+                    delta.fresh.push(cg.path.clone());
+                }
             }
         }
         delta.new_levels = self.ruleset.levels.difference(&levels_before).copied().collect();
@@ -394,10 +403,14 @@ mod tests {
     #[test]
     fn the_flow_cache_generation_moves_only_when_a_verdict_changes() {
         let mut t = Tracker::new(cfg(), &[cg("/a", 1)]);
-        // /a/b has a rule of its own (drop, not its parent's tproxy).
-        assert!(t.appeared(&[cg("/a/b", 2)]).bump);
+        // /a/b has a rule of its own (drop, not its parent's tproxy): new,
+        // so only a flow that raced the daemon can be stale (the daemon
+        // bumps when the cgroup has had processes).
+        let d = t.appeared(&[cg("/a/b", 2)]);
+        assert_eq!((d.bump, d.fresh.as_slice()), (false, &["/a/b".into()][..]));
         // /a/b/c inherits drop; /y matches nothing: no verdict changes.
-        assert!(!t.appeared(&[cg("/a/b/c", 3), cg("/y", 4)]).bump);
+        let d = t.appeared(&[cg("/a/b/c", 3), cg("/y", 4)]);
+        assert!(!d.bump && d.fresh.is_empty());
         // Removing /a/b: its sockets now take /a's tproxy.
         assert!(t.vanished("/a/b").bump);
         assert!(!t.vanished("/y").bump);
