@@ -31,6 +31,11 @@ pub const CHAIN_GATEWAY_CLASSIFY: &str = "gateway-classify";
 pub const CHAIN_GATEWAY_NAT: &str = "gateway-nat";
 /// Where a classified flow's class is written into its conntrack mark.
 pub const CHAIN_FLOW_CACHE: &str = "flow-cache";
+/// Where `flow-verdict` sends a flow cached direct (`counter return`) or
+/// drop (`counter drop`): their counters are the targets' traffic with the
+/// per-target rules' (`top`).
+pub const CHAIN_FLOW_DIRECT: &str = "flow-direct";
+pub const CHAIN_FLOW_DROP: &str = "flow-drop";
 
 /// Sets and maps the table always has; named sets must not take their names.
 pub const BUILTIN_SETS: [&str; 5] = [SET_BYPASS4, SET_BYPASS6, MAP_CGROUP, MAP_MARK, MAP_MARK_DNS];
@@ -41,7 +46,7 @@ pub fn dynamic_sets(name: &str) -> [String; 2] {
 }
 
 /// Chains the ruleset always has; a tproxy's chains must not collide with them.
-pub const BUILTIN_CHAINS: [&str; 9] = [
+pub const BUILTIN_CHAINS: [&str; 11] = [
     CHAIN_OUTPUT,
     CHAIN_CLASSIFY,
     CHAIN_PREROUTING,
@@ -51,6 +56,8 @@ pub const BUILTIN_CHAINS: [&str; 9] = [
     CHAIN_GATEWAY_CLASSIFY,
     CHAIN_GATEWAY_NAT,
     CHAIN_FLOW_CACHE,
+    CHAIN_FLOW_DIRECT,
+    CHAIN_FLOW_DROP,
 ];
 
 /// The deepest level `socket cgroupv2 level N` accepts (the kernel refuses

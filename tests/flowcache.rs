@@ -119,6 +119,44 @@ fn an_empty_new_cgroup_costs_no_generation() {
     assert_eq!(arrived_during(&bed, 400), 0, "the drop cgroup's flow is dropped");
 }
 
+/// Packets counted for `target` (`direct`, `drop`): its rule in
+/// output-mangle (a flow's first packet) plus its flow-cache chain (the
+/// cached ones).
+fn target_packets(ns: &NetNs, target: &str) -> u64 {
+    let count = |text: &str, pick: &dyn Fn(&str) -> bool| -> u64 {
+        text.lines()
+            .filter(|l| pick(l))
+            .filter_map(|l| l.split("packets ").nth(1)?.split(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let class = if target == "direct" { "0x43475401" } else { "0x43475402" };
+    let output = ns.sh("nft list chain inet cgtproxy output-mangle");
+    let cached = ns.sh(&format!("nft list chain inet cgtproxy flow-{target}"));
+    count(&output, &|l| l.contains(&format!("meta mark {class} counter"))) + count(&cached, &|_| true)
+}
+
+#[test]
+fn every_packet_of_a_cached_flow_is_counted_for_its_target() {
+    if !root("every_packet_of_a_cached_flow_is_counted_for_its_target") {
+        return;
+    }
+    let bed = Testbed::new("fk");
+    let cg = TestCgroups::new("fk");
+    let direct = cg.mkdir("app");
+    let drop = cg.mkdir("late");
+    let (_daemon, _cfg) = start_daemon(&bed.local, &config(&cg.rel, "", "direct"));
+    let f = flow(&bed.local, &direct, 40);
+    f.wait_for("DONE", 10);
+    let f = flow(&bed.local, &drop, 25);
+    f.wait_for("DONE", 10);
+    sleep(100);
+    assert_eq!(bed.packets_at_9999(), 40, "the direct flow arrived, the dropped one did not");
+    assert_eq!(target_packets(&bed.local, "direct"), 40, "direct: first packet by its rule, 39 cached");
+    assert_eq!(target_packets(&bed.local, "drop"), 25, "drop: every datagram, though only the first was classified");
+    let cached = bed.local.sh("nft list chain inet cgtproxy flow-direct");
+    assert!(cached.contains("packets 39 "), "the cache counted the later packets: {cached}");
+}
+
 #[test]
 fn strict_mode_never_caches_a_hold() {
     if !root("strict_mode_never_caches_a_hold") {

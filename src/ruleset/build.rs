@@ -216,6 +216,8 @@ impl Ruleset {
             rules.push(Stmt::UncachedProtocolReturn);
             rules.push(Stmt::FlowStore { keep: !self.flow_mask });
             chains.push(Chain { name: CHAIN_FLOW_CACHE.into(), hook: None, rules });
+            chains.push(Chain { name: CHAIN_FLOW_DIRECT.into(), hook: None, rules: vec![Stmt::CachedDirect] });
+            chains.push(Chain { name: CHAIN_FLOW_DROP.into(), hook: None, rules: vec![Stmt::CachedDrop] });
         }
         chains.extend([Chain {
             name: CHAIN_PREROUTING.into(),

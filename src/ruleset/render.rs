@@ -91,8 +91,8 @@ fn render(rs: &Ruleset, cgroups: &[Cgroup], prefix: &str) -> String {
         let fast: Vec<String> = tokens
             .iter()
             .filter_map(|&(c, t)| match c {
-                CLASS_DIRECT => Some(format!("{} : return", mark(t))),
-                CLASS_DROP => Some(format!("{} : drop", mark(t))),
+                CLASS_DIRECT => Some(format!("{} : goto {CHAIN_FLOW_DIRECT}", mark(t))),
+                CLASS_DROP => Some(format!("{} : goto {CHAIN_FLOW_DROP}", mark(t))),
                 _ => None,
             })
             .collect();

@@ -77,10 +77,18 @@ pub enum Stmt {
     /// same with a dynamic named set in `bypass` (`ip daddr @NAME return`,
     /// `ip6 daddr @NAME6 return`); with `not_lo` (drop-loopback),
     /// `oif != "lo"` first.
-    BypassReturn { set: String, v6: bool, not_lo: bool },
+    BypassReturn {
+        set: String,
+        v6: bool,
+        not_lo: bool,
+    },
     /// `meta mark 0x00000000 [oif != "lo"] ip daddr @bypass return`: with
     /// the flow cache, after its lookup (a cached flow skips the bypass).
-    UnmarkedBypassReturn { set: String, v6: bool, not_lo: bool },
+    UnmarkedBypassReturn {
+        set: String,
+        v6: bool,
+        not_lo: bool,
+    },
     /// `meta l4proto != { tcp, udp } return` (gateway chains)
     NotTcpUdpReturn,
     /// `oif "lo" ct direction reply return`: answers sent on this host
@@ -91,15 +99,23 @@ pub enum Stmt {
     /// (drop-loopback): the local DNS stub stays reachable.
     LoopbackDnsReturn,
     /// `[oif != "lo"] ct mark vmap @flow-verdict`: a flow cached direct
-    /// (`return`) or drop (`drop`) in this generation is done with one
-    /// lookup (a verdict map without chain verdicts: no commit-time walk).
-    FlowVerdict { not_lo: bool },
+    /// (`goto flow-direct`) or drop (`goto flow-drop`) in this generation
+    /// is done with one lookup and one counter.
+    FlowVerdict {
+        not_lo: bool,
+    },
+    /// `counter return` (flow-direct) / `counter drop` (flow-drop): a
+    /// cached flow's packets counted for their target.
+    CachedDirect,
+    CachedDrop,
     /// `meta mark 0x00000000 return` (prerouting without gateway entries):
     /// only our re-routed packets carry a mark that prerouting acts on.
     UnmarkedReturn,
     /// `[oif != "lo"] meta mark set ct mark map @flow-class`: a flow cached
     /// in this generation gets its class without classification.
-    FlowLookup { not_lo: bool },
+    FlowLookup {
+        not_lo: bool,
+    },
     /// `meta mark 0x00000000 jump classify`
     ClassifyUnmarked,
     /// `meta mark 0x00000000 ct direction original jump flow-cache`: no
@@ -109,7 +125,9 @@ pub enum Stmt {
     JumpFlowCache,
     /// `meta mark != 0x00000000 goto flow-cache` (`return` without the
     /// cache): the level that decided ends `classify`.
-    Decided { cache: bool },
+    Decided {
+        cache: bool,
+    },
     /// `oif "lo" return` (flow-cache, drop-loopback: loopback is
     /// classified on every packet, both ends being this host's).
     OifLoopbackReturn,
@@ -120,7 +138,9 @@ pub enum Stmt {
     /// `ct mark & KEEP == 0x00000000 ct mark set meta mark map
     /// @flow-token`: the flow's class as this generation's token; a flow
     /// whose conntrack mark has bits of another program is never cached.
-    FlowStore { keep: u32 },
+    FlowStore {
+        keep: u32,
+    },
     /// `ct direction reply meta mark set 0x00000000`: answers to flows
     /// others started are never proxied.
     ReplyUnmark,
@@ -128,7 +148,10 @@ pub enum Stmt {
     LoopbackUnmark,
     /// `meta mark M meta l4proto != { tcp, udp } drop` (or `meta mark set
     /// 0x00000000` with `other-protocols: direct`)
-    OtherProtocols { mark: u32, direct: bool },
+    OtherProtocols {
+        mark: u32,
+        direct: bool,
+    },
     /// `meta mark != 0x00000000 return`: a packet that already has a mark
     /// (SO_MARK of a VPN or of the proxy itself) is left alone; the mark is
     /// ours to use below.
@@ -139,18 +162,29 @@ pub enum Stmt {
     JumpDns,
     /// `meta mark M meta nfproto ipv4 meta l4proto udp accept`: DNS a
     /// `NAME-DNS` chain will rewrite keeps its mark and skips the bypass.
-    DnsKeep { mark: u32, l4: L4, v6: bool },
+    DnsKeep {
+        mark: u32,
+        l4: L4,
+        v6: bool,
+    },
     /// `meta mark set 0x00000000`
     ResetMark,
     /// `meta mark set socket cgroupv2 level N map @cgroup-class`: the
     /// deepest known cgroup decides.
-    ClassifyLevel { level: u32 },
+    ClassifyLevel {
+        level: u32,
+    },
     /// `socket cgroupv2 level N != @cgroup-class drop`: strict mode holds
     /// packets of a cgroup the daemon has not classified.
-    UnknownCgroupDrop { level: u32 },
+    UnknownCgroupDrop {
+        level: u32,
+    },
     /// `meta mark M [udp dport != 53 | meta l4proto udp | meta nfproto ipv6]
     /// meta mark set 0x00000000`
-    Unmark { mark: u32, only: Option<Only> },
+    Unmark {
+        mark: u32,
+        only: Option<Only>,
+    },
     /// `meta mark 0x43475401 counter meta mark set 0x00000000 return`:
     /// direct traffic leaves unmarked, and no later rule looks at it. Every packet of a direct cgroup passes this
     /// rule once, so its counter is the target's traffic (`top`, `status`)
@@ -161,16 +195,28 @@ pub enum Stmt {
     /// `meta mark 0x43475403 meta l4proto tcp counter reject with tcp reset`
     /// (`tcp`), else `meta mark 0x43475403 counter reject` (ICMP/ICMPv6 port
     /// unreachable): the app fails at once instead of timing out.
-    RejectClass { tcp: bool },
+    RejectClass {
+        tcp: bool,
+    },
     /// `meta mark vmap @MAP`
-    MarkVmap { map: &'static str },
+    MarkVmap {
+        map: &'static str,
+    },
     /// `ct status dnat return`
     CtDnatReturn,
     /// `[meta nfproto ipv4] meta l4proto { tcp, udp } counter tproxy [ip] to
     /// :PORT`: the counter is the tproxy target's traffic (see DirectClass).
-    Tproxy { port: u16, ipv4_only: bool, tcp_only: bool },
+    Tproxy {
+        port: u16,
+        ipv4_only: bool,
+        tcp_only: bool,
+    },
     /// `meta nfproto ipv4 udp dport 53 dnat ip to IP:PORT` (or ipv6 / ip6)
-    DnsDnat { l4: L4, ip: IpAddr, port: u16 },
+    DnsDnat {
+        l4: L4,
+        ip: IpAddr,
+        port: u16,
+    },
 
     // --- gateway (forwarded traffic), see ruleset/gateway.rs ---
     /// `jump gateway`
@@ -192,9 +238,14 @@ pub enum Stmt {
     ClearMark,
     /// `ct mark M udp dport 53 return`: DNS of a hijacking tproxy goes to
     /// `gateway-nat`, not to the TPROXY port.
-    FlowDnsReturn { mark: u32, l4: L4 },
+    FlowDnsReturn {
+        mark: u32,
+        l4: L4,
+    },
     /// `ct mark M meta mark set M`: the flow's class becomes the routing mark.
-    FlowMark { mark: u32 },
+    FlowMark {
+        mark: u32,
+    },
     /// `meta mark != 0x00000000 ct mark set meta mark return`: the bridge
     /// chain brouted this packet and chose its entry already.
     BroutedKeep,
@@ -203,27 +254,49 @@ pub enum Stmt {
     SameIfaceReturn,
     /// One entry's conditions and verdict, in `gateway-classify` (inet) or
     /// the bridge table's `prerouting` (`meta ibrname` for the interface).
-    GwEntry { m: GwMatch, bridge: bool, counter: bool, verdict: GwVerdict },
+    GwEntry {
+        m: GwMatch,
+        bridge: bool,
+        counter: bool,
+        verdict: GwVerdict,
+    },
     /// `meta nfproto ipv6 return` (inet) / `ether type ip6 return` (bridge)
-    Ipv6Return { bridge: bool },
+    Ipv6Return {
+        bridge: bool,
+    },
     /// `udp dport != 53 return` (keep DNS) / `meta l4proto udp return`
-    UdpReturn { keep_dns: bool },
+    UdpReturn {
+        keep_dns: bool,
+    },
     /// `udp dport 53 return` / `tcp dport 53 return`
-    DnsReturn { l4: L4 },
+    DnsReturn {
+        l4: L4,
+    },
     /// `ct mark set M`
-    SetFlowMark { mark: u32 },
+    SetFlowMark {
+        mark: u32,
+    },
     /// `meta mark set M meta broute set 1` (bridge family): the frame goes up
     /// the IP stack on the bridge port before br_netfilter sees it.
-    Broute { mark: u32 },
+    Broute {
+        mark: u32,
+    },
     /// `meta pkttype != host return` (bridge): not addressed to this host's MAC.
     NotHostReturn,
     /// `tcp flags & (fin | syn | rst | ack) != syn return` (bridge): only a
     /// connection's first packet needs the broute.
     TcpNotSynReturn,
     /// `ip daddr @bypass return` in the bridge family.
-    BridgeBypassReturn { v6: bool },
+    BridgeBypassReturn {
+        v6: bool,
+    },
     /// `ct mark M meta nfproto ipv4 udp dport 53 redirect to :PORT`
-    DnsRedirect { mark: u32, l4: L4, v6: bool, port: u16 },
+    DnsRedirect {
+        mark: u32,
+        l4: L4,
+        v6: bool,
+        port: u16,
+    },
 }
 
 /// A fresh `counter` as `nft list` shows it (the kernel listing of a table
@@ -253,6 +326,8 @@ impl fmt::Display for Stmt {
                 }
                 write!(f, "ct mark vmap @{MAP_FLOW_VERDICT}")
             }
+            Stmt::CachedDirect => write!(f, "{COUNTER} return"),
+            Stmt::CachedDrop => write!(f, "{COUNTER} drop"),
             Stmt::UnmarkedReturn => f.write_str("meta mark 0x00000000 return"),
             Stmt::FlowLookup { not_lo } => {
                 if *not_lo {

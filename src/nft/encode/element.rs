@@ -2,7 +2,10 @@
 //! a netlink attribute; interval sets as start/end pairs; the
 //! `cgroup-class` map's `ID : CLASS` elements.
 
-use crate::names::{CLASS_DIRECT, CLASS_DROP, MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_FLOW_VERDICT};
+use crate::names::{
+    CHAIN_FLOW_DIRECT, CHAIN_FLOW_DROP, CLASS_DIRECT, CLASS_DROP, MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN,
+    MAP_FLOW_VERDICT,
+};
 use crate::netlink::{MsgWriter, NLM_F_CREATE};
 use crate::nft::batch::Batch;
 use crate::nft::expr::{Data, encode_data};
@@ -157,10 +160,10 @@ pub fn flow_elements(b: &mut Batch, rs: &Ruleset, ids: (Option<u32>, Option<u32>
         by_class.push(Elem::Mapping(value(0), Data::Value(value(direct))));
     }
     elements(b, MAP_FLOW_TOKEN, ids.1, true, by_class);
-    // `flow-verdict { DIRECT-TOKEN : return, DROP-TOKEN : drop }`
+    // `flow-verdict { DIRECT-TOKEN : goto flow-direct, DROP-TOKEN : goto flow-drop }`
     let fast = tokens.iter().filter_map(|&(c, t)| match c {
-        CLASS_DIRECT => Some(Elem::Mapping(value(t), Data::Verdict(NFT_RETURN, None))),
-        CLASS_DROP => Some(Elem::Mapping(value(t), Data::Verdict(NF_DROP, None))),
+        CLASS_DIRECT => Some(Elem::Mapping(value(t), Data::Verdict(NFT_GOTO, Some(CHAIN_FLOW_DIRECT.into())))),
+        CLASS_DROP => Some(Elem::Mapping(value(t), Data::Verdict(NFT_GOTO, Some(CHAIN_FLOW_DROP.into())))),
         _ => None,
     });
     elements(b, MAP_FLOW_VERDICT, ids.2, true, fast);

@@ -73,6 +73,16 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(Expr::Ct { key: NFT_CT_MARK, dreg: NFT_REG_1 });
             e.push(lookup(MAP_FLOW_VERDICT, ids, Some(NFT_REG_VERDICT)));
         }
+        Stmt::CachedDirect => {
+            // [ counter pkts 0 bytes 0 ] [ immediate reg 0 return ]
+            e.push(Expr::Counter);
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::CachedDrop => {
+            // [ counter pkts 0 bytes 0 ] [ immediate reg 0 drop ]
+            e.push(Expr::Counter);
+            e.push(verdict(NF_DROP, None));
+        }
         Stmt::UnmarkedReturn => {
             e.extend(meta_eq(NFT_META_MARK, &[0; 4]));
             e.push(verdict(NFT_RETURN, None));
