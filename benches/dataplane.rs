@@ -3,6 +3,7 @@
 //!     cargo bench --bench dataplane
 //!     CGTPROXY_BENCH_ROUNDS=4 CGTPROXY_BENCH_SECS=2 CGTPROXY_BENCH_PEER=/path/to/cgtproxy-go \
 //!         cargo bench --bench dataplane
+//!     CGTPROXY_BENCH_SETUPS=conntrack,ours CGTPROXY_BENCH_EXTRA="flow-mark-mask: 0" cargo bench --bench dataplane
 //!
 //! Two test hosts over a veth; an app at cgroup depth 12 sends 64-byte UDP
 //! datagrams from one socket, and opens TCP connections (closed with a
@@ -65,6 +66,10 @@ fn config(setup: Setup, rel: &str, app_rel: &str, matched: bool) -> String {
     };
     if setup == Setup::Strict {
         t.push_str("strict: true\n");
+    }
+    if let (Setup::Ours | Setup::Strict, Ok(extra)) = (setup, std::env::var("CGTPROXY_BENCH_EXTRA")) {
+        // Top-level config keys to try a variant (e.g. `flow-mark-mask: 0`).
+        t.push_str(&format!("{extra}\n"));
     }
     t.push_str(&format!("rules:\n  - {{match: '{anchor}{rel}/.*/x$', direct: true}}\n"));
     if matched {
@@ -146,7 +151,14 @@ fn main() {
     }
     let rounds = env_num("CGTPROXY_BENCH_ROUNDS", 4.0) as usize;
     let secs = env_num("CGTPROXY_BENCH_SECS", 2.0);
-    let columns: Vec<Setup> = COLUMNS.into_iter().filter(|s| *s != Setup::Go || peer().is_some()).collect();
+    // CGTPROXY_BENCH_SETUPS=conntrack,ours,strict,go picks columns (no table always).
+    let picked = std::env::var("CGTPROXY_BENCH_SETUPS").unwrap_or_default();
+    let pick = |s: Setup| {
+        let word = ["none", "conntrack", "ours", "strict", "go"][COLUMNS.iter().position(|c| *c == s).unwrap_or(0)];
+        s == Setup::NoTable || picked.is_empty() || picked.split(',').any(|p| p == word)
+    };
+    let columns: Vec<Setup> =
+        COLUMNS.into_iter().filter(|s| (*s != Setup::Go || peer().is_some()) && pick(*s)).collect();
     let bed = Testbed::new("dpb");
     let load = compile();
     let server = Proc::spawn(&format!("{} {} serve 5001", bed.remote.enter(), load.display()));

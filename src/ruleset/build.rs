@@ -148,15 +148,26 @@ impl Ruleset {
         if lo {
             // drop-loopback: local DNS (a stub resolver) stays reachable.
             output.push(Stmt::LoopbackDnsReturn);
-        } else {
-            // Answers on this host (the TPROXY server's, a local service's).
+        } else if cache {
+            // The hot path first: a flow cached direct or drop ends here,
+            // one rule earlier. Answers on loopback to such a flow get its
+            // verdict (direct: return, as below; drop: a flow that was
+            // reclassified drop gets no answers either).
+            output.push(Stmt::FlowVerdict { not_lo: false });
+        }
+        if !lo {
+            // Answers on this host (the TPROXY server's, a local service's):
+            // before the class lookup, which would mark the TPROXY server's
+            // answers to a proxied flow with the flow's class.
             output.push(Stmt::LoopbackReplyReturn);
         }
         if cache {
             // A flow cached in this generation is neither bypassed nor
             // classified again: its first packet was, and every change of
             // the config or of a cgroup's verdict starts a new generation.
-            output.push(Stmt::FlowVerdict { not_lo: lo });
+            if lo {
+                output.push(Stmt::FlowVerdict { not_lo: true });
+            }
             output.push(Stmt::FlowLookup { not_lo: lo });
             output.extend(self.bypass_rules(true, lo));
         } else {
