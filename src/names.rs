@@ -18,6 +18,12 @@ pub const SET_LOCAL6: &str = "local-nets6";
 pub const MAP_CGROUP: &str = "cgroup-class";
 pub const MAP_MARK: &str = "mark-vmap";
 pub const MAP_MARK_DNS: &str = "mark-dns-vmap";
+/// The flow cache: conntrack-mark token of this generation -> class.
+pub const MAP_FLOW_CLASS: &str = "flow-class";
+/// The flow cache's fast path: token -> `return` (direct) or `drop`.
+pub const MAP_FLOW_VERDICT: &str = "flow-verdict";
+/// The flow cache: class -> this generation's conntrack-mark token.
+pub const MAP_FLOW_TOKEN: &str = "flow-token";
 
 pub const CHAIN_OUTPUT: &str = "output-mangle";
 pub const CHAIN_CLASSIFY: &str = "classify";
@@ -27,6 +33,13 @@ pub const CHAIN_DNS: &str = "dns-hijack";
 pub const CHAIN_GATEWAY: &str = "gateway";
 pub const CHAIN_GATEWAY_CLASSIFY: &str = "gateway-classify";
 pub const CHAIN_GATEWAY_NAT: &str = "gateway-nat";
+/// Where a classified flow's class is written into its conntrack mark.
+pub const CHAIN_FLOW_CACHE: &str = "flow-cache";
+/// Where `flow-verdict` sends a flow cached direct (`counter return`) or
+/// drop (`counter drop`): their counters are the targets' traffic with the
+/// per-target rules' (`top`).
+pub const CHAIN_FLOW_DIRECT: &str = "flow-direct";
+pub const CHAIN_FLOW_DROP: &str = "flow-drop";
 
 /// Sets and maps the table always has; named sets must not take their names.
 pub const BUILTIN_SETS: [&str; 7] =
@@ -38,7 +51,7 @@ pub fn dynamic_sets(name: &str) -> [String; 2] {
 }
 
 /// Chains the ruleset always has; a tproxy's chains must not collide with them.
-pub const BUILTIN_CHAINS: [&str; 8] = [
+pub const BUILTIN_CHAINS: [&str; 11] = [
     CHAIN_OUTPUT,
     CHAIN_CLASSIFY,
     CHAIN_PREROUTING,
@@ -47,7 +60,14 @@ pub const BUILTIN_CHAINS: [&str; 8] = [
     CHAIN_GATEWAY,
     CHAIN_GATEWAY_CLASSIFY,
     CHAIN_GATEWAY_NAT,
+    CHAIN_FLOW_CACHE,
+    CHAIN_FLOW_DIRECT,
+    CHAIN_FLOW_DROP,
 ];
+
+/// The deepest level `socket cgroupv2 level N` accepts (the kernel refuses
+/// more with ERANGE): deeper cgroups take their ancestor's verdict.
+pub const MAX_SOCKET_LEVEL: u32 = 255;
 
 /// Class of direct cgroups, held in the packet mark only inside
 /// output-mangle ("CGT" 1). Tproxy marks may not use it.

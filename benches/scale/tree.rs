@@ -19,11 +19,15 @@ fn rss_peak_kib(pid: u32) -> u64 {
 
 /// Start `imp` in `ns` for the cgroups below `rel`, everything there going
 /// to a TPROXY; does not wait for it (the caller's Monitor does). Ours runs
-/// under `CGTPROXY_BENCH_WRAP`, if set.
+/// under `CGTPROXY_BENCH_WRAP`, if set, with the top-level config keys of
+/// `CGTPROXY_BENCH_EXTRA` (e.g. `flow-mark-mask: 0`), if set.
 fn spawn_for(imp: Imp, ns: &NetNs, rel: &str, strict: bool) -> (Proc, TempFile) {
     let rule = format!("{rel}/");
     let (extra, wrap) = match imp {
-        Imp::Ours => (format!("strict: {strict}\n{PX}"), std::env::var("CGTPROXY_BENCH_WRAP").unwrap_or_default()),
+        Imp::Ours => {
+            let extra = std::env::var("CGTPROXY_BENCH_EXTRA").map(|e| format!("{e}\n")).unwrap_or_default();
+            (format!("strict: {strict}\n{extra}{PX}"), std::env::var("CGTPROXY_BENCH_WRAP").unwrap_or_default())
+        }
         Imp::Peer => (PX.to_owned(), String::new()),
     };
     spawn(imp, ns, &config(imp, &extra, &[(&rule, "tproxy: px")]), &wrap)

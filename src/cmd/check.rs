@@ -31,10 +31,11 @@ pub fn describe(cfg: &Config) -> String {
     for t in cfg.tproxies.values() {
         let _ = writeln!(
             s,
-            "  tproxy {}: mark {:#x}, port {}{}{}{}",
+            "  tproxy {}: mark {:#x}, port {}, other protocols {}{}{}{}",
             t.name,
             t.mark,
             t.port,
+            if t.other_direct { "direct" } else { "dropped" },
             if t.no_udp { ", no-udp" } else { "" },
             if t.no_ipv6 { ", no-ipv6" } else { "" },
             t.dns_hijack
@@ -268,6 +269,11 @@ mod tests {
         )
         .unwrap();
         let text = super::describe(&cfg);
-        assert!(text.contains("tproxy p: mark 0x1, port 7, dns-hijack 127.0.0.2:1053 and [::1]:1053 (+tcp)"), "{text}");
+        assert!(
+            text.contains(
+                "tproxy p: mark 0x1, port 7, other protocols dropped, dns-hijack 127.0.0.2:1053 and [::1]:1053 (+tcp)"
+            ),
+            "{text}"
+        );
     }
 }

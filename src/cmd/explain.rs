@@ -199,6 +199,13 @@ pub fn render(cfg: &Config, f: &Facts) -> String {
         }
         None => s.push_str("effective: direct (no classified ancestor)\n"),
     }
+    if let Some((_, crate::ruleset::Verdict::Tproxy(mark))) = effective
+        && let Some(t) = cfg.tproxies.values().find(|t| t.mark == *mark)
+    {
+        let fate =
+            if t.other_direct { "sent directly (other-protocols: direct)" } else { "dropped (other-protocols: drop)" };
+        let _ = writeln!(s, "other protocols (ICMP, raw sockets, SCTP...): {fate}");
+    }
     s
 }
 
@@ -227,7 +234,8 @@ mod tests {
             render(&cfg(), &f),
             "cgroup /a/b/c (id 42, level 3)\n\
              rule 1 (line 6 of t.yaml): \"^/a/b\" matches \"/a/b\" at 0..4 -> tproxy p\n  (rules 0..0 do not match)\n\
-             kernel: cgroup-class holds nothing for it\neffective: tproxy p (inherited from /a/b)\n"
+             kernel: cgroup-class holds nothing for it\neffective: tproxy p (inherited from /a/b)\n\
+             other protocols (ICMP, raw sockets, SCTP...): dropped (other-protocols: drop)\n"
         );
     }
 

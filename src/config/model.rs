@@ -14,6 +14,10 @@ pub const DEFAULT_PATH: &str = "/etc/cgtproxy/config.yaml";
 pub const DEFAULT_ROUTE_TABLE: u32 = 300;
 /// Deepest cgroup level watched for unknown cgroups in strict mode by default.
 pub const DEFAULT_STRICT_DEPTH: u32 = 12;
+/// The conntrack mark bits that cache a flow's class by default: the top
+/// 12, clear of wg-quick's 0xca6c, Tailscale's 0xff0000 and Kubernetes'
+/// 0x4000/0x8000.
+pub const DEFAULT_FLOW_MARK_MASK: u32 = 0xfff0_0000;
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -35,6 +39,12 @@ pub struct Config {
     pub strict_depth: u32,
     /// Count packets and bytes per classified cgroup (`cgtproxy status`).
     pub counters: bool,
+    /// The conntrack mark bits that cache each flow's class (0: no cache,
+    /// every packet is classified).
+    pub flow_mark_mask: u32,
+    /// `drop`/`reject` cover traffic to this host too (loopback, the
+    /// host's own addresses), `bypass` or not; DNS (port 53) excepted.
+    pub drop_loopback: bool,
     /// Forwarded traffic (containers, VMs, LAN clients, VPN peers), first
     /// match wins; empty: forwarded traffic is not touched.
     pub gateway: Vec<GatewayEntry>,
@@ -62,6 +72,8 @@ impl Config {
             strict: false,
             strict_depth: DEFAULT_STRICT_DEPTH,
             counters: false,
+            flow_mark_mask: DEFAULT_FLOW_MARK_MASK,
+            drop_loopback: false,
             gateway: Vec::new(),
             gateway_bridge_netfilter_off: false,
             proxy_cgroups: Vec::new(),

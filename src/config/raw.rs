@@ -43,6 +43,9 @@ struct RawConfig {
     #[serde(default)]
     counters: bool,
     strict_depth: Option<Spanned<i64>>,
+    flow_mark_mask: Option<Spanned<i64>>,
+    #[serde(default)]
+    drop_loopback: bool,
     #[serde(default)]
     gateway: Vec<Spanned<super::gateway::RawEntry>>,
     #[serde(default)]
@@ -63,6 +66,7 @@ struct RawTproxy {
     #[serde(default)]
     no_ipv6: bool,
     dns_hijack: Option<Spanned<RawDnsHijack>>,
+    other_protocols: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -159,6 +163,11 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         Some(d) => return Err(ctx.at(d, format!("strict-depth {} is not in 1..=64", d.value))),
     };
 
+    let flow_mark_mask = match &raw.flow_mark_mask {
+        None => super::model::DEFAULT_FLOW_MARK_MASK,
+        Some(m) => parse_flow_mask(&ctx, m, tproxies.len())?,
+    };
+
     Ok(Config {
         origin: file.to_owned(),
         cgroup_root,
@@ -171,10 +180,35 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
         strict: raw.strict,
         counters: raw.counters,
         strict_depth,
+        flow_mark_mask,
+        drop_loopback: raw.drop_loopback,
         gateway,
         gateway_bridge_netfilter_off: raw.gateway_bridge_netfilter_off,
         proxy_cgroups,
     })
+}
+
+/// `flow-mark-mask`: 0 (no cache), or one run of at least 4 contiguous
+/// bits with room for every class (direct, drop, reject, each tproxy).
+fn parse_flow_mask(ctx: &Ctx, m: &Spanned<i64>, tproxies: usize) -> Result<u32, ConfigError> {
+    let mask = u32::try_from(m.value)
+        .map_err(|_| ctx.at(m, format!("flow-mark-mask {} is not in 0..=0xffffffff", m.value)))?;
+    if mask == 0 {
+        return Ok(0);
+    }
+    let shifted = mask >> mask.trailing_zeros();
+    if shifted & (shifted + 1) != 0 {
+        return Err(ctx.at(m, format!("flow-mark-mask {mask:#010x} is not one run of contiguous bits")));
+    }
+    let bits = mask.count_ones();
+    let classes = 3 + tproxies as u64;
+    if bits < 4 || (1u64 << bits) - 1 < classes {
+        return Err(ctx.at(
+            m,
+            format!("flow-mark-mask {mask:#010x} has {bits} bits: too few for {classes} classes (at least 4 bits)"),
+        ));
+    }
+    Ok(mask)
 }
 
 fn parse_port(ctx: &Ctx, what: &str, value: &Spanned<i64>) -> Result<u16, ConfigError> {
@@ -261,9 +295,17 @@ fn parse_tproxies(
                 Some(DnsHijack { ip, ip6, port, tcp: d.value.tcp })
             }
         };
+        let other_direct = match &t.other_protocols {
+            None => false,
+            Some(o) if o.value == "drop" => false,
+            Some(o) if o.value == "direct" => true,
+            Some(o) => {
+                return Err(ctx.at(o, format!("tproxies.{name}.other-protocols {:?} is not drop or direct", o.value)));
+            }
+        };
         out.insert(
             name.clone(),
-            Tproxy { name: name.clone(), mark, port, no_udp: t.no_udp, no_ipv6: t.no_ipv6, dns_hijack },
+            Tproxy { name: name.clone(), mark, port, no_udp: t.no_udp, no_ipv6: t.no_ipv6, dns_hijack, other_direct },
         );
     }
     Ok(out)

@@ -76,4 +76,8 @@ pub struct Tproxy {
     pub no_udp: bool,
     pub no_ipv6: bool,
     pub dns_hijack: Option<DnsHijack>,
+    /// `other-protocols: direct`: traffic the proxy cannot carry (neither
+    /// TCP nor UDP: ICMP, raw sockets, SCTP...) leaves directly; by default
+    /// (`drop`) it is dropped, so a proxied app never shows its address.
+    pub other_direct: bool,
 }

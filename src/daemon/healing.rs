@@ -37,7 +37,7 @@ impl Daemon {
             }
             if self.kernel.take_heal_table() {
                 table = true;
-                if let Err(e) = self.kernel.apply_full(&self.tracker.ruleset) {
+                if let Err(e) = self.kernel.apply_full(&mut self.tracker.ruleset) {
                     self.degrade(format!("restoring table inet cgtproxy: {e}"));
                     break;
                 }
@@ -140,6 +140,7 @@ impl Daemon {
         let all = self.watcher.rewatch_all().map_err(|e| DaemonError::watch(&self.root, e))?;
         self.tracker.reset(&all);
         self.kernel.gateway.allow_off = self.tracker.cfg.gateway_bridge_netfilter_off;
+        super::running::warn_too_deep(&all);
         self.kernel.sync(&mut self.tracker.ruleset, self.tracker.cfg.route_table)
     }
 

@@ -36,6 +36,10 @@ pub struct Kernel {
     /// else committed (a cheap cross-check instead of a dump).
     generation: u32,
     own_commits: u32,
+    /// The flow cache's generation last sent. It starts from the kernel's
+    /// generation id, which only grows in a network namespace, so a
+    /// restarted daemon does not reuse the tokens of the previous one.
+    epoch: u32,
     /// Outside changes still to be undone.
     heal_table: bool,
     /// An address notification came: `local-nets` may be stale.
@@ -75,6 +79,7 @@ impl Kernel {
             handles: BTreeMap::new(),
             generation: 0,
             own_commits: 0,
+            epoch: 0,
             heal_table: false,
             addresses_changed: false,
             heal_routing: false,
@@ -86,6 +91,7 @@ impl Kernel {
         // first commit overrun the socket, GETGEN == this + 1 shows that only
         // we committed (no second full apply).
         k.generation = k.nft.generation().unwrap_or(0);
+        k.epoch = k.generation;
         Ok(k)
     }
 
@@ -121,7 +127,10 @@ impl Kernel {
 
     /// Replace the whole table with `rs`, atomically, and take the new rule
     /// handles from our own notifications.
-    pub fn apply_full(&mut self, rs: &Ruleset) -> Result<(), DaemonError> {
+    pub fn apply_full(&mut self, rs: &mut Ruleset) -> Result<(), DaemonError> {
+        // A new generation: flows cached under the old table are classified again.
+        self.epoch = self.epoch.wrapping_add(1);
+        rs.flow_epoch = self.epoch;
         self.nft.apply_full(rs)?;
         self.own_commits = self.own_commits.wrapping_add(1);
         self.absorb();
@@ -132,7 +141,7 @@ impl Kernel {
     /// the handles of new level rules and the generation come back as our
     /// own notifications, read from the local queue (no request to the
     /// kernel after the commit).
-    pub fn commit(&mut self, delta: &Delta, rs: &Ruleset) -> Result<(), DaemonError> {
+    pub fn commit(&mut self, delta: &Delta, rs: &mut Ruleset) -> Result<(), DaemonError> {
         let ids = encode::SetIds::default();
         let mut b = self.nft.batch();
         let mut levels = delta.new_levels.clone();
@@ -147,11 +156,40 @@ impl Kernel {
         }
         encode::delete_cgroup_elements(&mut b, &delta.del);
         encode::cgroup_elements(&mut b, delta.add.iter().map(|(id, e, _)| (id, e)), None);
-        self.nft.commit(b)?;
+        let epoch = rs.flow_epoch;
+        if delta.bump && rs.flow_mask != 0 {
+            self.epoch = self.epoch.wrapping_add(1);
+            rs.flow_epoch = self.epoch;
+            encode::flow_elements(&mut b, rs, (None, None, None), true);
+        }
+        if let Err(e) = self.nft.commit(b) {
+            rs.flow_epoch = epoch;
+            return Err(e.into());
+        }
         self.own_commits = self.own_commits.wrapping_add(1);
         if !levels.is_empty() {
             self.absorb();
         }
+        Ok(())
+    }
+
+    /// A new flow-cache generation alone (`flush map` and the new tokens of
+    /// `flow-class`, `flow-token`, `flow-verdict`): flows cached before are
+    /// classified again on their next packet.
+    pub fn new_generation(&mut self, rs: &mut Ruleset) -> Result<(), DaemonError> {
+        if rs.flow_mask == 0 {
+            return Ok(());
+        }
+        let epoch = rs.flow_epoch;
+        self.epoch = self.epoch.wrapping_add(1);
+        rs.flow_epoch = self.epoch;
+        let mut b = self.nft.batch();
+        encode::flow_elements(&mut b, rs, (None, None, None), true);
+        if let Err(e) = self.nft.commit(b) {
+            rs.flow_epoch = epoch;
+            return Err(e.into());
+        }
+        self.own_commits = self.own_commits.wrapping_add(1);
         Ok(())
     }
 

@@ -9,7 +9,8 @@
 //! - `healing.rs`: undoing outside changes, degrade, retry with backoff.
 //! - `kernel.rs`: what the daemon put in the kernel and the one teardown
 //!   ([`cleanup`] for `cgtproxy cleanup` included).
-//! - `running.rs`: the daemon's state and the delta commit they all use.
+//! - `running.rs`: the daemon's state and the delta commit they all use;
+//!   `fresh.rs`: whether a new cgroup's flows may be cached stale.
 //! - `options.rs`, `error.rs`: [`Options`], [`ConfigSource`], [`DaemonError`].
 //! - [`events`], [`gateway`], `guard.rs`, `signals.rs`, [`tracker`],
 //!   [`watch`], `wds.rs`: notifications, gateway sysctls, the proxy-loop
@@ -18,6 +19,7 @@
 mod error;
 mod event_loop;
 pub mod events;
+mod fresh;
 pub mod gateway;
 mod guard;
 mod healing;

@@ -110,8 +110,14 @@ impl Daemon {
 
     /// Send a delta as one batch; on any failure resynchronise everything.
     pub fn commit(&mut self, delta: &Delta) {
+        for path in &delta.too_deep {
+            warn_deep(path);
+        }
+        if delta.nothing_to_send() {
+            return;
+        }
         let started = Instant::now();
-        match self.kernel.commit(delta, &self.tracker.ruleset) {
+        match self.kernel.commit(delta, &mut self.tracker.ruleset) {
             Ok(()) if delta.add.len() <= 64 => {
                 for (_, e, path) in delta.add.iter().filter(|(_, e, _)| e.verdict != crate::ruleset::Verdict::Continue)
                 {
@@ -152,6 +158,40 @@ impl Daemon {
                 return;
             }
         }
+        // Asked after the commit: a process that enters later finds the
+        // element in place (daemon/fresh.rs).
+        if !delta.bump
+            && self.tracker.ruleset.flow_mask != 0
+            && let Some(path) = super::fresh::populated(&self.root, &delta.fresh)
+        {
+            let path = crate::cgname::escape(path);
+            if let Err(e) = self.kernel.new_generation(&mut self.tracker.ruleset) {
+                warn!("new flow-cache generation failed ({e}); rebuilding the whole table");
+                self.resync();
+                return;
+            }
+            debug!(
+                cgroup = %path,
+                "new flow-cache generation: the new cgroup {path} already had processes, whose flows may be cached \
+                 with its parent's class"
+            );
+        }
         self.publish(false);
     }
+}
+
+/// One warning per cgroup of `cgroups` too deep for `socket cgroupv2`.
+pub fn warn_too_deep(cgroups: &[crate::cgroup::Cgroup]) {
+    for c in cgroups.iter().filter(|c| c.level > crate::names::MAX_SOCKET_LEVEL) {
+        warn_deep(&c.path);
+    }
+}
+
+fn warn_deep(path: &str) {
+    let max = crate::names::MAX_SOCKET_LEVEL;
+    warn!(
+        cgroup = %path,
+        "cgroup {path} is deeper than level {max} (the kernel's socket cgroupv2 limit): its sockets take the \
+         verdict of its ancestor at level {max}"
+    );
 }

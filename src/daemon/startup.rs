@@ -40,6 +40,7 @@ pub fn run(source: ConfigSource, opts: Options) -> Result<(), DaemonError> {
     let cgroups = watcher.rewatch_all().map_err(|e| DaemonError::watch(&root, e))?;
     let walked = started.elapsed();
     let tracker = Tracker::new(cfg, &cgroups);
+    super::running::warn_too_deep(&cgroups);
     // The tracker holds what it needs; the scan list would stay alive for
     // the daemon's lifetime otherwise.
     drop(cgroups);

@@ -19,10 +19,27 @@ pub struct Delta {
     /// elements themselves have none).
     pub add: Vec<(u64, Element, Arc<str>)>,
     pub del: Vec<u64>,
+    /// Some cgroup's verdict changed: flows cached with the old one must be
+    /// classified again (a new flow-cache generation in the same batch).
+    pub bump: bool,
+    /// New cgroups whose verdict differs from their parent's. Only a flow
+    /// that raced the daemon (a process already in the cgroup sent before
+    /// its element existed) can be cached with the parent's class, so the
+    /// daemon starts a new generation for them only when one of them has
+    /// had processes by the time the batch is in (`daemon/fresh.rs`).
+    pub fresh: Vec<Arc<str>>,
+    /// Cgroups deeper than the kernel's `socket cgroupv2` limit: they take
+    /// their ancestor's verdict (for one warning each).
+    pub too_deep: Vec<Arc<str>>,
 }
 
 impl Delta {
     pub fn is_empty(&self) -> bool {
+        self.nothing_to_send() && self.too_deep.is_empty()
+    }
+
+    /// No change for the kernel (there may be warnings).
+    pub fn nothing_to_send(&self) -> bool {
         self.new_levels.is_empty() && self.add.is_empty() && self.del.is_empty()
     }
 
@@ -41,6 +58,9 @@ impl Delta {
             }
         }
         self.add.extend(other.add);
+        self.bump |= other.bump;
+        self.fresh.extend(other.fresh);
+        self.too_deep.extend(other.too_deep);
     }
 }
 
@@ -82,7 +102,7 @@ impl Tracker {
     /// Keep cgroup `id` at `path` direct (a proxy listens in it); the delta
     /// replaces its element.
     pub fn pin(&mut self, id: u64, path: Arc<str>) -> Delta {
-        let mut delta = Delta::default();
+        let mut delta = Delta { bump: self.class_at(&path) != crate::names::CLASS_DIRECT, ..Delta::default() };
         self.pins.insert(id, path.clone());
         match self.ruleset.elements.get(&id) {
             Some(e) if e.verdict == Verdict::Direct => return delta,
@@ -117,6 +137,7 @@ impl Tracker {
         {
             delta.add.push((id, e.clone(), cg.path.clone()));
         }
+        delta.bump = self.class_at(&cg.path) != crate::names::CLASS_DIRECT;
         delta.merge(self.reclassify_below(&cg.path));
         delta
     }
@@ -130,7 +151,9 @@ impl Tracker {
         let below: Vec<(Arc<str>, u64)> = self
             .paths
             .range::<str, _>((Bound::Included(&*low), Bound::Excluded(&*high)))
-            .filter(|(_, id)| !self.pins.contains_key(id))
+            .filter(|(p, id)| {
+                !self.pins.contains_key(id) && crate::cgroup::level_of(p) <= crate::names::MAX_SOCKET_LEVEL
+            })
             .map(|(p, id)| (p.clone(), *id))
             .collect();
         for (p, id) in below {
@@ -142,6 +165,7 @@ impl Tracker {
             if new == old {
                 continue;
             }
+            delta.bump = true;
             if old.is_some() {
                 delta.del.push(id);
             }
@@ -153,6 +177,12 @@ impl Tracker {
             }
         }
         delta
+    }
+
+    /// The class a flow of the cgroup at `path` is cached with: its
+    /// effective verdict's, direct when none.
+    pub fn class_at(&self, path: &str) -> u32 {
+        self.effective(path).map_or(crate::names::CLASS_DIRECT, Verdict::class)
     }
 
     /// The verdict the kernel applies to sockets of the cgroup at `path`:
@@ -190,11 +220,21 @@ impl Tracker {
                 }
                 replaced.push(cg.path.clone());
             }
+            if cg.level > crate::names::MAX_SOCKET_LEVEL {
+                delta.too_deep.push(cg.path.clone());
+                continue;
+            }
+            let before = self.class_at(&cg.path);
             let paths = &self.paths;
             if let Some(e) =
                 self.ruleset.classify(&self.cfg, cg, |rs| rs.binding_above(&cg.path, |p| paths.get(p).copied()))
             {
                 delta.add.push((cg.id, e.clone(), cg.path.clone()));
+                // A flow that started before this element (the app won the
+                // race) may be cached with its ancestor's class.
+                if self.class_at(&cg.path) != before {
+                    delta.fresh.push(cg.path.clone());
+                }
             }
         }
         delta.new_levels = self.ruleset.levels.difference(&levels_before).copied().collect();
@@ -217,14 +257,22 @@ impl Tracker {
         if let Some((p, _)) = self.paths.get_key_value(path) {
             gone.push(p.clone());
         }
+        let mut classes = Vec::new();
         for p in gone {
             if let Some(id) = self.paths.remove(&p) {
                 self.pins.remove(&id);
-                if self.ruleset.elements.remove(&id).is_some() {
+                if let Some(e) = self.ruleset.elements.remove(&id) {
                     delta.del.push(id);
+                    if e.verdict != Verdict::Continue {
+                        classes.push(e.verdict.class());
+                    }
                 }
             }
         }
+        // Sockets that outlive their cgroup now take the parent's verdict.
+        let parent = path.rfind('/').map_or("", |i| &path[..i]);
+        let now = self.class_at(parent);
+        delta.bump = classes.iter().any(|c| *c != now);
         delta
     }
 
@@ -240,6 +288,7 @@ impl Tracker {
                 self.pins.remove(&id);
                 if self.ruleset.elements.remove(&id).is_some() {
                     delta.del.push(id);
+                    delta.bump = true;
                 }
             }
         }
@@ -349,6 +398,46 @@ mod tests {
         t.pin(5, "/z/p".into());
         t.vanished("/z/p");
         assert!(t.pins.is_empty(), "a vanished cgroup is no longer pinned");
+    }
+
+    #[test]
+    fn the_flow_cache_generation_moves_only_when_a_verdict_changes() {
+        let mut t = Tracker::new(cfg(), &[cg("/a", 1)]);
+        // /a/b has a rule of its own (drop, not its parent's tproxy): new,
+        // so only a flow that raced the daemon can be stale (the daemon
+        // bumps when the cgroup has had processes).
+        let d = t.appeared(&[cg("/a/b", 2)]);
+        assert_eq!((d.bump, d.fresh.as_slice()), (false, &["/a/b".into()][..]));
+        // /a/b/c inherits drop; /y matches nothing: no verdict changes.
+        let d = t.appeared(&[cg("/a/b/c", 3), cg("/y", 4)]);
+        assert!(!d.bump && d.fresh.is_empty());
+        // Removing /a/b: its sockets now take /a's tproxy.
+        assert!(t.vanished("/a/b").bump);
+        assert!(!t.vanished("/y").bump);
+        // Pinning a proxied cgroup direct changes it; unpinning gives it back.
+        assert!(t.pin(1, "/a".into()).bump);
+        assert!(t.unpin(1).bump);
+    }
+
+    #[test]
+    fn strict_continue_elements_do_not_move_the_generation() {
+        let mut c = cfg();
+        c.strict = true;
+        let mut t = Tracker::new(c, &[cg("/a", 1)]);
+        let d = t.appeared(&[cg("/z", 2), cg("/a/q", 3)]);
+        assert_eq!(d.add.len(), 2, "strict: every cgroup has an element");
+        assert!(!d.bump, "unmatched cgroups keep their parent's verdict");
+    }
+
+    #[test]
+    fn cgroups_deeper_than_the_kernel_limit_get_no_element() {
+        let mut t = Tracker::new(cfg(), &[cg("/a", 1)]);
+        let deep = format!("/a{}", "/d".repeat(300));
+        let d = t.appeared(&[cg(&deep, 9)]);
+        assert!(d.add.is_empty() && d.new_levels.is_empty(), "{:?}", d.new_levels);
+        assert_eq!(d.too_deep.len(), 1);
+        assert!(!d.is_empty(), "the warning still goes out");
+        assert_eq!(t.effective(&deep), Some(Verdict::Tproxy(1)), "its ancestor's verdict");
     }
 
     #[test]

@@ -115,6 +115,7 @@ pub const NFT_META_MARK: u32 = 3;
 pub const NFT_META_NFPROTO: u32 = 15;
 pub const NFT_META_L4PROTO: u32 = 16;
 pub const NFT_META_IIF: u32 = 4;
+pub const NFT_META_OIF: u32 = 5;
 pub const NFT_META_IIFNAME: u32 = 6;
 pub const NFT_META_BRI_IIFNAME: u32 = 17;
 pub const NFT_META_PKTTYPE: u32 = 19;
@@ -187,6 +188,7 @@ pub const NFT_REJECT_ICMPX_PORT_UNREACH: u8 = 1;
 pub const IPS_DST_NAT: u32 = 0x20;
 /// IP_CT_DIR_REPLY.
 pub const IP_CT_DIR_REPLY: u8 = 1;
+pub const IP_CT_DIR_ORIGINAL: u8 = 0;
 
 // Netfilter hooks.
 pub const NF_INET_PRE_ROUTING: u32 = 0;

@@ -35,6 +35,10 @@ impl Ruleset {
             broute: true,
             local4: Vec::new(),
             local6: Vec::new(),
+            // Counting every packet per cgroup needs the per-packet lookup.
+            flow_mask: if cfg.counters { 0 } else { cfg.flow_mark_mask },
+            flow_epoch: 0,
+            drop_loopback: cfg.drop_loopback,
             verdicts: cfg
                 .rules
                 .iter()
@@ -90,6 +94,11 @@ impl Ruleset {
         cg: &Cgroup,
         above: impl FnOnce(&Self) -> Option<(Verdict, Option<u32>)>,
     ) -> Option<&Element> {
+        if cg.level > MAX_SOCKET_LEVEL {
+            // The kernel refuses the level rule: its sockets take the
+            // verdict of their ancestor at the deepest level it accepts.
+            return None;
+        }
         let (verdict, rule) = match cfg.classify(&cg.path) {
             Some(rule) => match above(self) {
                 Some(bound) => bound,
@@ -128,7 +137,9 @@ impl Ruleset {
 
     /// The chains, in the order they are created and printed.
     pub fn chains(&self) -> Vec<Chain> {
-        let mut output = vec![Stmt::CtReplyReturn];
+        let cache = self.flow_mask != 0;
+        let lo = self.drop_loopback;
+        let mut output = vec![Stmt::MarkedReturn];
         // DNS of hijacking cgroups is hijacked whatever its destination:
         // before the bypass sets, so a stub resolver on 127.0.0.53 (in the
         // usual `bypass: 127.0.0.0/8`) is covered too.
@@ -136,21 +147,56 @@ impl Ruleset {
         if !dns_keep.is_empty() {
             output.push(Stmt::JumpDns);
         }
-        output.extend(self.bypass_rules());
-        output.extend([
-            Stmt::NotTcpUdpReturn,
-            Stmt::MarkedReturn,
-            Stmt::JumpClassify,
-            Stmt::DirectClass,
-            Stmt::DropClass,
-        ]);
+        if lo {
+            // drop-loopback: local DNS (a stub resolver) stays reachable.
+            output.push(Stmt::LoopbackDnsReturn);
+        } else if cache {
+            // The hot path first: a flow cached direct or drop ends here,
+            // one rule earlier. Answers on loopback to such a flow get its
+            // verdict (direct: return, as below; drop: a flow that was
+            // reclassified drop gets no answers either).
+            output.push(Stmt::FlowVerdict { not_lo: false });
+        }
+        if !lo {
+            // Answers on this host (the TPROXY server's, a local service's):
+            // before the class lookup, which would mark the TPROXY server's
+            // answers to a proxied flow with the flow's class.
+            output.push(Stmt::LoopbackReplyReturn);
+        }
+        if cache {
+            // A flow cached in this generation is neither bypassed nor
+            // classified again: its first packet was, and every change of
+            // the config or of a cgroup's verdict starts a new generation.
+            if lo {
+                output.push(Stmt::FlowVerdict { not_lo: true });
+            }
+            output.push(Stmt::FlowLookup { not_lo: lo });
+            output.extend(self.bypass_rules(true, lo));
+        } else {
+            output.extend(self.bypass_rules(false, lo));
+        }
+        output.push(Stmt::ClassifyUnmarked);
+        if cache {
+            output.push(Stmt::JumpFlowCache);
+        }
+        output.extend([Stmt::DirectClass, Stmt::DropClass]);
         // Only configs with a `reject` rule get these (other rulesets, and
         // their golden files, stay as they were).
         if self.verdicts.values().any(|v| *v == Verdict::Reject) {
             output.push(Stmt::RejectClass { tcp: true });
             output.push(Stmt::RejectClass { tcp: false });
         }
+        if !self.tproxies.is_empty() {
+            // A proxied app's answers to flows others started leave as they
+            // are; loopback (drop-loopback) is never proxied.
+            output.push(Stmt::ReplyUnmark);
+            if lo {
+                output.push(Stmt::LoopbackUnmark);
+            }
+        }
         for t in &self.tproxies {
+            // What the proxy cannot carry (neither TCP nor UDP).
+            output.push(Stmt::OtherProtocols { mark: t.mark, direct: t.other_direct });
             // Leave unmarked what this tproxy does not take, so it goes
             // direct (the Go implementation marked it and blackholed it).
             if t.no_udp {
@@ -174,17 +220,32 @@ impl Ruleset {
                 rules: output,
             },
             Chain { name: CHAIN_CLASSIFY.into(), hook: None, rules: classify },
-            Chain {
-                name: CHAIN_PREROUTING.into(),
-                hook: Some(Hook { kind: "filter", hook: "prerouting", priority: PRIO_MANGLE, priority_name: "mangle" }),
-                rules: self
-                    .bypass_rules()
-                    .into_iter()
-                    .chain((!self.gateway.is_empty()).then_some(Stmt::JumpGateway))
-                    .chain([Stmt::MarkVmap { map: MAP_MARK }])
-                    .collect(),
-            },
-            Chain {
+        ];
+        if cache {
+            let mut rules = Vec::new();
+            if lo {
+                rules.push(Stmt::OifLoopbackReturn);
+            }
+            rules.push(Stmt::UncachedProtocolReturn);
+            rules.push(Stmt::FlowStore { keep: !self.flow_mask });
+            chains.push(Chain { name: CHAIN_FLOW_CACHE.into(), hook: None, rules });
+            chains.push(Chain { name: CHAIN_FLOW_DIRECT.into(), hook: None, rules: vec![Stmt::CachedDirect] });
+            chains.push(Chain { name: CHAIN_FLOW_DROP.into(), hook: None, rules: vec![Stmt::CachedDrop] });
+        }
+        chains.extend([Chain {
+            name: CHAIN_PREROUTING.into(),
+            hook: Some(Hook { kind: "filter", hook: "prerouting", priority: PRIO_MANGLE, priority_name: "mangle" }),
+            rules: (self.gateway.is_empty().then_some(Stmt::UnmarkedReturn))
+                .into_iter()
+                .chain(self.bypass_rules(false, false))
+                .chain((!self.gateway.is_empty()).then_some(Stmt::JumpGateway))
+                .chain([Stmt::MarkVmap { map: MAP_MARK }])
+                .collect(),
+        }]);
+        if !dns_keep.is_empty() {
+            // Only DNS hijack needs a nat chain (without one, no new flow
+            // pays for a NAT binding).
+            chains.push(Chain {
                 name: CHAIN_OUTPUT_NAT.into(),
                 hook: Some(Hook {
                     kind: "nat",
@@ -195,9 +256,7 @@ impl Ruleset {
                     priority_name: "-100",
                 }),
                 rules: vec![Stmt::MarkVmap { map: MAP_MARK_DNS }],
-            },
-        ];
-        if !dns_keep.is_empty() {
+            });
             let mut rules = vec![Stmt::MarkedReturn, Stmt::JumpClassify];
             rules.extend(dns_keep);
             rules.push(Stmt::ResetMark);
@@ -222,15 +281,21 @@ impl Ruleset {
     }
 
     /// `ip daddr @bypass return` for both families, then the same for each
-    /// dynamic set in `bypass`.
-    fn bypass_rules(&self) -> Vec<Stmt> {
-        let mut rules = vec![Stmt::BypassReturn { v6: false }, Stmt::BypassReturn { v6: true }];
+    /// dynamic set in `bypass`; `unmarked` (after the flow-cache lookup):
+    /// only for packets the cache did not decide; `not_lo` (drop-loopback):
+    /// not for loopback.
+    fn bypass_rules(&self, unmarked: bool, not_lo: bool) -> Vec<Stmt> {
+        let mut sets = vec![(SET_BYPASS4.to_string(), false), (SET_BYPASS6.to_string(), true)];
         for name in &self.bypass_sets {
             let [v4, v6] = dynamic_sets(name);
-            rules.push(Stmt::NamedSetReturn { set: v4, v6: false });
-            rules.push(Stmt::NamedSetReturn { set: v6, v6: true });
+            sets.extend([(v4, false), (v6, true)]);
         }
-        rules
+        sets.into_iter()
+            .map(|(set, v6)| match unmarked {
+                true => Stmt::UnmarkedBypassReturn { set, v6, not_lo },
+                false => Stmt::BypassReturn { set, v6, not_lo },
+            })
+            .collect()
     }
 
     /// The `dns-hijack` chain's accept rules: exactly the (mark, family,

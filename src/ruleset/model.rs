@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::stmt::Stmt;
 use super::verdict::{Element, Interval, Verdict};
 use crate::config::{GatewayEntry, Target, Tproxy};
+use crate::names::{CLASS_DIRECT, CLASS_DROP, CLASS_REJECT};
 
 /// Everything cgtproxy puts into the kernel.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,18 +39,49 @@ pub struct Ruleset {
     /// in by the daemon (`links::connected`), empty otherwise.
     pub local4: Vec<Interval>,
     pub local6: Vec<Interval>,
+    /// The conntrack mark bits that cache each flow's class (0: no cache).
+    pub flow_mask: u32,
+    /// The flow cache's generation: its tokens change with it, so a flow
+    /// cached before a change misses and is classified again.
+    pub flow_epoch: u32,
+    /// `drop`/`reject` cover traffic to this host (loopback) too.
+    pub drop_loopback: bool,
     /// The verdict of each rule target.
     pub(super) verdicts: BTreeMap<Target, Verdict>,
 }
 
 impl Ruleset {
     /// The rules of `classify` for one `socket cgroupv2` level, in order.
+    /// The first level that decides ends the chain: its class is in the
+    /// mark (a `Continue` element leaves it 0, so the next level decides).
     pub fn level_rules(&self, level: u32) -> Vec<Stmt> {
-        let classify = Stmt::ClassifyLevel { level };
-        match self.strict {
-            Some(depth) if level <= depth => vec![Stmt::UnknownCgroupDrop { level }, classify],
-            _ => vec![classify],
+        let mut rules = vec![Stmt::ClassifyLevel { level }, Stmt::Decided { cache: self.flow_mask != 0 }];
+        if matches!(self.strict, Some(depth) if level <= depth) {
+            rules.push(Stmt::UnknownCgroupDrop { level });
         }
+        rules
+    }
+
+    /// Every class a flow can be cached with, in token order.
+    pub fn flow_classes(&self) -> Vec<u32> {
+        let mut classes = vec![CLASS_DIRECT, CLASS_DROP, CLASS_REJECT];
+        classes.extend(self.marks());
+        classes
+    }
+
+    /// (class, token) of this generation: the token is the value the
+    /// flow's conntrack mark holds within `flow_mask`. Tokens of
+    /// consecutive generations differ; they repeat after
+    /// (2^bits - 1) / classes generations.
+    pub fn flow_tokens(&self) -> Vec<(u32, u32)> {
+        if self.flow_mask == 0 {
+            return Vec::new();
+        }
+        let classes = self.flow_classes();
+        let n = (1u64 << self.flow_mask.count_ones()) - 1;
+        let shift = self.flow_mask.trailing_zeros();
+        let base = u64::from(self.flow_epoch) * classes.len() as u64;
+        classes.iter().enumerate().map(|(i, &class)| (class, ((((base + i as u64) % n) + 1) as u32) << shift)).collect()
     }
 
     /// Marks of all tproxies, in order.

@@ -87,6 +87,21 @@ fn render(rs: &Ruleset, cgroups: &[Cgroup], prefix: &str) -> String {
         .map(|t| format!("{} : goto {}", mark(t.mark), dns_chain(&t.name)))
         .collect();
     map(w, MAP_MARK_DNS, "mark : verdict", &dns);
+    if rs.flow_mask != 0 {
+        let tokens = rs.flow_tokens();
+        let by_token: Vec<String> = tokens.iter().map(|&(c, t)| format!("{} : {}", mark(t), mark(c))).collect();
+        map(w, MAP_FLOW_CLASS, "mark : mark", &by_token);
+        map(w, MAP_FLOW_TOKEN, "mark : mark", &flow_token_items(&tokens));
+        let fast: Vec<String> = tokens
+            .iter()
+            .filter_map(|&(c, t)| match c {
+                CLASS_DIRECT => Some(format!("{} : goto {CHAIN_FLOW_DIRECT}", mark(t))),
+                CLASS_DROP => Some(format!("{} : goto {CHAIN_FLOW_DROP}", mark(t))),
+                _ => None,
+            })
+            .collect();
+        map(w, MAP_FLOW_VERDICT, "mark : verdict", &fast);
+    }
 
     for c in rs.chains() {
         let base = c.hook.map(|h| format!("type {} hook {} priority {}", h.kind, h.hook, h.priority_name));
@@ -113,6 +128,17 @@ fn render(rs: &Ruleset, cgroups: &[Cgroup], prefix: &str) -> String {
         o.push_str("}\n");
     }
     o
+}
+
+/// `flow-token`'s elements as `nft list` sorts them (by key): class 0 (no
+/// level decided) is cached as direct.
+fn flow_token_items(tokens: &[(u32, u32)]) -> Vec<String> {
+    let mut items: Vec<(u32, u32)> = tokens.to_vec();
+    if let Some(&(_, direct)) = tokens.iter().find(|(c, _)| *c == CLASS_DIRECT) {
+        items.push((0, direct));
+    }
+    items.sort_unstable();
+    items.iter().map(|&(c, t)| format!("{} : {}", mark(c), mark(t))).collect()
 }
 
 fn elements(w: &mut String, items: &[String]) {

@@ -8,8 +8,9 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use super::verdict::Interval;
 use crate::config::Iface;
 use crate::names::{
-    CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_GATEWAY, CHAIN_GATEWAY_CLASSIFY, CLASS_DIRECT, CLASS_DROP, CLASS_REJECT,
-    MAP_CGROUP, MAP_MARK, SET_BYPASS4, SET_BYPASS6, SET_LOCAL4, SET_LOCAL6,
+    CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_FLOW_CACHE, CHAIN_GATEWAY, CHAIN_GATEWAY_CLASSIFY, CLASS_DIRECT, CLASS_DROP,
+    CLASS_REJECT, MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_FLOW_VERDICT, MAP_MARK, SET_BYPASS4, SET_BYPASS6,
+    SET_LOCAL4, SET_LOCAL6,
 };
 
 /// The conditions of one `gateway` entry, for one address family when it
@@ -73,37 +74,120 @@ pub enum Stmt {
     /// `ct direction reply return`: replies of any connection are never
     /// rerouted (this also lets a TPROXY server answer).
     CtReplyReturn,
-    /// `ip daddr @bypass return` / `ip6 daddr @bypass6 return`
-    BypassReturn { v6: bool },
-    /// `ip daddr @NAME return` / `ip6 daddr @NAME6 return`: a dynamic named
-    /// set in `bypass`.
-    NamedSetReturn { set: String, v6: bool },
-    /// `meta l4proto != { tcp, udp } return`
+    /// `ip daddr @bypass return` / `ip6 daddr @bypass6 return`, or the
+    /// same with a dynamic named set in `bypass` (`ip daddr @NAME return`,
+    /// `ip6 daddr @NAME6 return`); with `not_lo` (drop-loopback),
+    /// `oif != "lo"` first.
+    BypassReturn {
+        set: String,
+        v6: bool,
+        not_lo: bool,
+    },
+    /// `meta mark 0x00000000 [oif != "lo"] ip daddr @bypass return`: with
+    /// the flow cache, after its lookup (a cached flow skips the bypass).
+    UnmarkedBypassReturn {
+        set: String,
+        v6: bool,
+        not_lo: bool,
+    },
+    /// `meta l4proto != { tcp, udp } return` (gateway chains)
     NotTcpUdpReturn,
+    /// `oif "lo" ct direction reply return`: answers sent on this host
+    /// (the TPROXY server's to proxied apps, a local service's) are not
+    /// classified.
+    LoopbackReplyReturn,
+    /// `oif "lo" meta l4proto { tcp, udp } th dport 53 return`
+    /// (drop-loopback): the local DNS stub stays reachable.
+    LoopbackDnsReturn,
+    /// `[oif != "lo"] ct mark vmap @flow-verdict`: a flow cached direct
+    /// (`goto flow-direct`) or drop (`goto flow-drop`) in this generation
+    /// is done with one lookup and one counter.
+    FlowVerdict {
+        not_lo: bool,
+    },
+    /// `counter return` (flow-direct) / `counter drop` (flow-drop): a
+    /// cached flow's packets counted for their target.
+    CachedDirect,
+    CachedDrop,
+    /// `meta mark 0x00000000 return` (prerouting without gateway entries):
+    /// only our re-routed packets carry a mark that prerouting acts on.
+    UnmarkedReturn,
+    /// `[oif != "lo"] meta mark set ct mark map @flow-class`: a flow cached
+    /// in this generation gets its class without classification.
+    FlowLookup {
+        not_lo: bool,
+    },
+    /// `meta mark 0x00000000 jump classify`
+    ClassifyUnmarked,
+    /// `meta mark 0x00000000 ct direction original jump flow-cache`: no
+    /// level decided (direct): cached too, but only in the original
+    /// direction, where the packet's socket is the app's (answers may come
+    /// from a request or time-wait socket, which no level can classify).
+    JumpFlowCache,
+    /// `meta mark != 0x00000000 goto flow-cache` (`return` without the
+    /// cache): the level that decided ends `classify`.
+    Decided {
+        cache: bool,
+    },
+    /// `oif "lo" return` (flow-cache, drop-loopback: loopback is
+    /// classified on every packet, both ends being this host's).
+    OifLoopbackReturn,
+    /// `meta l4proto != { tcp, udp } return` (flow-cache): other protocols'
+    /// conntrack entries are shared by every socket between two addresses
+    /// (raw, generic) or outlive their socket by design; never cached.
+    UncachedProtocolReturn,
+    /// `ct mark & KEEP == 0x00000000 ct mark set meta mark map
+    /// @flow-token`: the flow's class as this generation's token; a flow
+    /// whose conntrack mark has bits of another program is never cached.
+    FlowStore {
+        keep: u32,
+    },
+    /// `ct direction reply meta mark set 0x00000000`: answers to flows
+    /// others started are never proxied.
+    ReplyUnmark,
+    /// `oif "lo" meta mark set 0x00000000` (drop-loopback)
+    LoopbackUnmark,
+    /// `meta mark M meta l4proto != { tcp, udp } drop` (or `meta mark set
+    /// 0x00000000` with `other-protocols: direct`)
+    OtherProtocols {
+        mark: u32,
+        direct: bool,
+    },
     /// `meta mark != 0x00000000 return`: a packet that already has a mark
     /// (SO_MARK of a VPN or of the proxy itself) is left alone; the mark is
     /// ours to use below.
     MarkedReturn,
     /// `jump classify`
     JumpClassify,
-    /// `meta l4proto { tcp, udp } th dport 53 jump dns-hijack`
+    /// `ct direction original meta l4proto { tcp, udp } th dport 53 jump dns-hijack`
     JumpDns,
     /// `meta mark M meta nfproto ipv4 meta l4proto udp accept`: DNS a
     /// `NAME-DNS` chain will rewrite keeps its mark and skips the bypass.
-    DnsKeep { mark: u32, l4: L4, v6: bool },
+    DnsKeep {
+        mark: u32,
+        l4: L4,
+        v6: bool,
+    },
     /// `meta mark set 0x00000000`
     ResetMark,
-    /// `meta mark 0x00000000 meta mark set socket cgroupv2 level N map
-    /// @cgroup-class`: the deepest known cgroup decides.
-    ClassifyLevel { level: u32 },
-    /// `meta mark 0x00000000 socket cgroupv2 level N != @cgroup-class drop`:
-    /// strict mode holds packets of a cgroup the daemon has not classified.
-    UnknownCgroupDrop { level: u32 },
+    /// `meta mark set socket cgroupv2 level N map @cgroup-class`: the
+    /// deepest known cgroup decides.
+    ClassifyLevel {
+        level: u32,
+    },
+    /// `socket cgroupv2 level N != @cgroup-class drop`: strict mode holds
+    /// packets of a cgroup the daemon has not classified.
+    UnknownCgroupDrop {
+        level: u32,
+    },
     /// `meta mark M [udp dport != 53 | meta l4proto udp | meta nfproto ipv6]
     /// meta mark set 0x00000000`
-    Unmark { mark: u32, only: Option<Only> },
-    /// `meta mark 0x43475401 counter meta mark set 0x00000000`: direct
-    /// traffic leaves unmarked. Every packet of a direct cgroup passes this
+    Unmark {
+        mark: u32,
+        only: Option<Only>,
+    },
+    /// `meta mark 0x43475401 counter meta mark set 0x00000000 return`:
+    /// direct traffic leaves unmarked, and no later rule looks at it. Every packet of a direct cgroup passes this
     /// rule once, so its counter is the target's traffic (`top`, `status`)
     /// at the cost of one counter update, without `counters: true`.
     DirectClass,
@@ -112,16 +196,28 @@ pub enum Stmt {
     /// `meta mark 0x43475403 meta l4proto tcp counter reject with tcp reset`
     /// (`tcp`), else `meta mark 0x43475403 counter reject` (ICMP/ICMPv6 port
     /// unreachable): the app fails at once instead of timing out.
-    RejectClass { tcp: bool },
+    RejectClass {
+        tcp: bool,
+    },
     /// `meta mark vmap @MAP`
-    MarkVmap { map: &'static str },
+    MarkVmap {
+        map: &'static str,
+    },
     /// `ct status dnat return`
     CtDnatReturn,
     /// `[meta nfproto ipv4] meta l4proto { tcp, udp } counter tproxy [ip] to
     /// :PORT`: the counter is the tproxy target's traffic (see DirectClass).
-    Tproxy { port: u16, ipv4_only: bool, tcp_only: bool },
+    Tproxy {
+        port: u16,
+        ipv4_only: bool,
+        tcp_only: bool,
+    },
     /// `meta nfproto ipv4 udp dport 53 dnat ip to IP:PORT` (or ipv6 / ip6)
-    DnsDnat { l4: L4, ip: IpAddr, port: u16 },
+    DnsDnat {
+        l4: L4,
+        ip: IpAddr,
+        port: u16,
+    },
 
     // --- gateway (forwarded traffic), see ruleset/gateway.rs ---
     /// `jump gateway`
@@ -143,9 +239,14 @@ pub enum Stmt {
     ClearMark,
     /// `ct mark M udp dport 53 return`: DNS of a hijacking tproxy goes to
     /// `gateway-nat`, not to the TPROXY port.
-    FlowDnsReturn { mark: u32, l4: L4 },
+    FlowDnsReturn {
+        mark: u32,
+        l4: L4,
+    },
     /// `ct mark M meta mark set M`: the flow's class becomes the routing mark.
-    FlowMark { mark: u32 },
+    FlowMark {
+        mark: u32,
+    },
     /// `meta mark != 0x00000000 ct mark set meta mark return`: the bridge
     /// chain brouted this packet and chose its entry already.
     BroutedKeep,
@@ -154,31 +255,56 @@ pub enum Stmt {
     SameIfaceReturn,
     /// One entry's conditions and verdict, in `gateway-classify` (inet) or
     /// the bridge table's `prerouting` (`meta ibrname` for the interface).
-    GwEntry { m: GwMatch, bridge: bool, counter: bool, verdict: GwVerdict },
+    GwEntry {
+        m: GwMatch,
+        bridge: bool,
+        counter: bool,
+        verdict: GwVerdict,
+    },
     /// `meta nfproto ipv6 return` (inet) / `ether type ip6 return` (bridge)
-    Ipv6Return { bridge: bool },
+    Ipv6Return {
+        bridge: bool,
+    },
     /// `udp dport != 53 return` (keep DNS) / `meta l4proto udp return`
-    UdpReturn { keep_dns: bool },
+    UdpReturn {
+        keep_dns: bool,
+    },
     /// `udp dport 53 return` / `tcp dport 53 return`
-    DnsReturn { l4: L4 },
+    DnsReturn {
+        l4: L4,
+    },
     /// `ct mark set M`
-    SetFlowMark { mark: u32 },
+    SetFlowMark {
+        mark: u32,
+    },
     /// `meta mark set M meta broute set 1` (bridge family): the frame goes up
     /// the IP stack on the bridge port before br_netfilter sees it.
-    Broute { mark: u32 },
+    Broute {
+        mark: u32,
+    },
     /// `meta pkttype != host return` (bridge): not addressed to this host's MAC.
     NotHostReturn,
     /// `tcp flags & (fin | syn | rst | ack) != syn return` (bridge): only a
     /// connection's first packet needs the broute.
     TcpNotSynReturn,
     /// `ip daddr @bypass return` in the bridge family.
-    BridgeBypassReturn { v6: bool },
+    BridgeBypassReturn {
+        v6: bool,
+    },
     /// `ct mark M meta nfproto ipv4 udp dport 53 redirect to :PORT`
-    DnsRedirect { mark: u32, l4: L4, v6: bool, port: u16 },
+    DnsRedirect {
+        mark: u32,
+        l4: L4,
+        v6: bool,
+        port: u16,
+    },
     /// `ip daddr @local-nets return` / `ip6 daddr @local-nets6 return`
     /// (inet or bridge): forwarding between this host's own networks stays
     /// on the forward path, where other firewalls decide it.
-    LocalNetReturn { v6: bool, bridge: bool },
+    LocalNetReturn {
+        v6: bool,
+        bridge: bool,
+    },
 }
 
 /// A fresh `counter` as `nft list` shows it (the kernel listing of a table
@@ -189,24 +315,63 @@ impl fmt::Display for Stmt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Stmt::CtReplyReturn => f.write_str("ct direction reply return"),
-            Stmt::BypassReturn { v6: false } => write!(f, "ip daddr @{SET_BYPASS4} return"),
-            Stmt::BypassReturn { v6: true } => write!(f, "ip6 daddr @{SET_BYPASS6} return"),
-            Stmt::NamedSetReturn { set, v6 } => write!(f, "{} daddr @{set} return", if *v6 { "ip6" } else { "ip" }),
+            Stmt::BypassReturn { set, v6, not_lo } => {
+                if *not_lo {
+                    f.write_str("oif != \"lo\" ")?;
+                }
+                write!(f, "{} daddr @{set} return", if *v6 { "ip6" } else { "ip" })
+            }
+            Stmt::UnmarkedBypassReturn { set, v6, not_lo } => {
+                let inner = Stmt::BypassReturn { set: set.clone(), v6: *v6, not_lo: *not_lo };
+                write!(f, "meta mark 0x00000000 {inner}")
+            }
             Stmt::NotTcpUdpReturn => f.write_str("meta l4proto != { tcp, udp } return"),
+            Stmt::LoopbackReplyReturn => f.write_str("oif \"lo\" ct direction reply return"),
+            Stmt::LoopbackDnsReturn => f.write_str("oif \"lo\" meta l4proto { tcp, udp } th dport 53 return"),
+            Stmt::FlowVerdict { not_lo } => {
+                if *not_lo {
+                    f.write_str("oif != \"lo\" ")?;
+                }
+                write!(f, "ct mark vmap @{MAP_FLOW_VERDICT}")
+            }
+            Stmt::CachedDirect => write!(f, "{COUNTER} return"),
+            Stmt::CachedDrop => write!(f, "{COUNTER} drop"),
+            Stmt::UnmarkedReturn => f.write_str("meta mark 0x00000000 return"),
+            Stmt::FlowLookup { not_lo } => {
+                if *not_lo {
+                    f.write_str("oif != \"lo\" ")?;
+                }
+                write!(f, "meta mark set ct mark map @{MAP_FLOW_CLASS}")
+            }
+            Stmt::ClassifyUnmarked => write!(f, "meta mark 0x00000000 jump {CHAIN_CLASSIFY}"),
+            Stmt::JumpFlowCache => write!(f, "meta mark 0x00000000 ct direction original jump {CHAIN_FLOW_CACHE}"),
+            Stmt::Decided { cache: true } => write!(f, "meta mark != 0x00000000 goto {CHAIN_FLOW_CACHE}"),
+            Stmt::Decided { cache: false } => f.write_str("meta mark != 0x00000000 return"),
+            Stmt::OifLoopbackReturn => f.write_str("oif \"lo\" return"),
+            Stmt::UncachedProtocolReturn => f.write_str("meta l4proto != { tcp, udp } return"),
+            Stmt::FlowStore { keep } => {
+                write!(f, "ct mark & {keep:#010x} == 0x00000000 ct mark set meta mark map @{MAP_FLOW_TOKEN}")
+            }
+            Stmt::ReplyUnmark => f.write_str("ct direction reply meta mark set 0x00000000"),
+            Stmt::LoopbackUnmark => f.write_str("oif \"lo\" meta mark set 0x00000000"),
+            Stmt::OtherProtocols { mark, direct } => {
+                let what = if *direct { "meta mark set 0x00000000" } else { "drop" };
+                write!(f, "meta mark {mark:#010x} meta l4proto != {{ tcp, udp }} {what}")
+            }
             Stmt::MarkedReturn => f.write_str("meta mark != 0x00000000 return"),
             Stmt::JumpClassify => write!(f, "jump {CHAIN_CLASSIFY}"),
-            Stmt::JumpDns => write!(f, "meta l4proto {{ tcp, udp }} th dport 53 jump {CHAIN_DNS}"),
+            Stmt::JumpDns => {
+                write!(f, "ct direction original meta l4proto {{ tcp, udp }} th dport 53 jump {CHAIN_DNS}")
+            }
             Stmt::DnsKeep { mark, l4, v6 } => {
                 let family = if *v6 { "ipv6" } else { "ipv4" };
                 write!(f, "meta mark {mark:#010x} meta nfproto {family} meta l4proto {l4} accept")
             }
             Stmt::ResetMark => f.write_str("meta mark set 0x00000000"),
             Stmt::ClassifyLevel { level } => {
-                write!(f, "meta mark 0x00000000 meta mark set socket cgroupv2 level {level} map @{MAP_CGROUP}")
+                write!(f, "meta mark set socket cgroupv2 level {level} map @{MAP_CGROUP}")
             }
-            Stmt::UnknownCgroupDrop { level } => {
-                write!(f, "meta mark 0x00000000 socket cgroupv2 level {level} != @{MAP_CGROUP} drop")
-            }
+            Stmt::UnknownCgroupDrop { level } => write!(f, "socket cgroupv2 level {level} != @{MAP_CGROUP} drop"),
             Stmt::Unmark { mark, only } => {
                 write!(f, "meta mark {mark:#010x} ")?;
                 match only {
@@ -218,7 +383,9 @@ impl fmt::Display for Stmt {
                 }
                 f.write_str("meta mark set 0x00000000")
             }
-            Stmt::DirectClass => write!(f, "meta mark {CLASS_DIRECT:#010x} {COUNTER} meta mark set 0x00000000"),
+            Stmt::DirectClass => {
+                write!(f, "meta mark {CLASS_DIRECT:#010x} {COUNTER} meta mark set 0x00000000 return")
+            }
             Stmt::DropClass => write!(f, "meta mark {CLASS_DROP:#010x} {COUNTER} drop"),
             Stmt::RejectClass { tcp: true } => {
                 write!(f, "meta mark {CLASS_REJECT:#010x} meta l4proto tcp {COUNTER} reject with tcp reset")

@@ -111,7 +111,7 @@ fn strict_ruleset_golden() {
     assert_eq!(rs.elements[&4].verdict, Verdict::Drop);
     // Levels 1..=3 always, plus deeper known ones (not held there).
     assert_eq!(rs.levels.iter().copied().collect::<Vec<_>>(), [1, 2, 3, 5]);
-    assert_eq!(rs.level_rules(5), [Stmt::ClassifyLevel { level: 5 }]);
+    assert_eq!(rs.level_rules(5), [Stmt::ClassifyLevel { level: 5 }, Stmt::Decided { cache: true }]);
     golden("strict.nft", &rs.render(&cgroups));
 }
 

@@ -11,7 +11,7 @@ use super::model::{Class, World};
 use crate::cgroup::{self, Cgroup};
 use crate::cmd::world::{InspectError, privileged, scan};
 use crate::config::Config;
-use crate::names::{CHAIN_OUTPUT, tproxy_chain};
+use crate::names::{CHAIN_FLOW_DIRECT, CHAIN_FLOW_DROP, CHAIN_OUTPUT, tproxy_chain};
 use crate::nft::Nft;
 use crate::nft::sys::NFPROTO_INET;
 use crate::ruleset::{L4, Ruleset, Stmt, Verdict};
@@ -109,8 +109,9 @@ impl<'a> Reader<'a> {
     }
 
     /// (packets, bytes) per target from the counters of the per-target
-    /// rules: `nft list chain inet cgtproxy output-mangle` and each
-    /// tproxy's chain.
+    /// rules: `nft list chain inet cgtproxy output-mangle`, the flow
+    /// cache's `flow-direct` and `flow-drop` (a cached flow's later
+    /// packets) and each tproxy's chain.
     fn target_counters(&mut self) -> Result<BTreeMap<String, (u64, u64)>, TopError> {
         let mut out: BTreeMap<String, (u64, u64)> = BTreeMap::new();
         let mut add = |target: String, c: (u64, u64)| {
@@ -132,6 +133,14 @@ impl<'a> Reader<'a> {
                 if let Some(c) = counter {
                     add(target.into(), c);
                 }
+            }
+        }
+        for (chain, target) in [(CHAIN_FLOW_DIRECT, "direct"), (CHAIN_FLOW_DROP, "drop")] {
+            // Absent without the cache (an empty list).
+            if let Some(c) =
+                self.nft.rule_counters(NFPROTO_INET, chain).map_err(InspectError::from)?.into_iter().flatten().next()
+            {
+                add(target.into(), c);
             }
         }
         for t in self.cfg.tproxies.values() {

@@ -2,12 +2,15 @@
 //! a netlink attribute; interval sets as start/end pairs; the
 //! `cgroup-class` map's `ID : CLASS` elements.
 
-use crate::names::MAP_CGROUP;
+use crate::names::{
+    CHAIN_FLOW_DIRECT, CHAIN_FLOW_DROP, CLASS_DIRECT, CLASS_DROP, MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN,
+    MAP_FLOW_VERDICT,
+};
 use crate::netlink::{MsgWriter, NLM_F_CREATE};
 use crate::nft::batch::Batch;
 use crate::nft::expr::{Data, encode_data};
 use crate::nft::sys::*;
-use crate::ruleset::{Element, Interval};
+use crate::ruleset::{Element, Interval, Ruleset};
 
 /// Keep each element list under the 64 KiB limit of a netlink attribute.
 const ELEMENTS_BYTES: usize = 60_000;
@@ -127,4 +130,41 @@ pub fn cgroup_elements<'a>(b: &mut Batch, items: impl Iterator<Item = (&'a u64, 
 pub fn delete_cgroup_elements(b: &mut Batch, ids: &[u64]) {
     let list = ids.iter().map(|cg| Elem::Key(cg.to_ne_bytes().to_vec()));
     elements(b, MAP_CGROUP, None, false, list);
+}
+
+/// The flow cache of this generation: `add element ... flow-class { TOKEN
+/// : CLASS, ... }` and `flow-token { CLASS : TOKEN, ... }` (class 0, no
+/// level decided, cached as direct). `flush` first replaces the previous
+/// generation's (`flush map ...`), in the same batch as the change that
+/// made it stale.
+pub fn flow_elements(b: &mut Batch, rs: &Ruleset, ids: (Option<u32>, Option<u32>, Option<u32>), flush: bool) {
+    if rs.flow_mask == 0 {
+        return;
+    }
+    if flush {
+        for map in [MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_FLOW_VERDICT] {
+            let what = format!("flush map {} {} {map}", b.family_word(), b.table);
+            let m = b.begin(NFT_MSG_DELSETELEM, 0, what);
+            let table = b.table.clone();
+            b.w.str(NFTA_SET_ELEM_LIST_TABLE, &table);
+            b.w.str(NFTA_SET_ELEM_LIST_SET, map);
+            b.end(m);
+        }
+    }
+    let tokens = rs.flow_tokens();
+    let value = |x: u32| x.to_ne_bytes().to_vec();
+    let by_token = tokens.iter().map(|&(c, t)| Elem::Mapping(value(t), Data::Value(value(c))));
+    elements(b, MAP_FLOW_CLASS, ids.0, true, by_token);
+    let mut by_class: Vec<Elem> = tokens.iter().map(|&(c, t)| Elem::Mapping(value(c), Data::Value(value(t)))).collect();
+    if let Some(&(_, direct)) = tokens.iter().find(|(c, _)| *c == CLASS_DIRECT) {
+        by_class.push(Elem::Mapping(value(0), Data::Value(value(direct))));
+    }
+    elements(b, MAP_FLOW_TOKEN, ids.1, true, by_class);
+    // `flow-verdict { DIRECT-TOKEN : goto flow-direct, DROP-TOKEN : goto flow-drop }`
+    let fast = tokens.iter().filter_map(|&(c, t)| match c {
+        CLASS_DIRECT => Some(Elem::Mapping(value(t), Data::Verdict(NFT_GOTO, Some(CHAIN_FLOW_DIRECT.into())))),
+        CLASS_DROP => Some(Elem::Mapping(value(t), Data::Verdict(NFT_GOTO, Some(CHAIN_FLOW_DROP.into())))),
+        _ => None,
+    });
+    elements(b, MAP_FLOW_VERDICT, ids.2, true, fast);
 }

@@ -3,7 +3,7 @@
 //! load-and-compare sequence `nft --debug=netlink` shows for it. Those that
 //! look up an anonymous set add that set to the batch first.
 
-use crate::names::{MAP_CGROUP, TABLE};
+use crate::names::TABLE;
 use crate::nft::batch::Batch;
 use crate::nft::expr::{Data, Expr, meta_eq};
 use crate::nft::sys::*;
@@ -85,13 +85,21 @@ pub fn gw_match(b: &mut Batch, m: &GwMatch, bridge: bool) -> Vec<Expr> {
     e
 }
 
-/// `meta mark 0x00000000 socket cgroupv2 level N [!=] @cgroup-class`, the
-/// lookup's value (the class) loaded into `dreg` when given.
-pub fn unclassified_socket_lookup(level: u32, ids: &SetIds, dreg: Option<u32>, invert: bool) -> Vec<Expr> {
-    let mut e = meta_eq(NFT_META_MARK, &[0; 4]).to_vec();
-    e.push(Expr::SocketCgroup { level, dreg: NFT_REG_1 });
-    e.push(Expr::Lookup { set: MAP_CGROUP.into(), set_id: ids.of(MAP_CGROUP), sreg: NFT_REG_1, dreg, invert });
-    e
+/// `oif "lo"` (`oif != "lo"` unless `eq`): lo is ifindex 1 in every
+/// network namespace.
+pub fn oif_lo(eq: bool) -> [Expr; 2] {
+    [
+        Expr::MetaLoad { key: NFT_META_OIF, dreg: NFT_REG_1 },
+        Expr::Cmp { op: if eq { NFT_CMP_EQ } else { NFT_CMP_NEQ }, sreg: NFT_REG_1, data: 1u32.to_ne_bytes().to_vec() },
+    ]
+}
+
+/// `ct direction original|reply`
+pub fn ct_dir_eq(dir: u8) -> [Expr; 2] {
+    [
+        Expr::Ct { key: NFT_CT_DIRECTION, dreg: NFT_REG_1 },
+        Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: vec![dir] },
+    ]
 }
 
 /// `meta l4proto P th dport 53`

@@ -11,13 +11,16 @@ mod set;
 mod stmt;
 mod table;
 
-pub use element::{Elem, cgroup_elements, delete_cgroup_elements, elements};
+pub use element::{Elem, cgroup_elements, delete_cgroup_elements, elements, flow_elements};
 pub use rule::rule;
 pub use set::SetIds;
 pub use stmt::exprs;
 pub use table::table;
 
-use crate::names::{MAP_CGROUP, MAP_MARK, MAP_MARK_DNS, SET_BYPASS4, SET_BYPASS6, SET_LOCAL4, SET_LOCAL6, TABLE};
+use crate::names::{
+    MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_FLOW_VERDICT, MAP_MARK, MAP_MARK_DNS, SET_BYPASS4, SET_BYPASS6,
+    SET_LOCAL4, SET_LOCAL6, TABLE,
+};
 use crate::netlink::{NLM_F_CREATE, NLM_F_EXCL};
 use crate::ruleset::stmt::GwMatch;
 use crate::ruleset::{Chain, Ruleset, Stmt};
@@ -57,6 +60,16 @@ pub fn full_keeping(b: &mut Batch, rs: &Ruleset, kept: &[(String, Vec<Elem>)]) {
         named: dynamic_named_sets(b, rs),
         ..bypass
     };
+    let ids = if rs.flow_mask != 0 {
+        SetIds {
+            flow_class: Some(set(b, MAP_FLOW_CLASS, NFT_SET_MAP, TYPE_MARK, 4, SetData::Mark)),
+            flow_token: Some(set(b, MAP_FLOW_TOKEN, NFT_SET_MAP, TYPE_MARK, 4, SetData::Mark)),
+            flow_verdict: Some(set(b, MAP_FLOW_VERDICT, NFT_SET_MAP, TYPE_MARK, 4, SetData::Verdict)),
+            ..ids
+        }
+    } else {
+        ids
+    };
     bypass_elements(b, rs, &ids);
     chains_and_rules(b, &rs.chains(), &ids);
     let marks: Vec<Elem> = rs
@@ -80,6 +93,7 @@ pub fn full_keeping(b: &mut Batch, rs: &Ruleset, kept: &[(String, Vec<Elem>)]) {
         })
         .collect();
     elements(b, MAP_MARK_DNS, ids.mark_dns, true, dns);
+    flow_elements(b, rs, (ids.flow_class, ids.flow_token, ids.flow_verdict), false);
     cgroup_elements(b, rs.elements.iter(), ids.cgroup);
     for (set, items) in kept.iter().filter(|(s, items)| ids.named.iter().any(|(n, _)| n == s) && !items.is_empty()) {
         elements(b, set, ids.of(set), true, items.iter().cloned());

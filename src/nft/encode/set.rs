@@ -2,7 +2,10 @@
 //! udata `nft list` needs to print their keys, and the anonymous constant
 //! sets a rule binds (`{ tcp, udp }`, a gateway entry's sources).
 
-use crate::names::{MAP_CGROUP, MAP_MARK, MAP_MARK_DNS, SET_BYPASS4, SET_BYPASS6, SET_LOCAL4, SET_LOCAL6, TABLE};
+use crate::names::{
+    MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_FLOW_VERDICT, MAP_MARK, MAP_MARK_DNS, SET_BYPASS4, SET_BYPASS6,
+    SET_LOCAL4, SET_LOCAL6, TABLE,
+};
 use crate::netlink::{NLM_F_CREATE, NLM_F_EXCL};
 use crate::nft::batch::Batch;
 use crate::nft::sys::*;
@@ -18,6 +21,9 @@ pub struct SetIds {
     pub mark_dns: Option<u32>,
     pub local4: Option<u32>,
     pub local6: Option<u32>,
+    pub flow_class: Option<u32>,
+    pub flow_token: Option<u32>,
+    pub flow_verdict: Option<u32>,
     /// The dynamic named sets' kernel sets, by name.
     pub named: Vec<(String, u32)>,
 }
@@ -32,6 +38,9 @@ impl SetIds {
             MAP_MARK_DNS => self.mark_dns,
             SET_LOCAL4 => self.local4,
             SET_LOCAL6 => self.local6,
+            MAP_FLOW_CLASS => self.flow_class,
+            MAP_FLOW_TOKEN => self.flow_token,
+            MAP_FLOW_VERDICT => self.flow_verdict,
             _ => self.named.iter().find(|(n, _)| n == name).map(|(_, id)| *id),
         }
     }

@@ -2,8 +2,8 @@
 //! nf_tables registers and expressions, as `nft` would encode it.
 
 use crate::names::{
-    CHAIN_CLASSIFY, CHAIN_DNS, CLASS_DIRECT, CLASS_DROP, CLASS_REJECT, MAP_MARK, SET_BYPASS4, SET_BYPASS6, SET_LOCAL4,
-    SET_LOCAL6,
+    CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_FLOW_CACHE, CLASS_DIRECT, CLASS_DROP, CLASS_REJECT, MAP_CGROUP, MAP_FLOW_CLASS,
+    MAP_FLOW_TOKEN, MAP_FLOW_VERDICT, MAP_MARK, SET_BYPASS4, SET_BYPASS6, SET_LOCAL4, SET_LOCAL6,
 };
 use crate::nft::batch::Batch;
 use crate::nft::expr::{Data, Expr, meta_eq, verdict};
@@ -12,8 +12,7 @@ use crate::ruleset::Stmt;
 use crate::ruleset::stmt::{GwVerdict, Only};
 
 use super::matches::{
-    ct_bits_set, ct_mark_eq, dport_53, ether_type_eq, gw_match, lookup, set_mark, tcp_udp_lookup,
-    unclassified_socket_lookup,
+    ct_bits_set, ct_dir_eq, ct_mark_eq, dport_53, ether_type_eq, gw_match, lookup, oif_lo, set_mark, tcp_udp_lookup,
 };
 use super::set::SetIds;
 
@@ -28,26 +27,129 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: vec![IP_CT_DIR_REPLY] });
             e.push(verdict(NFT_RETURN, None));
         }
-        Stmt::BypassReturn { v6 } => {
-            let (proto, offset, len, set) =
-                if *v6 { (NFPROTO_IPV6, 24, 16, SET_BYPASS6) } else { (NFPROTO_IPV4, 16, 4, SET_BYPASS4) };
-            e.extend(meta_eq(NFT_META_NFPROTO, &[proto]));
-            e.push(Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len, dreg: NFT_REG_1 });
-            e.push(lookup(set, ids, None));
-            e.push(verdict(NFT_RETURN, None));
-        }
-        Stmt::NamedSetReturn { set, v6 } => {
+        Stmt::BypassReturn { set, v6, not_lo } => {
+            // [oif != "lo"] ip daddr @bypass return / ip6 daddr @NAME6 return
+            if *not_lo {
+                e.extend(oif_lo(false));
+            }
             let (proto, offset, len) = if *v6 { (NFPROTO_IPV6, 24, 16) } else { (NFPROTO_IPV4, 16, 4) };
             e.extend(meta_eq(NFT_META_NFPROTO, &[proto]));
             e.push(Expr::Payload { base: NFT_PAYLOAD_NETWORK_HEADER, offset, len, dreg: NFT_REG_1 });
             e.push(lookup(set, ids, None));
             e.push(verdict(NFT_RETURN, None));
         }
-        Stmt::NotTcpUdpReturn => {
+        Stmt::NotTcpUdpReturn | Stmt::UncachedProtocolReturn => {
             let l = tcp_udp_lookup(b, true);
             e.push(Expr::MetaLoad { key: NFT_META_L4PROTO, dreg: NFT_REG_1 });
             e.push(l);
             e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::UnmarkedBypassReturn { set, v6, not_lo } => {
+            // meta mark 0x00000000 [oif != "lo"] ip daddr @SET return
+            e.extend(meta_eq(NFT_META_MARK, &[0; 4]));
+            e.extend(exprs(b, &Stmt::BypassReturn { set: set.clone(), v6: *v6, not_lo: *not_lo }, ids));
+        }
+        Stmt::LoopbackReplyReturn => {
+            // [ meta load oif => reg 1 ] [ cmp eq reg 1 0x00000001 ]
+            // [ ct load direction => reg 1 ] [ cmp eq reg 1 0x00000001 ] [ immediate reg 0 return ]
+            e.extend(oif_lo(true));
+            e.extend(ct_dir_eq(IP_CT_DIR_REPLY));
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::LoopbackDnsReturn => {
+            e.extend(oif_lo(true));
+            let l = tcp_udp_lookup(b, false);
+            e.push(Expr::MetaLoad { key: NFT_META_L4PROTO, dreg: NFT_REG_1 });
+            e.push(l);
+            e.push(Expr::Payload { base: NFT_PAYLOAD_TRANSPORT_HEADER, offset: 2, len: 2, dreg: NFT_REG_1 });
+            e.push(Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: 53u16.to_be_bytes().to_vec() });
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::FlowVerdict { not_lo } => {
+            // [ ct load mark => reg 1 ] [ lookup reg 1 set flow-verdict dreg 0 ]
+            if *not_lo {
+                e.extend(oif_lo(false));
+            }
+            e.push(Expr::Ct { key: NFT_CT_MARK, dreg: NFT_REG_1 });
+            e.push(lookup(MAP_FLOW_VERDICT, ids, Some(NFT_REG_VERDICT)));
+        }
+        Stmt::CachedDirect => {
+            // [ counter pkts 0 bytes 0 ] [ immediate reg 0 return ]
+            e.push(Expr::Counter);
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::CachedDrop => {
+            // [ counter pkts 0 bytes 0 ] [ immediate reg 0 drop ]
+            e.push(Expr::Counter);
+            e.push(verdict(NF_DROP, None));
+        }
+        Stmt::UnmarkedReturn => {
+            e.extend(meta_eq(NFT_META_MARK, &[0; 4]));
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::FlowLookup { not_lo } => {
+            // [ ct load mark => reg 1 ] [ lookup reg 1 set flow-class dreg 1 ] [ meta set mark with reg 1 ]
+            if *not_lo {
+                e.extend(oif_lo(false));
+            }
+            e.push(Expr::Ct { key: NFT_CT_MARK, dreg: NFT_REG_1 });
+            e.push(lookup(MAP_FLOW_CLASS, ids, Some(NFT_REG_1)));
+            e.push(Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 });
+        }
+        Stmt::ClassifyUnmarked => {
+            e.extend(meta_eq(NFT_META_MARK, &[0; 4]));
+            e.push(verdict(NFT_JUMP, Some(CHAIN_CLASSIFY)));
+        }
+        Stmt::JumpFlowCache => {
+            e.extend(meta_eq(NFT_META_MARK, &[0; 4]));
+            e.extend(ct_dir_eq(IP_CT_DIR_ORIGINAL));
+            e.push(verdict(NFT_JUMP, Some(CHAIN_FLOW_CACHE)));
+        }
+        Stmt::Decided { cache } => {
+            e.push(Expr::MetaLoad { key: NFT_META_MARK, dreg: NFT_REG_1 });
+            e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: vec![0; 4] });
+            e.push(if *cache { verdict(NFT_GOTO, Some(CHAIN_FLOW_CACHE)) } else { verdict(NFT_RETURN, None) });
+        }
+        Stmt::OifLoopbackReturn => {
+            e.extend(oif_lo(true));
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::FlowStore { keep } => {
+            // [ ct load mark => reg 1 ] [ bitwise reg 1 = ( reg 1 & KEEP ) ^ 0x00000000 ]
+            // [ cmp eq reg 1 0x00000000 ] [ meta load mark => reg 1 ]
+            // [ lookup reg 1 set flow-token dreg 1 ] [ ct set mark with reg 1 ]
+            e.push(Expr::Ct { key: NFT_CT_MARK, dreg: NFT_REG_1 });
+            e.push(Expr::Bitwise {
+                sreg: NFT_REG_1,
+                dreg: NFT_REG_1,
+                mask: keep.to_ne_bytes().to_vec(),
+                xor: vec![0; 4],
+            });
+            e.push(Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: vec![0; 4] });
+            e.push(Expr::MetaLoad { key: NFT_META_MARK, dreg: NFT_REG_1 });
+            e.push(lookup(MAP_FLOW_TOKEN, ids, Some(NFT_REG_1)));
+            e.push(Expr::CtSet { key: NFT_CT_MARK, sreg: NFT_REG_1 });
+        }
+        Stmt::ReplyUnmark => {
+            e.extend(ct_dir_eq(IP_CT_DIR_REPLY));
+            e.extend(set_mark(0));
+        }
+        Stmt::LoopbackUnmark => {
+            e.extend(oif_lo(true));
+            e.extend(set_mark(0));
+        }
+        Stmt::OtherProtocols { mark, direct } => {
+            // [ meta load mark => reg 1 ] [ cmp eq reg 1 MARK ] [ meta load l4proto => reg 1 ]
+            // [ lookup reg 1 set __set%d 0x1 ] then drop, or the mark set to 0
+            e.extend(meta_eq(NFT_META_MARK, &mark.to_ne_bytes()));
+            let l = tcp_udp_lookup(b, true);
+            e.push(Expr::MetaLoad { key: NFT_META_L4PROTO, dreg: NFT_REG_1 });
+            e.push(l);
+            if *direct {
+                e.extend(set_mark(0));
+            } else {
+                e.push(verdict(NF_DROP, None));
+            }
         }
         Stmt::MarkedReturn => {
             e.push(Expr::MetaLoad { key: NFT_META_MARK, dreg: NFT_REG_1 });
@@ -58,9 +160,11 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(verdict(NFT_JUMP, Some(CHAIN_CLASSIFY)));
         }
         Stmt::JumpDns => {
+            // [ ct load direction => reg 1 ] [ cmp eq reg 1 0x00000000 ]
             // [ meta load l4proto => reg 1 ] [ lookup reg 1 set __set%d ]
             // [ payload load 2b @ transport header + 2 => reg 1 ] [ cmp eq reg 1 0x00003500 ]
             // [ immediate reg 0 jump -> dns-hijack ]
+            e.extend(ct_dir_eq(IP_CT_DIR_ORIGINAL));
             let l = tcp_udp_lookup(b, false);
             e.push(Expr::MetaLoad { key: NFT_META_L4PROTO, dreg: NFT_REG_1 });
             e.push(l);
@@ -79,11 +183,22 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 });
         }
         Stmt::ClassifyLevel { level } => {
-            e.extend(unclassified_socket_lookup(*level, ids, Some(NFT_REG_1), false));
+            // [ socket load cgroupv2 => reg 1 , level N ]
+            // [ lookup reg 1 set cgroup-class dreg 1 ] [ meta set mark with reg 1 ]
+            e.push(Expr::SocketCgroup { level: *level, dreg: NFT_REG_1 });
+            e.push(lookup(MAP_CGROUP, ids, Some(NFT_REG_1)));
             e.push(Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 });
         }
         Stmt::UnknownCgroupDrop { level } => {
-            e.extend(unclassified_socket_lookup(*level, ids, None, true));
+            // [ socket load cgroupv2 => reg 1 , level N ] [ lookup reg 1 set cgroup-class 0x1 ]
+            e.push(Expr::SocketCgroup { level: *level, dreg: NFT_REG_1 });
+            e.push(Expr::Lookup {
+                set: MAP_CGROUP.into(),
+                set_id: ids.of(MAP_CGROUP),
+                sreg: NFT_REG_1,
+                dreg: None,
+                invert: true,
+            });
             e.push(verdict(NF_DROP, None));
         }
         Stmt::Unmark { mark, only } => {
@@ -109,11 +224,12 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
         }
         Stmt::DirectClass => {
             // [ meta load mark => reg 1 ] [ cmp eq reg 1 0x43475401 ] [ counter pkts 0 bytes 0 ]
-            // [ immediate reg 1 0x00000000 ] [ meta set mark with reg 1 ]
+            // [ immediate reg 1 0x00000000 ] [ meta set mark with reg 1 ] [ immediate reg 0 return ]
             e.extend(meta_eq(NFT_META_MARK, &CLASS_DIRECT.to_ne_bytes()));
             e.push(Expr::Counter);
             e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(vec![0; 4]) });
             e.push(Expr::MetaSet { key: NFT_META_MARK, sreg: NFT_REG_1 });
+            e.push(verdict(NFT_RETURN, None));
         }
         Stmt::DropClass => {
             // `meta mark 0x43475402 counter drop`
