@@ -3,12 +3,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::tails::Tails;
 use super::verdict::Element;
 use crate::config::{Config, NftSetRef};
 
 /// The ids each published set should hold: the cgroups whose element was
-/// chosen by a rule naming the set. Empty when no rule has `nft-set`.
-pub fn published(cfg: &Config, elements: &BTreeMap<u64, Element>) -> BTreeMap<NftSetRef, BTreeSet<u64>> {
+/// chosen by a rule naming the set, or whose rule tail (conditional rules)
+/// has such a rule. Empty when no rule has `nft-set`.
+pub fn published(cfg: &Config, elements: &BTreeMap<u64, Element>, tails: &Tails) -> BTreeMap<NftSetRef, BTreeSet<u64>> {
     let mut out: BTreeMap<NftSetRef, BTreeSet<u64>> = BTreeMap::new();
     for r in cfg.rules.iter().filter(|r| !r.nft_sets.is_empty()) {
         for set in &r.nft_sets {
@@ -19,9 +21,17 @@ pub fn published(cfg: &Config, elements: &BTreeMap<u64, Element>) -> BTreeMap<Nf
         return out;
     }
     for (id, e) in elements {
-        let Some(rule) = e.rule.and_then(|i| cfg.rules.get(i as usize)) else { continue };
-        for set in &rule.nft_sets {
-            out.entry(set.clone()).or_default().insert(*id);
+        let rules: &[u32] = match tails.rules_of(e.verdict) {
+            Some(tail) => tail,
+            None => match &e.rule {
+                Some(i) => std::slice::from_ref(i),
+                None => continue,
+            },
+        };
+        for rule in rules.iter().filter_map(|&i| cfg.rules.get(i as usize)) {
+            for set in &rule.nft_sets {
+                out.entry(set.clone()).or_default().insert(*id);
+            }
         }
     }
     out
@@ -42,10 +52,10 @@ mod tests {
         .unwrap();
         let e = |rule| Element { level: 1, verdict: Verdict::Direct, rule };
         let elements = BTreeMap::from([(1, e(Some(0))), (2, e(Some(1))), (3, e(Some(2))), (4, e(None))]);
-        let p = published(&cfg, &elements);
+        let p = published(&cfg, &elements, &Tails::default());
         let names: Vec<String> = p.keys().map(ToString::to_string).collect();
         assert_eq!(names, ["inet:filter:browsers", "ip:t:all"]);
         assert_eq!(p.values().cloned().collect::<Vec<_>>(), [BTreeSet::from([1]), BTreeSet::from([1, 2])]);
-        assert!(published(&Config::builtin_default(), &elements).is_empty());
+        assert!(published(&Config::builtin_default(), &elements, &Tails::default()).is_empty());
     }
 }

@@ -404,6 +404,7 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(port.to_be_bytes().to_vec()) });
             e.push(Expr::Redir { reg_proto: NFT_REG_1 });
         }
+        Stmt::TailMatch { .. } | Stmt::TailEnd { .. } => e = super::tail_match::tail_exprs(b, s, ids),
     }
     e
 }
