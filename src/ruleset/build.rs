@@ -340,6 +340,7 @@ pub fn binding_ancestor<'c>(cfg: &'c Config, path: &str) -> Option<(&'c Rule, us
         end = i;
         if let Some(rule) = cfg.classify(&path[..i])
             && matches!(rule.target, Target::Drop | Target::Reject)
+            && rule.conditions.is_none()
         {
             return Some((rule, i));
         }

@@ -150,21 +150,43 @@ impl Tails {
     /// `udp dport 443 → reject (rule 0); everything else → tproxy mihomo (rule 1)`.
     pub fn describe(&self, cfg: &Config, v: Verdict) -> Option<String> {
         let rules = self.rules_of(v)?;
-        let mut parts = Vec::new();
-        for &i in rules {
-            let (cond, verdict) = &self.rules[i as usize];
-            let what = verdict.describe(cfg);
-            match cond {
-                Some(c) => parts.push(format!("{} → {what} (rule {i})", c.describe())),
-                None => {
-                    parts.push(format!("everything else → {what} (rule {i})"));
-                    return Some(parts.join("; "));
-                }
+        Some(describe_rules(
+            cfg,
+            rules.iter().map(|&i| (self.rules[i as usize].0.as_ref(), self.rules[i as usize].1, i)),
+        ))
+    }
+}
+
+/// The config's view of the cgroup at `path` when its first matching rule
+/// has conditions: which rule takes which packets (what is bound from
+/// above aside). None: no rule, or an unconditional first rule.
+pub fn describe_path(cfg: &Config, path: &str) -> Option<String> {
+    let first = cfg.classify(path)?;
+    first.conditions.as_ref()?;
+    let mut rules = Vec::new();
+    for r in cfg.rules[first.index..].iter().filter(|r| r.regex.is_match(path)) {
+        rules.push((r.conditions.as_ref(), Verdict::for_target(&r.target, &cfg.tproxies), r.index as u32));
+        if r.conditions.is_none() {
+            break;
+        }
+    }
+    Some(describe_rules(cfg, rules.into_iter()))
+}
+
+fn describe_rules<'a>(cfg: &Config, rules: impl Iterator<Item = (Option<&'a Conditions>, Verdict, u32)>) -> String {
+    let mut parts = Vec::new();
+    for (cond, verdict, i) in rules {
+        let what = verdict.describe(cfg);
+        match cond {
+            Some(c) => parts.push(format!("{} → {what} (rule {i})", c.describe())),
+            None => {
+                parts.push(format!("everything else → {what} (rule {i})"));
+                return parts.join("; ");
             }
         }
-        parts.push("everything else → as if no rule matched (its parent's verdict, else direct)".into());
-        Some(parts.join("; "))
     }
+    parts.push("everything else → as if no rule matched (its parent's verdict, else direct)".into());
+    parts.join("; ")
 }
 
 /// A rule's conditions as kernel matches: one per destination family and
