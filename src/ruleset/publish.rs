@@ -11,15 +11,22 @@ use crate::config::{Config, NftSetRef};
 /// chosen by a rule naming the set, or whose rule tail (conditional rules)
 /// has such a rule. Empty when no rule has `nft-set`.
 pub fn published(cfg: &Config, elements: &BTreeMap<u64, Element>, tails: &Tails) -> BTreeMap<NftSetRef, BTreeSet<u64>> {
-    let mut out: BTreeMap<NftSetRef, BTreeSet<u64>> = BTreeMap::new();
-    for r in cfg.rules.iter().filter(|r| !r.nft_sets.is_empty()) {
-        for set in &r.nft_sets {
-            out.entry(set.clone()).or_default();
-        }
+    // Runs after every event batch: no allocation per element. Each rule's
+    // sets as indices into `sets`; ids come in ascending order (the map's),
+    // so each list is sorted and a set is built from it in one pass.
+    let sets: Vec<&NftSetRef> = {
+        let all: BTreeSet<&NftSetRef> = cfg.rules.iter().flat_map(|r| &r.nft_sets).collect();
+        all.into_iter().collect()
+    };
+    if sets.is_empty() {
+        return BTreeMap::new();
     }
-    if out.is_empty() {
-        return out;
-    }
+    let per_rule: Vec<Vec<usize>> = cfg
+        .rules
+        .iter()
+        .map(|r| r.nft_sets.iter().filter_map(|s| sets.iter().position(|x| *x == s)).collect())
+        .collect();
+    let mut ids: Vec<Vec<u64>> = vec![Vec::new(); sets.len()];
     for (id, e) in elements {
         let rules: &[u32] = match tails.rules_of(e.verdict) {
             Some(tail) => tail,
@@ -28,13 +35,15 @@ pub fn published(cfg: &Config, elements: &BTreeMap<u64, Element>, tails: &Tails)
                 None => continue,
             },
         };
-        for rule in rules.iter().filter_map(|&i| cfg.rules.get(i as usize)) {
-            for set in &rule.nft_sets {
-                out.entry(set.clone()).or_default().insert(*id);
+        for &r in rules {
+            for &s in per_rule.get(r as usize).map_or(&[][..], Vec::as_slice) {
+                if ids[s].last() != Some(id) {
+                    ids[s].push(*id);
+                }
             }
         }
     }
-    out
+    sets.into_iter().cloned().zip(ids.into_iter().map(BTreeSet::from_iter)).collect()
 }
 
 #[cfg(test)]
