@@ -139,3 +139,36 @@ fn dnsmasq_answers_send_a_destination_direct_under_a_conditional_rule() {
     assert!(wait_until(3, || bed.local.sh("nft list set inet cgtproxy direct-dst").contains(REMOTE4)));
     assert_eq!(bed.client(&game, "tcp", REMOTE4, 8080, "t"), "REMOTE t");
 }
+
+/// A tail none of whose rules takes a packet leaves it to the next
+/// shallower level (the parent's verdict), in strict mode too (the cgroup
+/// is known, so it is not held); a reload to a config without conditions
+/// removes the tails.
+#[test]
+fn a_packet_no_rule_of_the_tail_takes_gets_the_parents_verdict_in_strict_mode() {
+    if !root("a_packet_no_rule_of_the_tail_takes_gets_the_parents_verdict_in_strict_mode") {
+        return;
+    }
+    let bed = Testbed::new("condst");
+    let tproxy = Proc::spawn(&format!("{} {} tproxy 7893", bed.local.enter(), helper()));
+    tproxy.wait_for("READY", 10);
+    let cg = TestCgroups::new("condst");
+    let kid = cg.mkdir("par/kid");
+    let rel = &cg.rel;
+    let (daemon, cfg) = start_daemon(
+        &bed.local,
+        &format!(
+            "version: 1\nstrict: true\ntproxies: {{px: {{mark: 3000, port: 7893}}}}\nrules:\n  \
+             - {{match: '^{rel}/par$', tproxy: px}}\n  - {{match: '^{rel}/par/kid$', protocol: udp, direct: true}}\n"
+        ),
+    );
+    assert_eq!(bed.client(&kid, "udp", REMOTE4, 8080, "t"), "REMOTE t", "the kid's own rule takes UDP");
+    assert_eq!(bed.client(&kid, "tcp", REMOTE4, 8080, "t"), format!("TPROXY 7893 {REMOTE4}:8080"), "TCP: the parent's");
+    // Reload without conditions: no tails left, the kid unmatched follows its parent.
+    std::fs::write(&*cfg, format!("version: 1\nstrict: true\ntproxies: {{px: {{mark: 3000, port: 7893}}}}\nrules:\n  - {{match: '^{rel}/par$', tproxy: px}}\n")).unwrap();
+    daemon.signal(libc::SIGHUP);
+    assert!(wait_until(5, || daemon.output().contains("reloaded")), "{}", daemon.output());
+    let table = bed.local.sh("nft list table inet cgtproxy");
+    assert!(!table.contains("tail"), "{table}");
+    assert_eq!(bed.client(&kid, "udp", REMOTE4, 8080, "t"), format!("TPROXY 7893 {REMOTE4}:8080"));
+}

@@ -151,7 +151,7 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     // One regex budget for rules and proxy-cgroups.
     let mut budget = limits::REGEX_BUDGET;
     let rules = parse_rules(&ctx, &raw.rules, &tproxies, &named_sets, &mut budget)?;
-    let gateway = super::gateway::parse(&ctx, &raw.gateway, &tproxies)?;
+    let gateway = super::gateway::parse(&ctx, &raw.gateway, &tproxies, &named_sets)?;
     let mut proxy_cgroups = Vec::with_capacity(raw.proxy_cgroups.len());
     for (index, p) in raw.proxy_cgroups.iter().enumerate() {
         let regex = regex_compat::compile_within(&p.value, &mut budget)

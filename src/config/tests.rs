@@ -409,3 +409,20 @@ fn a_port_alone_means_tcp_and_udp_and_static_sets_are_expanded() {
     assert_eq!(d.cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.0.0.0/8", "192.0.2.1"]);
     assert!(cfg.rules[1].conditions.is_none());
 }
+
+#[test]
+fn a_gateway_source_takes_static_sets() {
+    let text = |src: &str| {
+        format!(
+            "version: 1\nsets: {{lan: [192.168.50.0/24, 'fd00:50::/64'], d: {{dynamic: true}}}}\n\
+             tproxies: {{p: {{mark: 1, port: 2}}}}\ngateway:\n  - {{source: {src}, tproxy: p}}\n"
+        )
+    };
+    let cfg = Config::parse(&text("['@lan', 10.0.0.1]"), "g.yaml").unwrap();
+    let s: Vec<String> = cfg.gateway[0].source.iter().map(ToString::to_string).collect();
+    assert_eq!(s, ["192.168.50.0/24", "fd00:50::/64", "10.0.0.1"]);
+    let e = Config::parse(&text("['@d']"), "g.yaml").unwrap_err().to_string();
+    assert!(e.contains("gateway[0].source[0]: set \"d\" is dynamic"), "{e}");
+    let e = Config::parse(&text("['@x']"), "g.yaml").unwrap_err().to_string();
+    assert!(e.contains("no set \"x\" in `sets` (known: d, lan)"), "{e}");
+}
