@@ -71,11 +71,35 @@ fn config(setup: Setup, rel: &str, app_rel: &str, matched: bool) -> String {
         // Top-level config keys to try a variant (e.g. `flow-mark-mask: 0`).
         t.push_str(&format!("{extra}\n"));
     }
+    if setup == Setup::Ours && VARIANT.with(|v| v.get().1) {
+        t.push_str("flow-mark-mask: 0\n");
+    }
     t.push_str(&format!("rules:\n  - {{match: '{anchor}{rel}/.*/x$', direct: true}}\n"));
+    if matched && setup == Setup::Ours && conditional() {
+        // Three conditions the UDP load does not meet, before its rule:
+        // the packet walks the whole tail-N chain.
+        for c in [
+            "protocol: tcp, port: 443, drop: true",
+            "family: ipv6, drop: true",
+            "destination: [203.0.113.0/24], drop: true",
+        ] {
+            t.push_str(&format!("  - {{match: '{anchor}{app_rel}$', {c}}}\n"));
+        }
+    }
     if matched {
         t.push_str(&format!("  - {{match: '{anchor}{app_rel}$', direct: true}}\n"));
     }
     t
+}
+
+thread_local! {
+    /// The row being measured: the app's rule has conditions / the flow
+    /// cache is off (`flow-mark-mask: 0`).
+    static VARIANT: std::cell::Cell<(bool, bool)> = const { std::cell::Cell::new((false, false)) };
+}
+
+fn conditional() -> bool {
+    VARIANT.with(|v| v.get().0)
 }
 
 struct Bench {
@@ -182,7 +206,14 @@ fn main() {
     let b = Bench { bed, load, app, app_rel, cg, secs };
 
     // (row, setup) -> figures of each round
-    let rows = ["UDP pps, direct rule", "UDP pps, no rule matches", "TCP conn/s, direct rule"];
+    let rows = [
+        "UDP pps, direct rule",
+        "UDP pps, no rule matches",
+        "TCP conn/s, direct rule",
+        "UDP pps, direct rule, no flow cache",
+        "UDP pps, direct rule after 3 unmet conditional rules (tail-N)",
+        "UDP pps, direct rule after 3 unmet conditional rules, no flow cache",
+    ];
     let mut figures: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); columns.len()]; rows.len()];
     for round in 0..rounds {
         for (c, &setup) in columns.iter().enumerate() {
@@ -195,6 +226,19 @@ fn main() {
             std::thread::sleep(Duration::from_millis(300));
             figures[1][c].push(b.run("udp"));
             b.teardown(setup, g);
+            // Conditional rules (issue 20): ours only, same run; with the
+            // flow cache, and without it (every packet classified).
+            for (row, variant) in [(3, (false, true)), (4, (true, false)), (5, (true, true))] {
+                if setup != Setup::Ours {
+                    continue;
+                }
+                VARIANT.with(|v| v.set(variant));
+                let g = b.setup(setup, true);
+                std::thread::sleep(Duration::from_millis(300));
+                figures[row][c].push(b.run("udp"));
+                b.teardown(setup, g);
+                VARIANT.with(|v| v.set((false, false)));
+            }
         }
         eprintln!("round {} of {rounds} done", round + 1);
     }
@@ -208,9 +252,13 @@ fn main() {
     println!("\n| | {} |", columns.iter().map(|s| name(*s)).collect::<Vec<_>>().join(" | "));
     println!("|---|{}", "---|".repeat(columns.len()));
     for (r, row) in rows.iter().enumerate() {
-        let base = median(figures[r][0].clone());
+        // Rows of ours only are relative to the first row's "no table".
+        let base = median(figures[if figures[r][0].is_empty() { 0 } else { r }][0].clone());
         let cells: Vec<String> = (0..columns.len())
             .map(|c| {
+                if figures[r][c].is_empty() {
+                    return "-".to_owned();
+                }
                 let m = median(figures[r][c].clone());
                 if c == 0 { format!("{m:.0}") } else { format!("{:.2}", m / base) }
             })

@@ -41,9 +41,26 @@ pub const CHAIN_FLOW_CACHE: &str = "flow-cache";
 pub const CHAIN_FLOW_DIRECT: &str = "flow-direct";
 pub const CHAIN_FLOW_DROP: &str = "flow-drop";
 
+/// Conditional rules: tail class -> `jump tail-N` (only with conditions).
+pub const MAP_TAILS: &str = "tails";
+
 /// Sets and maps the table always has; named sets must not take their names.
-pub const BUILTIN_SETS: [&str; 7] =
-    [SET_BYPASS4, SET_BYPASS6, SET_LOCAL4, SET_LOCAL6, MAP_CGROUP, MAP_MARK, MAP_MARK_DNS];
+pub const BUILTIN_SETS: [&str; 8] =
+    [SET_BYPASS4, SET_BYPASS6, SET_LOCAL4, SET_LOCAL6, MAP_CGROUP, MAP_MARK, MAP_MARK_DNS, MAP_TAILS];
+
+/// The class of tail N (a cgroup whose rules have conditions): resolved
+/// inside `classify` by `meta mark vmap @tails` into a final class, never
+/// cached or seen outside it. Tproxy marks may not use this range when a
+/// rule has conditions.
+pub const TAIL_BASE: u32 = 0x4347_5500;
+/// The last tail class: at most 2,816 distinct tails.
+pub const TAIL_LAST: u32 = 0x4347_5fff;
+
+/// The chain of tail N: its rules' conditions in order, then the verdict
+/// of its unconditional rule (or 0: the next shallower level decides).
+pub fn tail_chain(n: u32) -> String {
+    format!("tail-{n}")
+}
 
 /// The IPv4 and IPv6 sets of a dynamic named set (`sets: {NAME: {dynamic: true}}`).
 pub fn dynamic_sets(name: &str) -> [String; 2] {

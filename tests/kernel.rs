@@ -286,3 +286,53 @@ fn gateway_listing_equals_rendered_ruleset() {
     assert!(!nft.bridge_table_exists().unwrap());
     assert_eq!(sh("nft list ruleset").trim(), "");
 }
+
+/// Conditional rules (issue 20): the `tails` map, its dispatch rule at
+/// every level and the `tail-N` chains read back as rendered, every kind
+/// of condition included.
+#[test]
+fn conditions_listing_equals_rendered_ruleset() {
+    if !root("conditions_listing_equals_rendered_ruleset") {
+        return;
+    }
+    private_netns();
+    let cgroups = TestCgroups::new("conds");
+    cgroups.mkdir("app/firefox");
+    cgroups.mkdir("app/game");
+    cgroups.mkdir("app/old");
+    cgroups.mkdir("app/mixed/child");
+    let rel = &cgroups.rel;
+    let cfg = Config::parse(&conditions_config(rel), "conditions.yaml").unwrap();
+    let mut found = Vec::new();
+    cgroup::scan_into(&cgroups.root, &cgroups.dir, &mut found).unwrap();
+    let rs = Ruleset::build(&cfg, &found);
+    let ids: HashMap<u64, String> = found.iter().map(|c| (c.id, c.path.to_string())).collect();
+    Nft::open().unwrap().apply_full(&rs).unwrap();
+    let kernel = normalize(&list_table(), &ids);
+    assert_eq!(kernel, normalize(&rs.render(&found), &ids), "kernel listing differs from the rendered ruleset");
+    golden("kernel-listing-conditions.nft", &kernel.replace(rel.trim_start_matches('/'), "TEST"));
+}
+
+/// A config with every kind of condition, for the cgroups of
+/// [`conditions_listing_equals_rendered_ruleset`].
+fn conditions_config(rel: &str) -> String {
+    format!(
+        "version: 1\n\
+         sets:\n\
+         \x20 games: [203.0.113.0/24, '2001:db8:1::/48']\n\
+         \x20 dyn: {{dynamic: true}}\n\
+         tproxies:\n\
+         \x20 px: {{mark: 3000, port: 7893}}\n\
+         rules:\n\
+         \x20 - {{match: '^{rel}/app/firefox$', protocol: udp, port: 443, reject: true}}\n\
+         \x20 - {{match: '^{rel}/app/firefox$', tproxy: px}}\n\
+         \x20 - {{match: '^{rel}/app/game$', destination: ['@games', '@dyn', 192.0.2.7], direct: true}}\n\
+         \x20 - {{match: '^{rel}/app/game$', protocol: [tcp, udp], port: [80, 443, '8000-8100'], tproxy: px}}\n\
+         \x20 - {{match: '^{rel}/app/game$', family: ipv6, drop: true}}\n\
+         \x20 - {{match: '^{rel}/app/old$', protocol: [icmp, icmpv6], drop: true}}\n\
+         \x20 - {{match: '^{rel}/app/old$', family: ipv4, protocol: tcp, port: 25, reject: true}}\n\
+         \x20 - {{match: '^{rel}/app/mixed', port: '6000-6010', drop: true}}\n\
+         \x20 - {{match: '^{rel}/app/mixed/child$', direct: true}}\n\
+         \x20 - {{match: '^{rel}/app', tproxy: px}}\n"
+    )
+}

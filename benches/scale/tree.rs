@@ -20,7 +20,11 @@ fn rss_peak_kib(pid: u32) -> u64 {
 /// Start `imp` in `ns` for the cgroups below `rel`, everything there going
 /// to a TPROXY; does not wait for it (the caller's Monitor does). Ours runs
 /// under `CGTPROXY_BENCH_WRAP`, if set, with the top-level config keys of
-/// `CGTPROXY_BENCH_EXTRA` (e.g. `flow-mark-mask: 0`), if set.
+/// `CGTPROXY_BENCH_EXTRA` (e.g. `flow-mark-mask: 0`), if set. With
+/// `CGTPROXY_BENCH_CONDITIONS=1`
+/// ours gets a conditional rule first (UDP 443 rejected, QUIC-style) and
+/// both rules publish to a `cgroupsv2` set of a user table made in `ns`:
+/// every cgroup then has a tail class and a published element.
 fn spawn_for(imp: Imp, ns: &NetNs, rel: &str, strict: bool) -> (Proc, TempFile) {
     let rule = format!("{rel}/");
     let (extra, wrap) = match imp {
@@ -30,7 +34,35 @@ fn spawn_for(imp: Imp, ns: &NetNs, rel: &str, strict: bool) -> (Proc, TempFile) 
         }
         Imp::Peer => (PX.to_owned(), String::new()),
     };
+    let mode = std::env::var("CGTPROXY_BENCH_CONDITIONS").unwrap_or_default();
+    if imp == Imp::Ours && !mode.is_empty() && mode != "0" {
+        // 1: conditions and a published set; conditions, publish: one of them.
+        let (cond, publish) = match mode.as_str() {
+            "conditions" => ("protocol: udp, port: 443, ", ""),
+            "publish" => ("", ", nft-set: inet:user:apps"),
+            _ => ("protocol: udp, port: 443, ", ", nft-set: inet:user:apps"),
+        };
+        ns.sh("nft add table inet user && nft add set inet user apps '{ type cgroupsv2; }'");
+        let first = format!("{cond}reject: true{publish}");
+        let second = format!("tproxy: px{publish}");
+        let rules: Vec<(&str, &str)> = if cond.is_empty() {
+            vec![(rule.as_str(), second.as_str())]
+        } else {
+            vec![(rule.as_str(), first.as_str()), (rule.as_str(), second.as_str())]
+        };
+        return spawn(imp, ns, &config(imp, &extra, &rules), &wrap);
+    }
     spawn(imp, ns, &config(imp, &extra, &[(&rule, "tproxy: px")]), &wrap)
+}
+
+/// The row's suffix naming the variant.
+fn variant() -> String {
+    match std::env::var("CGTPROXY_BENCH_CONDITIONS").unwrap_or_default().as_str() {
+        "" | "0" => String::new(),
+        "conditions" => " (conditions)".into(),
+        "publish" => " (published set)".into(),
+        _ => " (conditions + published set)".into(),
+    }
 }
 
 /// `n` leaf cgroups four levels below the subtree: a{i/1000}/b{i/100%10}/leaf{i}.
@@ -106,8 +138,9 @@ pub fn startup(n: usize) {
         theirs = Some(startup_one(Imp::Peer, &cg, &ids, peer_timeout));
     }
     let what = format!(
-        "startup: {count} matching cgroups ({n} leaves, 4 levels) in the kernel after spawn; \
-         {tree} cgroups in the whole tree"
+        "startup{}: {count} matching cgroups ({n} leaves, 4 levels) in the kernel after spawn; \
+         {tree} cgroups in the whole tree",
+        variant()
     );
     let mut o = show(&ours, Duration::from_secs(60));
     o.push_str(&format!(" (its log: {})", ours.ready_line));
@@ -248,8 +281,9 @@ pub fn reaction(strict: bool, existing: usize) {
     });
     row(
         &format!(
-            "reaction: mkdir -> element announced by the kernel, {samples} samples, {existing} cgroups mapped before{}",
-            if strict { ", strict" } else { "" }
+            "reaction: mkdir -> element announced by the kernel, {samples} samples, {existing} cgroups mapped before{}{}",
+            if strict { ", strict" } else { "" },
+            variant()
         ),
         show(&ours),
         t,

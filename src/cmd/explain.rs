@@ -139,6 +139,9 @@ pub fn render(cfg: &Config, f: &Facts) -> String {
             if rule.index > 0 {
                 let _ = writeln!(s, "  (rules 0..{} do not match)", rule.index - 1);
             }
+            if let Some(tail) = crate::ruleset::tails::describe_path(cfg, path) {
+                let _ = writeln!(s, "packets: {tail}");
+            }
         }
         None => {
             let _ = writeln!(

@@ -161,7 +161,12 @@ pub fn read(cfg: &Config) -> Result<Status, InspectError> {
         if verdict == Verdict::Continue && kernel_unreadable.is_some() {
             continue;
         }
-        let target = verdict.describe(cfg);
+        let target = match verdict {
+            // Which rule takes which packets, as the config says.
+            Verdict::Tail(_) => crate::ruleset::tails::describe_path(cfg, &cg.path)
+                .map_or_else(|| verdict.describe(cfg), |t| format!("conditional: {t}")),
+            _ => verdict.describe(cfg),
+        };
         *totals.entry(target.clone()).or_insert(0) += 1;
         if let Some((packets, bytes)) = counter {
             let t = traffic.entry(target.clone()).or_insert((0, 0));

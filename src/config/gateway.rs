@@ -162,6 +162,7 @@ pub(super) fn parse(
     ctx: &Ctx,
     raw: &[Spanned<RawEntry>],
     tproxies: &BTreeMap<String, Tproxy>,
+    sets: &BTreeMap<String, super::sets::NamedSet>,
 ) -> Result<Vec<GatewayEntry>, ConfigError> {
     let mut out = Vec::with_capacity(raw.len());
     for (index, e) in raw.iter().enumerate() {
@@ -177,6 +178,35 @@ pub(super) fn parse(
                 return Err(ctx.at(list, format!("{what}: `source` is empty; give addresses or leave it out")));
             }
             for (i, s) in list.value.iter().enumerate() {
+                if let Some(name) = s.value.trim().strip_prefix('@') {
+                    // A static named set: its CIDRs. A dynamic one cannot be
+                    // used here: the bridge table (brouting) cannot see the
+                    // inet table's sets.
+                    match sets.get(name) {
+                        Some(super::sets::NamedSet::Static(list)) => source.extend(list.iter().copied()),
+                        Some(super::sets::NamedSet::Dynamic) => {
+                            return Err(ctx.at(
+                                s,
+                                format!(
+                                    "{what}.source[{i}]: set {:?} is dynamic; gateway entries take static sets only",
+                                    clip(name)
+                                ),
+                            ));
+                        }
+                        None => {
+                            let known: Vec<&str> = sets.keys().map(String::as_str).collect();
+                            return Err(ctx.at(
+                                s,
+                                format!(
+                                    "{what}.source[{i}]: no set {:?} in `sets` (known: {})",
+                                    clip(name),
+                                    if known.is_empty() { "none".to_owned() } else { known.join(", ") }
+                                ),
+                            ));
+                        }
+                    }
+                    continue;
+                }
                 let cidr = Cidr::parse(&s.value).map_err(|m| ctx.at(s, format!("{what}.source[{i}]: {m}")))?;
                 source.push(cidr);
             }

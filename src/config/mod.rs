@@ -5,6 +5,8 @@
 //! touches the kernel or the cgroup filesystem, so every error is unit-tested.
 
 mod cidr;
+mod condition;
+pub mod conditions;
 mod ctx;
 mod error;
 pub mod gateway;
@@ -20,6 +22,7 @@ use std::path::{Path, PathBuf};
 
 pub use crate::cgroup::CgroupRoot;
 pub use cidr::Cidr;
+pub use condition::{Conditions, Destination, Family, Proto};
 pub use error::ConfigError;
 pub use gateway::{GatewayEntry, Iface};
 pub use model::{Config, DEFAULT_PATH, DEFAULT_ROUTE_TABLE, DEFAULT_STRICT_DEPTH};

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use super::conditions;
 use super::ctx::{Ctx, one_target};
 use super::error::ConfigError;
 use super::limits::{self, clip};
@@ -93,6 +94,10 @@ struct RawRule {
     tproxy: Option<Spanned<String>>,
     #[serde(rename = "nft-set")]
     nft_set: Option<Spanned<publish::OneOrMany>>,
+    protocol: Option<Spanned<publish::OneOrMany>>,
+    port: Option<Spanned<conditions::RawPorts>>,
+    family: Option<Spanned<String>>,
+    destination: Option<Spanned<Vec<String>>>,
 }
 
 /// Route tables the kernel reserves: unspec, default, main, local.
@@ -147,8 +152,8 @@ pub(super) fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     let tproxies = parse_tproxies(&ctx, &raw.tproxies)?;
     // One regex budget for rules and proxy-cgroups.
     let mut budget = limits::REGEX_BUDGET;
-    let rules = parse_rules(&ctx, &raw.rules, &tproxies, &mut budget)?;
-    let gateway = super::gateway::parse(&ctx, &raw.gateway, &tproxies)?;
+    let rules = parse_rules(&ctx, &raw.rules, &tproxies, &named_sets, &mut budget)?;
+    let gateway = super::gateway::parse(&ctx, &raw.gateway, &tproxies, &named_sets)?;
     let mut proxy_cgroups = Vec::with_capacity(raw.proxy_cgroups.len());
     for (index, p) in raw.proxy_cgroups.iter().enumerate() {
         let regex = regex_compat::compile_within(&p.value, &mut budget)
@@ -315,6 +320,7 @@ fn parse_rules(
     ctx: &Ctx,
     raw: &[Spanned<RawRule>],
     tproxies: &BTreeMap<String, Tproxy>,
+    sets: &BTreeMap<String, sets::NamedSet>,
     budget: &mut usize,
 ) -> Result<Vec<Rule>, ConfigError> {
     let mut rules = Vec::with_capacity(raw.len());
@@ -335,6 +341,13 @@ fn parse_rules(
                 nft_sets.push(set);
             }
         }
+        let cond = conditions::RawConditions {
+            protocol: v.protocol.as_ref(),
+            port: v.port.as_ref(),
+            family: v.family.as_ref(),
+            destination: v.destination.as_ref(),
+        };
+        let conditions = conditions::parse(ctx, &what, cond, sets)?;
         let at = (pattern.referenced.line(), pattern.referenced.column());
         rules.push(Rule {
             index,
@@ -344,7 +357,10 @@ fn parse_rules(
             regex,
             target,
             nft_sets,
+            conditions,
         });
     }
+    let any = rules.iter().any(|r| r.conditions.is_some());
+    conditions::check_reserved(ctx, any, tproxies.values().map(|t| (t.name.as_str(), t.mark)))?;
     Ok(rules)
 }

@@ -43,6 +43,9 @@ pub struct Rule {
     pub target: Target,
     /// The user's sets that get the ids of the cgroups this rule classifies.
     pub nft_sets: Vec<NftSetRef>,
+    /// `protocol`, `port`, `family`, `destination`: which packets of its
+    /// cgroups the rule takes (None: all of them).
+    pub conditions: Option<super::condition::Conditions>,
 }
 
 /// An entry of `proxy-cgroups`: cgroups the config trusts to run a TPROXY

@@ -360,3 +360,73 @@ fn named_sets_are_validated_and_resolved_in_bypass() {
     let e = err("version: 1\nsets:\n  a: [1.2.3.999]\n");
     assert!(e.contains("sets.a: [0]"), "{e}");
 }
+
+#[test]
+fn conditions_are_validated_with_the_rule_and_line() {
+    let err = |rules: &str| {
+        let text = format!(
+            "version: 1\nsets: {{d: {{dynamic: true}}}}\ntproxies: {{p: {{mark: 1, port: 2}}}}\nrules:\n{rules}"
+        );
+        Config::parse(&text, "c.yaml").unwrap_err().to_string()
+    };
+    let e = err("  - {match: '^/a', protocol: icmp, port: 443, drop: true}\n");
+    assert!(e.contains("line 5") && e.contains("rules[0]: `port` needs tcp or udp"), "{e}");
+    let e = err("  - {match: '^/a', protocol: icmp, family: ipv6, drop: true}\n");
+    assert!(e.contains("rules[0]: icmp never meets `family: ipv6` (use icmpv6)"), "{e}");
+    let e = err("  - {match: '^/a', destination: ['@nope'], drop: true}\n");
+    assert!(e.contains("destination[0]: no set \"nope\" in `sets` (known: d)"), "{e}");
+    let e = err("  - {match: '^/a', port: '90-80', drop: true}\n");
+    assert!(e.contains("ends before it starts"), "{e}");
+    let e = err("  - {match: '^/a', port: 0, drop: true}\n");
+    assert!(e.contains("port 0 is not in 1..=65535"), "{e}");
+    let e = err("  - {match: '^/a', protocol: sctp, drop: true}\n");
+    assert!(e.contains("protocol \"sctp\" is not tcp, udp, icmp or icmpv6"), "{e}");
+    let e = err("  - {match: '^/a', family: ipv6, destination: [192.0.2.0/24], drop: true}\n");
+    assert!(e.contains("no destination of `family: ipv6`"), "{e}");
+    let e = err("  - {match: '^/a', family: ip4, drop: true}\n");
+    assert!(e.contains("family \"ip4\" is not ipv4 or ipv6"), "{e}");
+    let e = err("  - {match: '^/a', destination: [], drop: true}\n");
+    assert!(e.contains("`destination` is an empty list"), "{e}");
+    // Tail classes are reserved once a rule has conditions.
+    let text = "version: 1\ntproxies: {p: {mark: 0x43475501, port: 2}}\nrules:\n  - {match: '^/a', protocol: tcp, tproxy: p}\n";
+    assert!(
+        Config::parse(text, "c.yaml").unwrap_err().to_string().contains("reserved by cgtproxy for conditional rules")
+    );
+    let text = "version: 1\ntproxies: {p: {mark: 0x43475501, port: 2}}\nrules:\n  - {match: '^/a', tproxy: p}\n";
+    assert!(Config::parse(text, "c.yaml").is_ok(), "no conditions, no reserved range");
+}
+
+#[test]
+fn a_port_alone_means_tcp_and_udp_and_static_sets_are_expanded() {
+    let cfg = Config::parse(
+        "version: 1\nsets: {lan: [10.0.0.0/8], d: {dynamic: true}}\nrules:\n  \
+         - {match: '^/a', port: [443, '8000-8100', 80], destination: ['@lan', '@d', '192.0.2.1'], direct: true}\n  \
+         - {match: '^/a', drop: true}\n",
+        "c.yaml",
+    )
+    .unwrap();
+    let c = cfg.rules[0].conditions.as_ref().unwrap();
+    assert_eq!(c.protocols, [crate::config::Proto::Tcp, crate::config::Proto::Udp]);
+    assert_eq!(c.ports, [(80, 80), (443, 443), (8000, 8100)]);
+    let d = c.destination.as_ref().unwrap();
+    assert_eq!(d.sets, ["d"]);
+    assert_eq!(d.cidrs.iter().map(ToString::to_string).collect::<Vec<_>>(), ["10.0.0.0/8", "192.0.2.1"]);
+    assert!(cfg.rules[1].conditions.is_none());
+}
+
+#[test]
+fn a_gateway_source_takes_static_sets() {
+    let text = |src: &str| {
+        format!(
+            "version: 1\nsets: {{lan: [192.168.50.0/24, 'fd00:50::/64'], d: {{dynamic: true}}}}\n\
+             tproxies: {{p: {{mark: 1, port: 2}}}}\ngateway:\n  - {{source: {src}, tproxy: p}}\n"
+        )
+    };
+    let cfg = Config::parse(&text("['@lan', 10.0.0.1]"), "g.yaml").unwrap();
+    let s: Vec<String> = cfg.gateway[0].source.iter().map(ToString::to_string).collect();
+    assert_eq!(s, ["192.168.50.0/24", "fd00:50::/64", "10.0.0.1"]);
+    let e = Config::parse(&text("['@d']"), "g.yaml").unwrap_err().to_string();
+    assert!(e.contains("gateway[0].source[0]: set \"d\" is dynamic"), "{e}");
+    let e = Config::parse(&text("['@x']"), "g.yaml").unwrap_err().to_string();
+    assert!(e.contains("no set \"x\" in `sets` (known: d, lan)"), "{e}");
+}

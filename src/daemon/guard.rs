@@ -15,7 +15,6 @@ use std::sync::Arc;
 use tracing::{info, warn};
 
 use super::tracker::{Delta, Tracker};
-use crate::ruleset::Verdict;
 use crate::sockdiag::{ALL_STATES, SockDiag, SockInfo};
 
 #[derive(Debug, Default)]
@@ -96,8 +95,8 @@ impl Guard {
                 continue;
             };
             match tracker.effective(&f.path) {
-                Some(Verdict::Tproxy(mark)) if !pinned => {
-                    let target = Verdict::Tproxy(mark).describe(&tracker.cfg);
+                Some(v) if !pinned && tracker.would_proxy(v) => {
+                    let target = v.describe(&tracker.cfg);
                     let text = format!(
                         "{serves} listens in cgroup {path}, which the rules send to {target}: kept direct so the proxy \
                          does not loop on its own connections ({why}); add a `direct: true` rule for that cgroup or \

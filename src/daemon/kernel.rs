@@ -40,6 +40,8 @@ pub struct Kernel {
     /// generation id, which only grows in a network namespace, so a
     /// restarted daemon does not reuse the tokens of the previous one.
     epoch: u32,
+    /// Tails (conditional rules) the kernel holds: their chains and `tails` elements.
+    tails_sent: usize,
     /// Outside changes still to be undone.
     heal_table: bool,
     /// An address notification came: `local-nets` may be stale.
@@ -80,6 +82,7 @@ impl Kernel {
             generation: 0,
             own_commits: 0,
             epoch: 0,
+            tails_sent: 0,
             heal_table: false,
             addresses_changed: false,
             heal_routing: false,
@@ -132,6 +135,7 @@ impl Kernel {
         self.epoch = self.epoch.wrapping_add(1);
         rs.flow_epoch = self.epoch;
         self.nft.apply_full(rs)?;
+        self.tails_sent = rs.tails.list.len();
         self.own_commits = self.own_commits.wrapping_add(1);
         self.absorb();
         Ok(())
@@ -154,6 +158,8 @@ impl Kernel {
                 encode::rule(&mut b, CHAIN_CLASSIFY, &stmt, &ids, before);
             }
         }
+        // A cgroup with a new rule tail: its chain and dispatch element first.
+        encode::new_tails(&mut b, rs, self.tails_sent, None, true);
         encode::delete_cgroup_elements(&mut b, &delta.del);
         encode::cgroup_elements(&mut b, delta.add.iter().map(|(id, e, _)| (id, e)), None);
         let epoch = rs.flow_epoch;
@@ -166,6 +172,7 @@ impl Kernel {
             rs.flow_epoch = epoch;
             return Err(e.into());
         }
+        self.tails_sent = rs.tails.list.len();
         self.own_commits = self.own_commits.wrapping_add(1);
         if !levels.is_empty() {
             self.absorb();

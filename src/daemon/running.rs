@@ -86,7 +86,11 @@ impl Daemon {
     /// `full` reads each back (after a start, reload or rebuild, or when the
     /// kernel reported one changed by someone else).
     pub fn publish(&mut self, full: bool) {
-        let want = crate::ruleset::publish::published(&self.tracker.cfg, &self.tracker.ruleset.elements);
+        let want = crate::ruleset::publish::published(
+            &self.tracker.cfg,
+            &self.tracker.ruleset.elements,
+            &self.tracker.ruleset.tails,
+        );
         if want.is_empty() && self.publisher.is_idle() {
             // No `nft-set` rule: nothing on the reaction path.
             return;

@@ -93,7 +93,7 @@ impl Tracker {
         for (id, path) in pins {
             // Kept only where the new rules would still proxy it: a pin
             // never overrides a drop or reject.
-            if self.paths.get(&path) == Some(&id) && matches!(self.effective(&path), Some(Verdict::Tproxy(_))) {
+            if self.paths.get(&path) == Some(&id) && self.effective(&path).is_some_and(|v| self.would_proxy(v)) {
                 self.pin(id, path);
             }
         }
@@ -177,6 +177,13 @@ impl Tracker {
             }
         }
         delta
+    }
+
+    /// Does `v` send traffic to a tproxy (and may a proxy-loop pin
+    /// replace it: a tail with a conditional drop or reject is never pinned)?
+    pub fn would_proxy(&self, v: Verdict) -> bool {
+        let tails = &self.ruleset.tails;
+        matches!(v, Verdict::Tproxy(_)) || (tails.proxies(v) && !tails.binds(v))
     }
 
     /// The class a flow of the cgroup at `path` is cached with: its

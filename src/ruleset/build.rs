@@ -44,12 +44,24 @@ impl Ruleset {
                 .iter()
                 .map(|r| (r.target.clone(), Verdict::for_target(&r.target, &cfg.tproxies)))
                 .collect(),
+            tails: super::tails::Tails::new(cfg, |r| Verdict::for_target(&r.target, &cfg.tproxies)),
         }
     }
 
     /// The ruleset for `cfg` and the cgroups `cgroups`.
     pub fn build(cfg: &Config, cgroups: &[Cgroup]) -> Self {
         let mut rs = Self::new(cfg);
+        if rs.tails.active() {
+            // Tails bind partly (a conditional drop): each cgroup asks its
+            // nearest classified ancestor, ancestors first.
+            let ids: std::collections::HashMap<&str, u64> = cgroups.iter().map(|c| (&*c.path, c.id)).collect();
+            let mut order: Vec<&Cgroup> = cgroups.iter().collect();
+            order.sort_by_key(|c| c.level);
+            for cg in order {
+                rs.classify(cfg, cg, |rs| rs.binding_above(&cg.path, |p| ids.get(p).copied()));
+            }
+            return rs;
+        }
         if !rs.verdicts.values().any(|v| binds(*v)) {
             for cg in cgroups {
                 rs.classify(cfg, cg, |_| None);
@@ -100,6 +112,10 @@ impl Ruleset {
             return None;
         }
         let (verdict, rule) = match cfg.classify(&cg.path) {
+            Some(rule) if self.tails.active() => {
+                let bound = above(self);
+                self.tails.resolve(cfg, &cg.path, rule, bound)
+            }
             Some(rule) => match above(self) {
                 Some(bound) => bound,
                 None => {
@@ -130,7 +146,7 @@ impl Ruleset {
             if let Some(e) = id_of(p).and_then(|id| self.elements.get(&id))
                 && e.verdict != Verdict::Continue
             {
-                return binds(e.verdict).then_some((e.verdict, e.rule));
+                return (binds(e.verdict) || self.tails.binds(e.verdict)).then_some((e.verdict, e.rule));
             }
         }
     }
@@ -232,6 +248,7 @@ impl Ruleset {
             chains.push(Chain { name: CHAIN_FLOW_DIRECT.into(), hook: None, rules: vec![Stmt::CachedDirect] });
             chains.push(Chain { name: CHAIN_FLOW_DROP.into(), hook: None, rules: vec![Stmt::CachedDrop] });
         }
+        chains.extend(self.tails.chains_from(0));
         chains.extend([Chain {
             name: CHAIN_PREROUTING.into(),
             hook: Some(Hook { kind: "filter", hook: "prerouting", priority: PRIO_MANGLE, priority_name: "mangle" }),
@@ -338,6 +355,7 @@ pub fn binding_ancestor<'c>(cfg: &'c Config, path: &str) -> Option<(&'c Rule, us
         end = i;
         if let Some(rule) = cfg.classify(&path[..i])
             && matches!(rule.target, Target::Drop | Target::Reject)
+            && rule.conditions.is_none()
         {
             return Some((rule, i));
         }

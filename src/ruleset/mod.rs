@@ -11,17 +11,22 @@
 //! is written into the packet mark, then dispatched by a few static rules.
 
 mod build;
+pub mod cond;
 pub mod gateway;
 mod model;
 pub mod publish;
 mod render;
 pub mod stmt;
+pub mod tails;
 mod verdict;
 
 pub use build::{binding_ancestor, binds};
 pub use model::Ruleset;
 pub use stmt::{Chain, Hook, L4, PRIO_BRIDGE_FILTER, PRIO_DSTNAT, PRIO_MANGLE, Stmt};
+pub use tails::Tails;
 pub use verdict::{Element, Interval, Verdict};
 
+#[cfg(test)]
+mod tails_tests;
 #[cfg(test)]
 mod tests;

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::stmt::Stmt;
+use super::tails::Tails;
 use super::verdict::{Element, Interval, Verdict};
 use crate::config::{GatewayEntry, Target, Tproxy};
 use crate::names::{CLASS_DIRECT, CLASS_DROP, CLASS_REJECT};
@@ -48,6 +49,9 @@ pub struct Ruleset {
     pub drop_loopback: bool,
     /// The verdict of each rule target.
     pub(super) verdicts: BTreeMap<Target, Verdict>,
+    /// Conditional rules: their tails in use (nothing when no rule has
+    /// conditions).
+    pub tails: Tails,
 }
 
 impl Ruleset {
@@ -55,7 +59,12 @@ impl Ruleset {
     /// The first level that decides ends the chain: its class is in the
     /// mark (a `Continue` element leaves it 0, so the next level decides).
     pub fn level_rules(&self, level: u32) -> Vec<Stmt> {
-        let mut rules = vec![Stmt::ClassifyLevel { level }, Stmt::Decided { cache: self.flow_mask != 0 }];
+        let mut rules = vec![Stmt::ClassifyLevel { level }];
+        if self.tails.active() {
+            // A tail class becomes the final class before anything reads it.
+            rules.push(Stmt::MarkVmap { map: crate::names::MAP_TAILS });
+        }
+        rules.push(Stmt::Decided { cache: self.flow_mask != 0 });
         if matches!(self.strict, Some(depth) if level <= depth) {
             rules.push(Stmt::UnknownCgroupDrop { level });
         }

@@ -3,28 +3,47 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::tails::Tails;
 use super::verdict::Element;
 use crate::config::{Config, NftSetRef};
 
 /// The ids each published set should hold: the cgroups whose element was
-/// chosen by a rule naming the set. Empty when no rule has `nft-set`.
-pub fn published(cfg: &Config, elements: &BTreeMap<u64, Element>) -> BTreeMap<NftSetRef, BTreeSet<u64>> {
-    let mut out: BTreeMap<NftSetRef, BTreeSet<u64>> = BTreeMap::new();
-    for r in cfg.rules.iter().filter(|r| !r.nft_sets.is_empty()) {
-        for set in &r.nft_sets {
-            out.entry(set.clone()).or_default();
-        }
+/// chosen by a rule naming the set, or whose rule tail (conditional rules)
+/// has such a rule. Empty when no rule has `nft-set`.
+pub fn published(cfg: &Config, elements: &BTreeMap<u64, Element>, tails: &Tails) -> BTreeMap<NftSetRef, BTreeSet<u64>> {
+    // Runs after every event batch: no allocation per element. Each rule's
+    // sets as indices into `sets`; ids come in ascending order (the map's),
+    // so each list is sorted and a set is built from it in one pass.
+    let sets: Vec<&NftSetRef> = {
+        let all: BTreeSet<&NftSetRef> = cfg.rules.iter().flat_map(|r| &r.nft_sets).collect();
+        all.into_iter().collect()
+    };
+    if sets.is_empty() {
+        return BTreeMap::new();
     }
-    if out.is_empty() {
-        return out;
-    }
+    let per_rule: Vec<Vec<usize>> = cfg
+        .rules
+        .iter()
+        .map(|r| r.nft_sets.iter().filter_map(|s| sets.iter().position(|x| *x == s)).collect())
+        .collect();
+    let mut ids: Vec<Vec<u64>> = vec![Vec::new(); sets.len()];
     for (id, e) in elements {
-        let Some(rule) = e.rule.and_then(|i| cfg.rules.get(i as usize)) else { continue };
-        for set in &rule.nft_sets {
-            out.entry(set.clone()).or_default().insert(*id);
+        let rules: &[u32] = match tails.rules_of(e.verdict) {
+            Some(tail) => tail,
+            None => match &e.rule {
+                Some(i) => std::slice::from_ref(i),
+                None => continue,
+            },
+        };
+        for &r in rules {
+            for &s in per_rule.get(r as usize).map_or(&[][..], Vec::as_slice) {
+                if ids[s].last() != Some(id) {
+                    ids[s].push(*id);
+                }
+            }
         }
     }
-    out
+    sets.into_iter().cloned().zip(ids.into_iter().map(BTreeSet::from_iter)).collect()
 }
 
 #[cfg(test)]
@@ -42,10 +61,10 @@ mod tests {
         .unwrap();
         let e = |rule| Element { level: 1, verdict: Verdict::Direct, rule };
         let elements = BTreeMap::from([(1, e(Some(0))), (2, e(Some(1))), (3, e(Some(2))), (4, e(None))]);
-        let p = published(&cfg, &elements);
+        let p = published(&cfg, &elements, &Tails::default());
         let names: Vec<String> = p.keys().map(ToString::to_string).collect();
         assert_eq!(names, ["inet:filter:browsers", "ip:t:all"]);
         assert_eq!(p.values().cloned().collect::<Vec<_>>(), [BTreeSet::from([1]), BTreeSet::from([1, 2])]);
-        assert!(published(&Config::builtin_default(), &elements).is_empty());
+        assert!(published(&Config::builtin_default(), &elements, &Tails::default()).is_empty());
     }
 }

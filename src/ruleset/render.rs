@@ -45,27 +45,6 @@ fn render(rs: &Ruleset, cgroups: &[Cgroup], prefix: &str) -> String {
         set(w, SET_LOCAL4, "ipv4_addr", &intervals(&rs.local4, false));
         set(w, SET_LOCAL6, "ipv6_addr", &intervals(&rs.local6, true));
     }
-    for name in &rs.dynamic_sets {
-        let [v4, v6] = dynamic_sets(name);
-        // Filled by other programs; what they added is not the config's.
-        let _ = writeln!(
-            w,
-            "	set {v4} {{
-		type ipv4_addr
-		flags interval,timeout
-	}}
-"
-        );
-        let _ = writeln!(
-            w,
-            "	set {v6} {{
-		type ipv6_addr
-		flags interval,timeout
-	}}
-"
-        );
-    }
-
     let cgroups: Vec<String> = rs
         .elements
         .iter()
@@ -87,6 +66,27 @@ fn render(rs: &Ruleset, cgroups: &[Cgroup], prefix: &str) -> String {
         .map(|t| format!("{} : goto {}", mark(t.mark), dns_chain(&t.name)))
         .collect();
     map(w, MAP_MARK_DNS, "mark : verdict", &dns);
+    // Created after the maps (as `nft list` shows them).
+    for name in &rs.dynamic_sets {
+        let [v4, v6] = dynamic_sets(name);
+        // Filled by other programs; what they added is not the config's.
+        let _ = writeln!(
+            w,
+            "	set {v4} {{
+		type ipv4_addr
+		flags interval,timeout
+	}}
+"
+        );
+        let _ = writeln!(
+            w,
+            "	set {v6} {{
+		type ipv6_addr
+		flags interval,timeout
+	}}
+"
+        );
+    }
     if rs.flow_mask != 0 {
         let tokens = rs.flow_tokens();
         let by_token: Vec<String> = tokens.iter().map(|&(c, t)| format!("{} : {}", mark(t), mark(c))).collect();
@@ -101,6 +101,11 @@ fn render(rs: &Ruleset, cgroups: &[Cgroup], prefix: &str) -> String {
             })
             .collect();
         map(w, MAP_FLOW_VERDICT, "mark : verdict", &fast);
+    }
+    if rs.tails.active() {
+        let items: Vec<String> =
+            rs.tails.elements_from(0).iter().map(|(c, chain)| format!("{} : jump {chain}", mark(*c))).collect();
+        map(w, MAP_TAILS, "mark : verdict", &items);
     }
 
     for c in rs.chains() {

@@ -5,6 +5,7 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use super::cond::{CondMatch, Dest, proto_name};
 use super::verdict::Interval;
 use crate::config::Iface;
 use crate::names::{
@@ -305,6 +306,19 @@ pub enum Stmt {
         v6: bool,
         bridge: bool,
     },
+
+    // --- conditional rules (tails), see ruleset/tails.rs ---
+    /// `[ip daddr { ... } | meta nfproto ipv6] [udp dport 443] meta mark
+    /// set CLASS return`: one match of a conditional rule in its tail chain.
+    TailMatch {
+        m: CondMatch,
+        class: u32,
+    },
+    /// `meta mark set CLASS`: the end of a tail chain (its unconditional
+    /// rule's class, or 0: the next shallower level decides).
+    TailEnd {
+        class: u32,
+    },
 }
 
 /// A fresh `counter` as `nft list` shows it (the kernel listing of a table
@@ -454,7 +468,45 @@ impl fmt::Display for Stmt {
             }
             Stmt::LocalNetReturn { v6: false, .. } => write!(f, "ip daddr @{SET_LOCAL4} return"),
             Stmt::LocalNetReturn { v6: true, .. } => write!(f, "ip6 daddr @{SET_LOCAL6} return"),
+            Stmt::TailMatch { m, class } => {
+                fmt_cond(f, m)?;
+                write!(f, "meta mark set {class:#010x} return")
+            }
+            Stmt::TailEnd { class } => write!(f, "meta mark set {class:#010x}"),
         }
+    }
+}
+
+/// A condition as `nft list` shows it, with a trailing space.
+fn fmt_cond(f: &mut fmt::Formatter<'_>, m: &CondMatch) -> fmt::Result {
+    match &m.dest {
+        Some((v6, Dest::Ranges(r))) => {
+            write!(f, "{} daddr {{ {} }} ", if *v6 { "ip6" } else { "ip" }, intervals(r, *v6).join(", "))?;
+        }
+        Some((v6, Dest::Set(name))) => write!(f, "{} daddr @{name} ", if *v6 { "ip6" } else { "ip" })?,
+        None => {}
+    }
+    if let Some(v6) = m.family {
+        write!(f, "meta nfproto {} ", if v6 { "ipv6" } else { "ipv4" })?;
+    }
+    let names: Vec<&str> = m.protos.iter().map(|p| proto_name(*p)).collect();
+    if m.ports.is_empty() {
+        match names.as_slice() {
+            [] => {}
+            [one] => write!(f, "meta l4proto {one} ")?,
+            many => write!(f, "meta l4proto {{ {} }} ", many.join(", "))?,
+        }
+        return Ok(());
+    }
+    match names.as_slice() {
+        [one] => write!(f, "{one} dport ")?,
+        many => write!(f, "meta l4proto {{ {} }} th dport ", many.join(", "))?,
+    }
+    let ports: Vec<String> =
+        m.ports.iter().map(|&(a, b)| if a == b { a.to_string() } else { format!("{a}-{b}") }).collect();
+    match ports.as_slice() {
+        [one] if m.ports[0].0 == m.ports[0].1 => write!(f, "{one} "),
+        many => write!(f, "{{ {} }} ", many.join(", ")),
     }
 }
 

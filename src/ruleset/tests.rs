@@ -41,8 +41,14 @@ fn desktop() -> Vec<Cgroup> {
 
 #[test]
 fn example_ruleset_golden() {
-    let rs = Ruleset::build(&example(), &desktop());
-    golden("example.nft", &rs.render(&desktop()));
+    // With a Firefox scope: the example's QUIC rule gives it a tail.
+    let mut cgroups = desktop();
+    cgroups.push(cg(
+        "/user.slice/user-1000.slice/user@1000.service/app.slice/app-gnome-org.mozilla.firefox-4242.scope",
+        26,
+    ));
+    let rs = Ruleset::build(&example(), &cgroups);
+    golden("example.nft", &rs.render(&cgroups));
 }
 
 #[test]

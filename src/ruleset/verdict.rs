@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use crate::config::{Config, Target, Tproxy};
-use crate::names::{CLASS_DIRECT, CLASS_DROP, CLASS_REJECT};
+use crate::names::{CLASS_DIRECT, CLASS_DROP, CLASS_REJECT, TAIL_BASE, TAIL_LAST};
 
 /// What `cgroup-class` says about a cgroup.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -18,6 +18,9 @@ pub enum Verdict {
     /// Strict mode, a cgroup no rule matches: known, so not held, and
     /// decided by the next shallower level (class 0 leaves the mark unset).
     Continue,
+    /// A cgroup whose rules have conditions: this tail class is turned
+    /// into a final class per packet by its chain `tail-N` (`tails.rs`).
+    Tail(u32),
 }
 
 impl Verdict {
@@ -38,6 +41,7 @@ impl Verdict {
             Verdict::Reject => CLASS_REJECT,
             Verdict::Tproxy(mark) => mark,
             Verdict::Continue => 0,
+            Verdict::Tail(class) => class,
         }
     }
 
@@ -48,6 +52,7 @@ impl Verdict {
             Verdict::Drop => "drop".into(),
             Verdict::Reject => "reject".into(),
             Verdict::Continue => "unmatched (strict)".into(),
+            Verdict::Tail(class) => format!("conditional ({})", crate::names::tail_chain(class - TAIL_BASE)),
             Verdict::Tproxy(mark) => match cfg.tproxies.values().find(|t| t.mark == mark) {
                 Some(t) => format!("tproxy {}", t.name),
                 None => format!("tproxy mark {mark:#x}"),
@@ -61,6 +66,7 @@ impl Verdict {
             CLASS_DROP => Verdict::Drop,
             CLASS_REJECT => Verdict::Reject,
             0 => Verdict::Continue,
+            TAIL_BASE..=TAIL_LAST => Verdict::Tail(class),
             mark => Verdict::Tproxy(mark),
         }
     }

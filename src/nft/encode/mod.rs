@@ -10,12 +10,15 @@ mod rule;
 mod set;
 mod stmt;
 mod table;
+mod tail_match;
+mod tails;
 
 pub use element::{Elem, cgroup_elements, delete_cgroup_elements, elements, flow_elements};
 pub use rule::rule;
 pub use set::SetIds;
 pub use stmt::exprs;
 pub use table::table;
+pub use tails::{new_tails, tails_map};
 
 use crate::names::{
     MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_FLOW_VERDICT, MAP_MARK, MAP_MARK_DNS, SET_BYPASS4, SET_BYPASS6,
@@ -70,8 +73,10 @@ pub fn full_keeping(b: &mut Batch, rs: &Ruleset, kept: &[(String, Vec<Elem>)]) {
     } else {
         ids
     };
+    let ids = SetIds { tails: tails_map(b, rs), ..ids };
     bypass_elements(b, rs, &ids);
     chains_and_rules(b, &rs.chains(), &ids);
+    new_tails(b, rs, 0, ids.tails, false);
     let marks: Vec<Elem> = rs
         .tproxies
         .iter()

@@ -24,6 +24,7 @@ pub struct SetIds {
     pub flow_class: Option<u32>,
     pub flow_token: Option<u32>,
     pub flow_verdict: Option<u32>,
+    pub tails: Option<u32>,
     /// The dynamic named sets' kernel sets, by name.
     pub named: Vec<(String, u32)>,
 }
@@ -41,6 +42,7 @@ impl SetIds {
             MAP_FLOW_CLASS => self.flow_class,
             MAP_FLOW_TOKEN => self.flow_token,
             MAP_FLOW_VERDICT => self.flow_verdict,
+            crate::names::MAP_TAILS => self.tails,
             _ => self.named.iter().find(|(n, _)| n == name).map(|(_, id)| *id),
         }
     }

@@ -428,6 +428,7 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(lookup(set, ids, None));
             e.push(verdict(NFT_RETURN, None));
         }
+        Stmt::TailMatch { .. } | Stmt::TailEnd { .. } => e = super::tail_match::tail_exprs(b, s, ids),
     }
     e
 }
