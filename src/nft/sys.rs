@@ -199,6 +199,7 @@ pub const NF_INET_LOCAL_OUT: u32 = 3;
 pub const TYPE_VERDICT: u32 = 1;
 pub const TYPE_IPADDR: u32 = 7;
 pub const TYPE_IP6ADDR: u32 = 8;
+pub const TYPE_ETHERTYPE: u32 = 10;
 pub const TYPE_INET_PROTOCOL: u32 = 12;
 pub const TYPE_MARK: u32 = 19;
 pub const TYPE_CGROUPV2: u32 = 46;

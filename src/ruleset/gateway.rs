@@ -169,17 +169,23 @@ pub(super) fn inet_chains(rs: &Ruleset) -> Vec<Chain> {
     chains
 }
 
+/// The bridge `prerouting` chain's rules before the entries (counted by
+/// [`rule_entries`]).
+fn bridge_fixed_rules() -> Vec<Stmt> {
+    vec![
+        Stmt::NotHostReturn,
+        Stmt::NotIpReturn,
+        Stmt::BridgeBypassReturn { v6: false },
+        Stmt::BridgeBypassReturn { v6: true },
+        Stmt::TcpNotSynReturn,
+    ]
+}
+
 pub(super) fn bridge_chains(rs: &Ruleset) -> Vec<Chain> {
     if !rs.has_bridge_table() {
         return Vec::new();
     }
-    // rule_entries() counts these fixed rules.
-    let mut pre = vec![
-        Stmt::NotHostReturn,
-        Stmt::BridgeBypassReturn { v6: false },
-        Stmt::BridgeBypassReturn { v6: true },
-        Stmt::TcpNotSynReturn,
-    ];
+    let mut pre = bridge_fixed_rules();
     for e in &rs.gateway {
         pre.extend(entry_rules(rs, e, true));
     }
@@ -223,7 +229,7 @@ impl Ruleset {
 /// `prerouting` with `bridge`, the gateway entry it belongs to: how
 /// `status` puts the kernel's rule counters next to the entries.
 pub fn rule_entries(rs: &Ruleset, bridge: bool) -> Vec<Option<usize>> {
-    let fixed = if bridge { 4 } else { 2 };
+    let fixed = if bridge { bridge_fixed_rules().len() } else { 2 };
     let mut out = vec![None; fixed];
     for e in &rs.gateway {
         out.extend(std::iter::repeat_n(Some(e.index), entry_rules(rs, e, bridge).len()));

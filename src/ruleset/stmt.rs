@@ -285,6 +285,10 @@ pub enum Stmt {
     },
     /// `meta pkttype != host return` (bridge): not addressed to this host's MAC.
     NotHostReturn,
+    /// `ether type != { ip, ip6 } return` (bridge): ARP and every other
+    /// non-IP frame is bridged. A brouted ARP reply would reach the port,
+    /// which has no address, and the host would never resolve the client.
+    NotIpReturn,
     /// `tcp flags & (fin | syn | rst | ack) != syn return` (bridge): only a
     /// connection's first packet needs the broute.
     TcpNotSynReturn,
@@ -459,6 +463,7 @@ impl fmt::Display for Stmt {
             Stmt::SetFlowMark { mark } => write!(f, "ct mark set {mark:#010x}"),
             Stmt::Broute { mark } => write!(f, "meta mark set {mark:#010x} meta broute set 1"),
             Stmt::NotHostReturn => f.write_str("meta pkttype != host return"),
+            Stmt::NotIpReturn => f.write_str("ether type != { ip, ip6 } return"),
             Stmt::TcpNotSynReturn => f.write_str("tcp flags & (fin | syn | rst | ack) != syn return"),
             Stmt::BridgeBypassReturn { v6: false } => write!(f, "ip daddr @{SET_BYPASS4} return"),
             Stmt::BridgeBypassReturn { v6: true } => write!(f, "ip6 daddr @{SET_BYPASS6} return"),

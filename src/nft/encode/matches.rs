@@ -21,6 +21,15 @@ pub fn tcp_udp_lookup(b: &mut Batch, invert: bool) -> Expr {
     Expr::Lookup { set: ANONYMOUS.into(), set_id: Some(id), sreg: NFT_REG_1, dreg: None, invert }
 }
 
+/// `!= { ip, ip6 }` on an ether type in register 1: an anonymous set bound
+/// to the rule.
+pub fn ip_ether_types_lookup(b: &mut Batch) -> Expr {
+    let id = anonymous_set(b, "add set { ip, ip6 }", 0, TYPE_ETHERTYPE, 2);
+    let types = [ETH_P_IP, ETH_P_IPV6].map(|t| Elem::Key(t.to_be_bytes().to_vec()));
+    element_msgs(b, ANONYMOUS, Some(id), true, types, |_| "add element { ip, ip6 }".into());
+    Expr::Lookup { set: ANONYMOUS.into(), set_id: Some(id), sreg: NFT_REG_1, dreg: None, invert: true }
+}
+
 /// A lookup of register 1 in a named set of our table (by id too when the
 /// set is created in the same batch).
 pub fn lookup(set: &str, ids: &SetIds, dreg: Option<u32>) -> Expr {

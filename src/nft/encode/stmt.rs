@@ -12,7 +12,8 @@ use crate::ruleset::Stmt;
 use crate::ruleset::stmt::{GwVerdict, Only};
 
 use super::matches::{
-    ct_bits_set, ct_dir_eq, ct_mark_eq, dport_53, ether_type_eq, gw_match, lookup, oif_lo, set_mark, tcp_udp_lookup,
+    ct_bits_set, ct_dir_eq, ct_mark_eq, dport_53, ether_type_eq, gw_match, ip_ether_types_lookup, lookup, oif_lo,
+    set_mark, tcp_udp_lookup,
 };
 use super::set::SetIds;
 
@@ -389,6 +390,14 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(Expr::MetaLoad { key: NFT_META_PKTTYPE, dreg: NFT_REG_1 });
             // PACKET_HOST
             e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: vec![0] });
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::NotIpReturn => {
+            // [ payload load 2b @ link header + 12 => reg 1 ]
+            // [ lookup reg 1 set __set%d 0x1 ] [ immediate reg 0 return ]
+            let l = ip_ether_types_lookup(b);
+            e.push(Expr::Payload { base: NFT_PAYLOAD_LL_HEADER, offset: 12, len: 2, dreg: NFT_REG_1 });
+            e.push(l);
             e.push(verdict(NFT_RETURN, None));
         }
         Stmt::TcpNotSynReturn => {
