@@ -17,6 +17,7 @@ mod model;
 pub mod publish;
 mod render;
 pub mod stmt;
+mod stmt_text;
 pub mod tails;
 mod verdict;
 

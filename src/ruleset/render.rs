@@ -3,7 +3,7 @@
 use std::fmt::Write;
 
 use super::model::Ruleset;
-use super::stmt::{intervals, mark};
+use super::stmt_text::{intervals, mark};
 use crate::cgroup::Cgroup;
 use crate::names::*;
 
