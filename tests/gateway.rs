@@ -311,6 +311,11 @@ fn gateway_forwarded_traffic() {
             "table bridge cgtproxy not restored:\n{}",
             daemon.output()
         );
+        assert!(
+            wait_until(5, || daemon.output().contains("restored table inet cgtproxy and table bridge cgtproxy")),
+            "the log does not name the bridge table:\n{}",
+            daemon.output()
+        );
         lab.gw.sh("ip neigh flush all");
         let got = lab.ask("ctr", "tcp", TARGET4, 8080);
         assert!(

@@ -48,9 +48,16 @@ impl Daemon {
         }
         let elapsed_us = started.elapsed().as_micros() as u64;
         if table {
+            // A full apply rewrites both tables; say so, since either may be
+            // the one that was touched.
+            let tables = if self.tracker.ruleset.has_bridge_table() {
+                "table inet cgtproxy and table bridge cgtproxy"
+            } else {
+                "table inet cgtproxy"
+            };
             warn!(
                 elapsed_us,
-                "the nftables ruleset was changed by another program; restored table inet cgtproxy in {elapsed_us} µs"
+                "the nftables ruleset was changed by another program; restored {tables} in {elapsed_us} µs"
             );
         }
         if routing {
