@@ -29,8 +29,11 @@ struct Docker {
 }
 
 impl Docker {
-    /// dockerd in `ns`, in a private mount namespace, its state below a
-    /// temporary directory, iptables on, docker0 on a documentation prefix.
+    /// dockerd in `ns`, in a private mount namespace with its own /run
+    /// (dockerd and its containerd make /run/docker and /run/containerd
+    /// whatever their roots say: the host's must not gain them), its state
+    /// below a temporary directory, iptables on, docker0 on a documentation
+    /// prefix.
     fn start(ns: &NetNs, dir: TempDir) -> Self {
         let sock = format!("unix://{}/docker.sock", dir.0.display());
         let dockerd = Self::spawn(ns, &dir, &sock);
@@ -40,10 +43,11 @@ impl Docker {
     fn spawn(ns: &NetNs, dir: &TempDir, sock: &str) -> Proc {
         let d = dir.0.display().to_string();
         let dockerd = Proc::spawn(&format!(
-            "{} unshare -m --propagation private dockerd --data-root {d}/data --exec-root {d}/exec \
+            "{} unshare -m --propagation private sh -c 'mount -t tmpfs tmpfs /run && exec dockerd \
+             --data-root {d}/data --exec-root {d}/exec \
              --pidfile {d}/docker.pid -H {sock} --iptables=true --ip6tables=false --bip 198.51.100.1/26 \
              --storage-driver vfs --exec-opt native.cgroupdriver=cgroupfs --userland-proxy=false \
-             --cgroup-parent /{}",
+             --cgroup-parent /{}'",
             ns.enter(),
             cgroup_parent()
         ));
@@ -151,7 +155,8 @@ fn expect(who: &str, pid: u32, proto: &str, addr: &str, port: u16, want: &str) {
 }
 
 fn host_view() -> String {
-    sh("nft list ruleset; ip -br link; ip rule; sysctl net.ipv4.ip_forward")
+    sh("nft list ruleset; ip -br link; ip rule; sysctl net.ipv4.ip_forward; \
+        ls -d /run/docker /run/containerd /run/containers /run/libpod /run/netns/netns-* 2>/dev/null; true")
 }
 
 /// Docker's own isolation survives gateway mode: inter-network isolation,
