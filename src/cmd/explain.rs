@@ -9,7 +9,7 @@ use super::world::{InspectError, netns_note, privileged};
 use crate::cgroup;
 use crate::config::Config;
 use crate::nft::Nft;
-use crate::ruleset::Verdict;
+use crate::ruleset::{Verdict, path_view};
 use crate::state::{self, DaemonState};
 
 /// What `explain` learns from the world about one cgroup.
@@ -121,6 +121,7 @@ pub fn render(cfg: &Config, f: &Facts) -> String {
             let _ = writeln!(s, "cgroup {shown} (does not exist now; matching the path anyway)");
         }
     }
+    let view = path_view::view(cfg, path);
     match cfg.classify(path) {
         Some(rule) => {
             let m = rule.regex.find(path).expect("classify matched");
@@ -139,7 +140,7 @@ pub fn render(cfg: &Config, f: &Facts) -> String {
             if rule.index > 0 {
                 let _ = writeln!(s, "  (rules 0..{} do not match)", rule.index - 1);
             }
-            if let Some(tail) = crate::ruleset::tails::describe_path(cfg, path) {
+            if let Some(tail) = view.describe(cfg) {
                 let _ = writeln!(s, "packets: {tail}");
             }
         }
@@ -151,18 +152,7 @@ pub fn render(cfg: &Config, f: &Facts) -> String {
             );
         }
     }
-    if let Some((rule, end)) = crate::ruleset::binding_ancestor(cfg, path) {
-        let _ = writeln!(
-            s,
-            "bound: its ancestor {} matches rule {} (line {}) -> {}, which holds for everything below it: this \
-             cgroup is {} too, whatever rule its own name matches",
-            crate::cgname::escape(&path[..end]),
-            rule.index,
-            rule.line,
-            rule.target,
-            rule.target
-        );
-    }
+    render_bound(&mut s, cfg, path, &view);
     if let Some(note) = &f.netns_note {
         let _ = writeln!(s, "NOTE: {note}");
     }
@@ -210,6 +200,50 @@ pub fn render(cfg: &Config, f: &Facts) -> String {
         let _ = writeln!(s, "other protocols (ICMP, raw sockets, SCTP...): {fate}");
     }
     s
+}
+
+/// What the ancestors of `path` impose on it: one whose rules hold for
+/// everything below it, or the drop and reject rules of conditional ones,
+/// which come first for every cgroup below them.
+fn render_bound(s: &mut String, cfg: &Config, path: &str, view: &path_view::PathView<'_>) {
+    if let Some(end) = view.whole {
+        let ancestor = &path[..end];
+        let Some(rule) = cfg.classify(ancestor) else { return };
+        let shown = crate::cgname::escape(ancestor);
+        match path_view::view(cfg, ancestor).describe(cfg) {
+            None => {
+                let _ = writeln!(
+                    s,
+                    "bound: its ancestor {shown} matches rule {} (line {}) -> {}, which holds for everything below \
+                     it: this cgroup is {} too, whatever rule its own name matches",
+                    rule.index, rule.line, rule.target, rule.target
+                );
+            }
+            Some(rules) => {
+                let _ = writeln!(
+                    s,
+                    "bound: its ancestor {shown} (rule {}, line {}) ends in {}, which holds for everything below it: \
+                     this cgroup's packets go as its ancestor's, whatever rule its own name matches: {rules}",
+                    rule.index,
+                    rule.line,
+                    view.rules.last().map_or_else(|| rule.target.to_string(), |r| r.target.to_string())
+                );
+            }
+        }
+        return;
+    }
+    for (end, rule) in &view.inherited {
+        let what = rule.conditions.as_ref().map_or_else(|| "all packets".to_owned(), |c| c.describe());
+        let _ = writeln!(
+            s,
+            "bound: its ancestor {} has rule {} (line {}): {what} -> {}, which comes first for everything below it, \
+             this cgroup too",
+            crate::cgname::escape(&path[..*end]),
+            rule.index,
+            rule.line,
+            rule.target
+        );
+    }
 }
 
 #[cfg(test)]
@@ -260,6 +294,42 @@ mod tests {
         assert!(text.starts_with("cgroup /d/x\\x1b[2J\\x0d (does not exist"), "{text}");
         assert!(text.contains("bound: its ancestor /d matches rule 0 (line 3) -> drop"), "{text}");
         assert!(!text.contains('\x1b') && !text.contains('\r'), "{text}");
+    }
+
+    #[test]
+    fn ancestors_with_conditions_are_explained_as_bound() {
+        let cfg = Config::parse(
+            "version: 1\nrules:\n  - {match: '^/q$', protocol: udp, port: 443, reject: true}\n  \
+             - {match: '^/q$', direct: true}\n  - {match: '^/w$', protocol: tcp, direct: true}\n  \
+             - {match: '^/w$', drop: true}\n  - {match: 'x$', direct: true}\n",
+            "t.yaml",
+        )
+        .unwrap();
+        let facts = |path: &str| Facts {
+            path: path.into(),
+            id: None,
+            daemon: None,
+            netns_note: None,
+            kernel: Kernel::Unreadable("needs CAP_NET_ADMIN".into()),
+        };
+        let text = render(&cfg, &facts("/q/x"));
+        assert!(
+            text.contains(
+                "bound: its ancestor /q has rule 0 (line 3): udp dport 443 -> reject, which comes first for \
+                 everything below it, this cgroup too"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("packets: udp dport 443 → reject (rule 0); everything else → direct (rule 4)"), "{text}");
+        let text = render(&cfg, &facts("/w/x"));
+        assert!(
+            text.contains(
+                "bound: its ancestor /w (rule 2, line 5) ends in drop, which holds for everything below it: this \
+                 cgroup's packets go as its ancestor's, whatever rule its own name matches: tcp → direct (rule 2); \
+                 everything else → drop (rule 3)"
+            ),
+            "{text}"
+        );
     }
 
     #[test]

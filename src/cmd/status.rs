@@ -163,7 +163,8 @@ pub fn read(cfg: &Config) -> Result<Status, InspectError> {
         }
         let target = match verdict {
             // Which rule takes which packets, as the config says.
-            Verdict::Tail(_) => crate::ruleset::tails::describe_path(cfg, &cg.path)
+            Verdict::Tail(_) => crate::ruleset::path_view::view(cfg, &cg.path)
+                .describe(cfg)
                 .map_or_else(|| verdict.describe(cfg), |t| format!("conditional: {t}")),
             _ => verdict.describe(cfg),
         };
@@ -175,8 +176,9 @@ pub fn read(cfg: &Config) -> Result<Status, InspectError> {
         }
         // The rule that decides: a drop/reject above binds a matched cgroup.
         let own = cfg.classify(&cg.path);
-        let bound = if own.is_some() { crate::ruleset::binding_ancestor(cfg, &cg.path) } else { None };
-        let rule = bound.map(|(r, _)| r).or(own).map(|r| r.index);
+        let whole = own.and(crate::ruleset::path_view::view(cfg, &cg.path).whole);
+        let bound = whole.and_then(|end| cfg.classify(&cg.path[..end]));
+        let rule = bound.or(own).map(|r| r.index);
         let (packets, bytes) = (counter.map(|c| c.0), counter.map(|c| c.1));
         cgroups.push(CgroupStatus { path: cg.path.to_string(), id, target, rule, packets, bytes });
     }

@@ -8,7 +8,7 @@ use super::model::Ruleset;
 use super::stmt::{Chain, Hook, L4, Only, PRIO_DSTNAT, PRIO_MANGLE, Stmt};
 use super::verdict::{Element, Verdict, merge};
 use crate::cgroup::Cgroup;
-use crate::config::{Cidr, Config, Rule, Target, Tproxy};
+use crate::config::{Cidr, Config, Tproxy};
 use crate::names::*;
 
 impl Ruleset {
@@ -344,23 +344,6 @@ impl Ruleset {
 /// Drop and reject hold for everything below the cgroup they are given to.
 pub fn binds(v: Verdict) -> bool {
     matches!(v, Verdict::Drop | Verdict::Reject)
-}
-
-/// The config's view of what binds the cgroup at `path` from above: the
-/// topmost proper ancestor whose rule drops or rejects, with that rule
-/// (what [`Ruleset::build`] gives when every ancestor exists).
-pub fn binding_ancestor<'c>(cfg: &'c Config, path: &str) -> Option<(&'c Rule, usize)> {
-    let mut end = 0;
-    while let Some(i) = path[end + 1..].find('/').map(|i| i + end + 1) {
-        end = i;
-        if let Some(rule) = cfg.classify(&path[..i])
-            && matches!(rule.target, Target::Drop | Target::Reject)
-            && rule.conditions.is_none()
-        {
-            return Some((rule, i));
-        }
-    }
-    None
 }
 
 /// `NAME`, entered from prerouting through mark-vmap.

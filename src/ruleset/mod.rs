@@ -14,6 +14,7 @@ mod build;
 pub mod cond;
 pub mod gateway;
 mod model;
+pub mod path_view;
 pub mod publish;
 mod render;
 pub mod stmt;
@@ -21,7 +22,7 @@ mod stmt_text;
 pub mod tails;
 mod verdict;
 
-pub use build::{binding_ancestor, binds};
+pub use build::binds;
 pub use model::Ruleset;
 pub use stmt::{Chain, Hook, L4, PRIO_BRIDGE_FILTER, PRIO_DSTNAT, PRIO_MANGLE, Stmt};
 pub use tails::Tails;

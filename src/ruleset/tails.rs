@@ -157,23 +157,10 @@ impl Tails {
     }
 }
 
-/// The config's view of the cgroup at `path` when its first matching rule
-/// has conditions: which rule takes which packets (what is bound from
-/// above aside). None: no rule, or an unconditional first rule.
-pub fn describe_path(cfg: &Config, path: &str) -> Option<String> {
-    let first = cfg.classify(path)?;
-    first.conditions.as_ref()?;
-    let mut rules = Vec::new();
-    for r in cfg.rules[first.index..].iter().filter(|r| r.regex.is_match(path)) {
-        rules.push((r.conditions.as_ref(), Verdict::for_target(&r.target, &cfg.tproxies), r.index as u32));
-        if r.conditions.is_none() {
-            break;
-        }
-    }
-    Some(describe_rules(cfg, rules.into_iter()))
-}
-
-fn describe_rules<'a>(cfg: &Config, rules: impl Iterator<Item = (Option<&'a Conditions>, Verdict, u32)>) -> String {
+pub(super) fn describe_rules<'a>(
+    cfg: &Config,
+    rules: impl Iterator<Item = (Option<&'a Conditions>, Verdict, u32)>,
+) -> String {
     let mut parts = Vec::new();
     for (cond, verdict, i) in rules {
         let what = verdict.describe(cfg);

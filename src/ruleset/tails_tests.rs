@@ -127,3 +127,56 @@ fn tail_classes_read_back_as_tails() {
     assert_eq!(Verdict::from_class(TAIL_BASE + 7), Verdict::Tail(TAIL_BASE + 7));
     assert_eq!(Verdict::Tail(TAIL_BASE).class(), TAIL_BASE);
 }
+
+/// `path_view` (what `explain` and `status` print) says of every cgroup
+/// exactly the rules the build gives it, through conditional and
+/// unconditional binders at any depth, with and without conditional rules
+/// in the config.
+#[test]
+fn the_path_view_agrees_with_the_build() {
+    const BINDERS: &str = "version: 1\n\
+        tproxies: {px: {mark: 3000, port: 7893}}\n\
+        rules:\n  \
+        - {match: '^/q$', protocol: udp, port: 443, reject: true}\n  \
+        - {match: '^/q(/|$)', tproxy: px}\n  \
+        - {match: '^/q/r$', family: ipv6, drop: true}\n  \
+        - {match: 'w$', protocol: tcp, direct: true}\n  \
+        - {match: 'w$', drop: true}\n  \
+        - {match: '^/d$', drop: true}\n  \
+        - {match: 'x$', direct: true}\n  \
+        - {match: 'y$', protocol: icmp, direct: true}\n";
+    const PLAIN: &str = "version: 1\n\
+        rules:\n  \
+        - {match: '^/d$', drop: true}\n  \
+        - {match: '^/d/x/e$', reject: true}\n  \
+        - {match: 'x$', direct: true}\n";
+    let paths = [
+        "/q", "/q/x", "/q/r", "/q/r/x", "/q/r/x/y", "/q/w", "/q/w/x", "/q/w/x/y", "/q/n", "/q/n/x", "/d", "/d/x",
+        "/d/x/e", "/d/x/y", "/w", "/w/x", "/n", "/n/x", "/n/y",
+    ];
+    let tree: Vec<Cgroup> = paths.iter().enumerate().map(|(i, p)| cg(p, i as u64 + 1)).collect();
+    for text in [BINDERS, PLAIN] {
+        let cfg = Config::parse(text, "t.yaml").unwrap();
+        let rs = Ruleset::build(&cfg, &tree);
+        for c in &tree {
+            let view = path_view::view(&cfg, &c.path);
+            let said: Vec<u32> = view.rules.iter().map(|r| r.index as u32).collect();
+            let built: Vec<u32> = match rs.elements.get(&c.id) {
+                None => Vec::new(),
+                Some(e) => match rs.tails.rules_of(e.verdict) {
+                    Some(t) => t.to_vec(),
+                    None => e.rule.into_iter().collect(),
+                },
+            };
+            assert_eq!(said, built, "{} under {text}", c.path);
+        }
+    }
+    let cfg = Config::parse(BINDERS, "t.yaml").unwrap();
+    // Below /q, its UDP 443 reject comes first; below /w (tcp direct,
+    // else drop) everything goes as /w's does.
+    let v = path_view::view(&cfg, "/q/n/x");
+    assert_eq!((v.whole, v.inherited.iter().map(|(e, r)| (*e, r.index)).collect::<Vec<_>>()), (None, vec![(2, 0)]));
+    assert_eq!(path_view::view(&cfg, "/w/x").whole, Some(2));
+    assert_eq!(path_view::view(&cfg, "/w/x").rules.iter().map(|r| r.index).collect::<Vec<_>>(), [3, 4]);
+    assert_eq!(path_view::view(&cfg, "/d/x/e").whole, Some(2));
+}
