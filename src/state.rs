@@ -59,6 +59,12 @@ pub struct DaemonState {
     /// that pid started then. Filled in by [`write`]; 0 in older files.
     #[serde(default)]
     pub start_ticks: u64,
+    /// The tails (conditional rules' chains) the kernel holds, by number:
+    /// their rules' indices. Numbers follow the order tails appeared in, so
+    /// `print --diff` needs them to compare the kernel's classes with a
+    /// fresh build's by meaning.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tails: Vec<Vec<u32>>,
 }
 
 /// Where the state file lives outside systemd, created by the daemon.

@@ -21,7 +21,9 @@ fn config(rel: &str) -> String {
          \x20 - {{match: '^{rel}/game$', destination: ['@direct-dst'], direct: true}}\n\
          \x20 - {{match: '^{rel}/game$', tproxy: px}}\n\
          \x20 - {{match: '^{rel}/late$', protocol: tcp, port: '8000-8100', drop: true}}\n\
-         \x20 - {{match: '^{rel}/late$', direct: true}}\n"
+         \x20 - {{match: '^{rel}/late$', direct: true}}\n\
+         \x20 - {{match: '^{rel}/early/deep$', protocol: udp, port: 9999, drop: true}}\n\
+         \x20 - {{match: '^{rel}/early/deep$', direct: true}}\n"
     )
 }
 
@@ -41,6 +43,9 @@ fn conditions_split_an_apps_traffic_by_protocol_port_family_and_destination() {
     let ff = cg.mkdir("ff");
     let nov6 = cg.mkdir("nov6");
     let game = cg.mkdir("game");
+    // A tail one level deeper: the daemon numbers it before `late` (made
+    // later), a fresh build after (it goes by level).
+    cg.mkdir("early/deep");
     let (daemon, cfg) = start_daemon(&bed.local, &config(&cg.rel));
     let ask = |dir: &std::path::Path, proto: &str, addr: &str, port: u16| bed.client(dir, proto, addr, port, "t");
 
@@ -101,6 +106,10 @@ fn conditions_split_an_apps_traffic_by_protocol_port_family_and_destination() {
     let (ok, out) = run("status");
     assert!(ok, "{out}");
     assert!(out.contains("conditional: ipv6 → drop (rule 2); everything else → direct (rule 3)"), "{out}");
+    // The kernel numbered the late tail after the others; a fresh build
+    // numbers tails in tree order: print --diff compares them by rules.
+    let (ok, out) = run("print --diff");
+    assert!(ok, "a false difference: {out}");
     drop(daemon);
 }
 

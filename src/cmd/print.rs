@@ -9,8 +9,9 @@ use std::fmt::Write;
 use super::world::{InspectError, scan};
 use crate::cgroup::{self, Cgroup};
 use crate::config::Config;
+use crate::names::TAIL_BASE;
 use crate::nft::Nft;
-use crate::ruleset::{Element, Ruleset};
+use crate::ruleset::{Element, Ruleset, Verdict};
 
 /// The ruleset for the cgroups of now, as `nft -f` text.
 pub fn render_now(cfg: &Config) -> Result<String, InspectError> {
@@ -40,7 +41,10 @@ pub fn diff(cfg: &Config) -> Result<Option<String>, InspectError> {
         let mut have = want.clone();
         have.elements.clear();
         let mut named = cgroups.clone();
+        let daemon_tails = crate::state::read().map(|d| d.tails).unwrap_or_default();
+        let mut unknown = Vec::new();
         for (id, verdict) in nft.cgroup_map()? {
+            let verdict = same_tail(verdict, &daemon_tails, &want.tails.list, &mut unknown);
             let level = match by_id.get(&id) {
                 Some(c) => c.level,
                 None => {
@@ -56,6 +60,27 @@ pub fn diff(cfg: &Config) -> Result<Option<String>, InspectError> {
         String::new()
     };
     Ok(line_diff(&have_text, &want.render(&cgroups)))
+}
+
+/// A kernel element's class as the fresh build numbers it. Tail classes
+/// are numbered in the order the daemon met them (`kernel`, from its state
+/// file), a fresh build in tree order: the same rules get the build's
+/// number; rules the build has no tail for get numbers after its own
+/// (`unknown` keeps them), so the element shows as a difference.
+pub fn same_tail(v: Verdict, kernel: &[Vec<u32>], want: &[Vec<u32>], unknown: &mut Vec<Vec<u32>>) -> Verdict {
+    let Verdict::Tail(class) = v else { return v };
+    let Some(rules) = kernel.get(class.wrapping_sub(TAIL_BASE) as usize) else { return v };
+    let n = match want.iter().position(|t| t == rules) {
+        Some(n) => n,
+        None => {
+            let k = unknown.iter().position(|t| t == rules).unwrap_or_else(|| {
+                unknown.push(rules.clone());
+                unknown.len() - 1
+            });
+            want.len() + k
+        }
+    };
+    Verdict::Tail(TAIL_BASE.saturating_add(n as u32))
 }
 
 /// The lines only one of two renderings has, as `-` (kernel) and `+`
@@ -80,7 +105,25 @@ pub fn line_diff(have_text: &str, want_text: &str) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::line_diff;
+    use super::{line_diff, same_tail};
+    use crate::names::TAIL_BASE;
+    use crate::ruleset::Verdict;
+
+    #[test]
+    fn kernel_tails_are_compared_by_their_rules_not_their_numbers() {
+        let kernel = vec![vec![2, 3], vec![0, 1], vec![5, 6]];
+        let want = vec![vec![0, 1], vec![2, 3]];
+        let mut unknown = Vec::new();
+        let mut map = |c: u32| same_tail(Verdict::Tail(TAIL_BASE + c), &kernel, &want, &mut unknown);
+        assert_eq!(map(0), Verdict::Tail(TAIL_BASE + 1));
+        assert_eq!(map(1), Verdict::Tail(TAIL_BASE));
+        // Rules the fresh build has no tail for: a number of their own.
+        assert_eq!(map(2), Verdict::Tail(TAIL_BASE + 2));
+        assert_eq!(map(2), Verdict::Tail(TAIL_BASE + 2));
+        // No state file (or an older one): as the kernel says.
+        assert_eq!(map(7), Verdict::Tail(TAIL_BASE + 7));
+        assert_eq!(same_tail(Verdict::Drop, &kernel, &want, &mut Vec::new()), Verdict::Drop);
+    }
 
     #[test]
     fn only_changed_lines_are_shown_and_list_commas_do_not_count() {

@@ -62,6 +62,7 @@ impl Daemon {
         self.state.gateway_bridge = self.kernel.gateway.bridge_status();
         self.state.degraded = self.trouble.as_ref().map(|t| t.what.clone());
         self.state.published = self.publisher.lines();
+        self.state.tails.clone_from(&self.tracker.ruleset.tails.list);
         if let Err(e) = crate::state::write(&self.state) {
             warn!(path = %crate::state::path().display(), "cannot write the state file: {e}");
         }
@@ -179,6 +180,11 @@ impl Daemon {
                 "new flow-cache generation: the new cgroup {path} already had processes, whose flows may be cached \
                  with its parent's class"
             );
+        }
+        // A new tail (a new combination of conditional rules) is rare: the
+        // state file names it for `print --diff`.
+        if self.tracker.ruleset.tails.list.len() != self.state.tails.len() {
+            self.save_state();
         }
         self.publish(false);
     }
