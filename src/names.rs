@@ -28,6 +28,8 @@ pub const MAP_FLOW_TOKEN: &str = "flow-token";
 pub const CHAIN_OUTPUT: &str = "output-mangle";
 pub const CHAIN_CLASSIFY: &str = "classify";
 pub const CHAIN_PREROUTING: &str = "prerouting";
+/// Where a packet with a tproxy's mark is held to loopback.
+pub const CHAIN_POSTROUTING: &str = "postrouting";
 pub const CHAIN_OUTPUT_NAT: &str = "output-nat";
 pub const CHAIN_DNS: &str = "dns-hijack";
 pub const CHAIN_GATEWAY: &str = "gateway";
@@ -68,10 +70,11 @@ pub fn dynamic_sets(name: &str) -> [String; 2] {
 }
 
 /// Chains the ruleset always has; a tproxy's chains must not collide with them.
-pub const BUILTIN_CHAINS: [&str; 11] = [
+pub const BUILTIN_CHAINS: [&str; 12] = [
     CHAIN_OUTPUT,
     CHAIN_CLASSIFY,
     CHAIN_PREROUTING,
+    CHAIN_POSTROUTING,
     CHAIN_OUTPUT_NAT,
     CHAIN_DNS,
     CHAIN_GATEWAY,
@@ -116,6 +119,12 @@ pub fn gw_chain(tproxy: &str) -> String {
 pub fn tproxy_chains(tproxy: &str) -> [String; 3] {
     [tproxy_chain(tproxy), dns_chain(tproxy), gw_chain(tproxy)]
 }
+
+/// The conntrack label bit set on flows the network starts (`ct label set
+/// 127` in prerouting): only answers to such flows leave a proxied app
+/// unproxied. The highest bit, far from the low ones other programs number
+/// from.
+pub const NETWORK_FLOW_LABEL: u8 = 127;
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,15 @@ listen PROTO ADDR PORT   serve: TCP accepts and writes HI, UDP echoes; READY
 probe PROTO ADDR PORT    connect/send; prints REPLY ... or TIMEOUT/ERROR
 flow ADDR PORT COUNT INTERVAL   COUNT UDP datagrams from one socket (one
                      flow), INTERVAL seconds apart; prints DONE sent
+bindtodevice PROTO ADDR PORT DEV   TCP connect / UDP send from a socket
+                     bound to DEV (SO_BINDTODEVICE, unprivileged)
+bcast ADDR PORT      one UDP datagram with SO_BROADCAST (broadcast,
+                     multicast, link-local; ADDR may carry %scope)
+freebind FAKE LOCAL PORT   IPv6: a socket on LOCAL gets a datagram that a
+                     freebind socket sent from FAKE:PORT, then answers it
+await-answer ADDR PORT     wait for one datagram on ADDR:PORT and answer it
+transparent-send SRC SPORT DST DPORT   one datagram from SRC:SPORT (not
+                     this host's) to DST:DPORT (IP_TRANSPARENT, root)
 """
 import socket
 import struct
@@ -98,6 +107,81 @@ def flow(addr, port, count, interval):
     print("DONE", sent, flush=True)
 
 
+def udp_to(addr, port):
+    """A UDP socket and the address tuple for ADDR[%scope]:PORT."""
+    info = socket.getaddrinfo(addr, port, family(addr.split("%")[0]), socket.SOCK_DGRAM)[0]
+    return socket.socket(info[0], socket.SOCK_DGRAM), info[4]
+
+
+def bindtodevice(proto, addr, port, dev):
+    fam = family(addr)
+    try:
+        s = socket.socket(fam, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, dev.encode())
+        s.settimeout(1.0)
+        if proto == "tcp":
+            s.connect((addr, port))
+        else:
+            s.sendto(b"bound-to-device", (addr, port))
+        print("SENT", flush=True)
+    except socket.timeout:
+        print("TIMEOUT", flush=True)
+    except OSError as e:
+        print("ERROR", e, flush=True)
+
+
+def bcast(addr, port):
+    try:
+        s, to = udp_to(addr, port)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+        s.sendto(b"broadcast", to)
+        print("SENT", flush=True)
+    except OSError as e:
+        print("ERROR", e, flush=True)
+
+
+def freebind(fake, local, port):
+    try:
+        a = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        a.bind((local, 0))
+        a.settimeout(1.0)
+        b = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        b.setsockopt(socket.IPPROTO_IPV6, 78, 1)  # IPV6_FREEBIND
+        b.bind((fake, port))
+        b.sendto(b"forged", (local, a.getsockname()[1]))
+        a.recvfrom(100)
+        a.sendto(b"answer", (fake, port))
+        print("SENT", flush=True)
+    except socket.timeout:
+        print("TIMEOUT", flush=True)
+    except OSError as e:
+        print("ERROR", e, flush=True)
+
+
+def await_answer(addr, port):
+    s = socket.socket(family(addr), socket.SOCK_DGRAM)
+    s.bind((addr, port))
+    print("READY", flush=True)
+    _, peer = s.recvfrom(100)
+    try:
+        s.sendto(b"answer", peer)
+        print("SENT", flush=True)
+    except OSError as e:
+        print("ERROR", e, flush=True)
+
+
+def transparent_send(src, sport, dst, dport):
+    fam = family(src)
+    s = socket.socket(fam, socket.SOCK_DGRAM)
+    if fam == socket.AF_INET6:
+        s.setsockopt(socket.IPPROTO_IPV6, 75, 1)  # IPV6_TRANSPARENT
+    else:
+        s.setsockopt(socket.SOL_IP, 19, 1)  # IP_TRANSPARENT
+    s.bind((src, sport))
+    s.sendto(b"full-cone", (dst, dport))
+    print("SENT", flush=True)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "send":
@@ -108,3 +192,13 @@ if __name__ == "__main__":
         probe(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif cmd == "flow":
         flow(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5]))
+    elif cmd == "bindtodevice":
+        bindtodevice(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5])
+    elif cmd == "bcast":
+        bcast(sys.argv[2], int(sys.argv[3]))
+    elif cmd == "freebind":
+        freebind(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+    elif cmd == "await-answer":
+        await_answer(sys.argv[2], int(sys.argv[3]))
+    elif cmd == "transparent-send":
+        transparent_send(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))

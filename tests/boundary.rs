@@ -117,9 +117,10 @@ fn drop_cgroup_answers_no_inbound_connection() {
     let cg = TestCgroups::new("bi");
     cg.mkdir("drop");
     cg.mkdir("direct");
+    cg.mkdir("proxy");
     let (_daemon, _cfg) = start_daemon(&bed.local, &config(&cg.rel, ""));
     let mut servers = Vec::new();
-    for (sub, port) in [("drop", 7100), ("direct", 7200)] {
+    for (sub, port) in [("drop", 7100), ("direct", 7200), ("proxy", 7300)] {
         for proto in ["tcp", "udp"] {
             let p = spawn_in(&bed.local, &cg.dir.join(sub), &format!("listen {proto} :: {port}"));
             p.wait_for("READY", 10);
@@ -130,9 +131,91 @@ fn drop_cgroup_answers_no_inbound_connection() {
         |proto: &str, addr: &str, port: u16| bed.remote.sh(&format!("{} probe {proto} {addr} {port}", boundary_py()));
     for (proto, addr) in [("tcp", "192.0.2.1"), ("udp", "192.0.2.1"), ("tcp", "2001:db8::1"), ("udp", "2001:db8::1")] {
         assert!(probe(proto, addr, 7200).starts_with("REPLY HI"), "{proto} {addr}: a direct app answers");
+        // Answers to flows the network started leave a proxied app as they are.
+        assert!(probe(proto, addr, 7300).starts_with("REPLY HI"), "{proto} {addr}: a proxied app answers");
         let got = probe(proto, addr, 7100);
         assert!(got.starts_with("TIMEOUT"), "{proto} {addr}: a drop app must not answer, got {got:?}");
     }
+}
+
+/// Ways out of a `tproxy` cgroup that do not follow the routing (found by
+/// a red-team pass): a socket bound to a device (SO_BINDTODEVICE is
+/// unprivileged), broadcast, multicast and link-local destinations, and
+/// "answers" to a flow a local socket forged (IPv6 freebind; a transparent
+/// proxy socket delivering a full-cone UDP datagram). Each works from a
+/// direct cgroup, and nothing of it leaves a proxied one.
+#[test]
+fn tproxy_cgroups_leak_nothing_by_device_broadcast_or_forged_answers() {
+    if !root("tproxy_cgroups_leak_nothing_by_device_broadcast_or_forged_answers") {
+        return;
+    }
+    let bed = Testbed::new("lk");
+    bed.remote.sh("nft 'add table inet leak; add chain inet leak in { type filter hook prerouting priority 0; }; \
+         add rule inet leak in meta l4proto { tcp, udp } th dport 9997 counter'");
+    let leaked = || {
+        bed.remote
+            .sh("nft list chain inet leak in")
+            .split("packets ")
+            .nth(1)
+            .and_then(|p| p.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let link_local = bed.remote.sh("ip -6 -br addr show dev vr scope link");
+    let link_local = link_local.split_whitespace().nth(2).and_then(|a| a.split('/').next()).expect("vr link-local");
+    let tproxy = Proc::spawn(&format!("{} {} tproxy 7893", bed.local.enter(), helper()));
+    tproxy.wait_for("READY", 10);
+    let cg = TestCgroups::new("lk");
+    cg.mkdir("direct");
+    cg.mkdir("proxy");
+    let (daemon, _cfg) = start_daemon(&bed.local, &config(&cg.rel, ""));
+    let mut attacks: Vec<String> = Vec::new();
+    for proto in ["udp", "tcp"] {
+        for addr in [REMOTE4, REMOTE6] {
+            attacks.push(format!("bindtodevice {proto} {addr} 9997 vl"));
+        }
+    }
+    for addr in ["192.0.2.255", "255.255.255.255", "224.0.0.251", "239.1.2.3", "ff02::1%vl", "ff0e::1:2:3"] {
+        attacks.push(format!("bcast {addr} 9997"));
+    }
+    attacks.push(format!("bcast {link_local}%vl 9997"));
+    attacks.push(format!("freebind {REMOTE6} 2001:db8::1 9997"));
+    for sub in ["direct", "proxy"] {
+        let dir = cg.dir.join(sub);
+        let mut report = Vec::new();
+        for a in &attacks {
+            let before = leaked();
+            let out = run_in(&bed.local, &dir, a);
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            report.push((a.clone(), out, leaked() - before));
+        }
+        // Full cone: the proxy (root, transparent, here in the direct
+        // cgroup) hands the app a datagram from another peer; the app answers.
+        for (i, (peer, local)) in [(REMOTE4, "192.0.2.1"), (REMOTE6, "2001:db8::1")].into_iter().enumerate() {
+            // Ports of their own per round: a reused 5-tuple is a known
+            // limit of the flow cache (docs/security.md), not this attack.
+            let port = if sub == "direct" { 5550 } else { 5560 } + i as u16;
+            let app = spawn_in(&bed.local, &dir, &format!("await-answer {local} {port}"));
+            app.wait_for("READY", 10);
+            let before = leaked();
+            run_in(&bed.local, &cg.dir.join("direct"), &format!("transparent-send {peer} 9997 {local} {port}"));
+            let answered = wait_until(3, || app.output().contains("SENT") || app.output().contains("ERROR"));
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            report.push((
+                format!("full-cone answer to {peer}"),
+                format!("{answered} {}", app.output()),
+                leaked() - before,
+            ));
+        }
+        for (attack, out, n) in &report {
+            if sub == "direct" {
+                assert!(*n > 0, "the attack itself must work from a direct cgroup: {attack}: {out}\n{report:#?}");
+            } else {
+                assert_eq!(*n, 0, "{attack} left a proxied cgroup: {out}\n{report:#?}\n{}", daemon.output());
+            }
+        }
+    }
+    let guard = bed.local.sh("nft list chain inet cgtproxy postrouting");
+    assert!(guard.contains("oif != \"lo\""), "{guard}");
 }
 
 #[test]

@@ -125,6 +125,7 @@ pub const NFT_PAYLOAD_LL_HEADER: u32 = 0;
 pub const NFTA_CT_SREG: u16 = 4;
 pub const NFT_CT_STATE: u32 = 0;
 pub const NFT_CT_MARK: u32 = 3;
+pub const NFT_CT_LABELS: u32 = 13;
 /// NF_CT_STATE_BIT(IP_CT_NEW)
 pub const NF_CT_STATE_NEW: u32 = 1 << 3;
 pub const NFTA_FIB_DREG: u16 = 1;
@@ -132,6 +133,7 @@ pub const NFTA_FIB_RESULT: u16 = 2;
 pub const NFTA_FIB_FLAGS: u16 = 3;
 pub const NFT_FIB_RESULT_OIF: u32 = 1;
 pub const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+pub const NFTA_FIB_F_SADDR: u32 = 1;
 pub const NFTA_FIB_F_DADDR: u32 = 1 << 1;
 pub const NFTA_FIB_F_IIF: u32 = 1 << 3;
 pub const NFTA_FIB_F_PRESENT: u32 = 1 << 5;
@@ -193,6 +195,7 @@ pub const IP_CT_DIR_ORIGINAL: u8 = 0;
 // Netfilter hooks.
 pub const NF_INET_PRE_ROUTING: u32 = 0;
 pub const NF_INET_LOCAL_OUT: u32 = 3;
+pub const NF_INET_POST_ROUTING: u32 = 4;
 
 // nftables' userspace datatype numbers (src/datatype.h), stored as the set
 // key type so `nft list` prints keys as addresses, marks and cgroup paths.

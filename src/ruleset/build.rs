@@ -243,6 +243,10 @@ impl Ruleset {
                 rules.push(Stmt::OifLoopbackReturn);
             }
             rules.push(Stmt::UncachedProtocolReturn);
+            rules.push(Stmt::ForgedSourceReturn);
+            if !self.tproxies.is_empty() {
+                rules.push(Stmt::LocalReplyReturn);
+            }
             rules.push(Stmt::FlowStore { keep: !self.flow_mask });
             chains.push(Chain { name: CHAIN_FLOW_CACHE.into(), hook: None, rules });
             chains.push(Chain { name: CHAIN_FLOW_DIRECT.into(), hook: None, rules: vec![Stmt::CachedDirect] });
@@ -252,13 +256,24 @@ impl Ruleset {
         chains.extend([Chain {
             name: CHAIN_PREROUTING.into(),
             hook: Some(Hook { kind: "filter", hook: "prerouting", priority: PRIO_MANGLE, priority_name: "mangle" }),
-            rules: (self.gateway.is_empty().then_some(Stmt::UnmarkedReturn))
+            // Before anything returns: which flows the network started
+            // decides whose answers may leave unproxied (Stmt::ReplyUnmark).
+            rules: (!self.tproxies.is_empty())
+                .then_some(Stmt::TagNetworkFlow)
                 .into_iter()
+                .chain(self.gateway.is_empty().then_some(Stmt::UnmarkedReturn))
                 .chain(self.bypass_rules(false, false))
                 .chain((!self.gateway.is_empty()).then_some(Stmt::JumpGateway))
                 .chain([Stmt::MarkVmap { map: MAP_MARK }])
                 .collect(),
         }]);
+        if !self.tproxies.is_empty() {
+            chains.push(Chain {
+                name: CHAIN_POSTROUTING.into(),
+                hook: Some(Hook { kind: "filter", hook: "postrouting", priority: 0, priority_name: "filter" }),
+                rules: self.tproxies.iter().map(|t| Stmt::LeakGuard { mark: t.mark }).collect(),
+            });
+        }
         if !dns_keep.is_empty() {
             // Only DNS hijack needs a nat chain (without one, no new flow
             // pays for a NAT binding).

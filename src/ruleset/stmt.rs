@@ -138,9 +138,35 @@ pub enum Stmt {
     FlowStore {
         keep: u32,
     },
-    /// `ct direction reply meta mark set 0x00000000`: answers to flows
-    /// others started are never proxied.
+    /// `ct direction reply ct label 127 meta mark set 0x00000000`: answers
+    /// to flows the network started ([`Stmt::TagNetworkFlow`]) are never
+    /// proxied. A flow this host started has no answers that may leave
+    /// unproxied: its "reply" direction out of a non-loopback interface can
+    /// only be an app answering a source a local socket forged (IPv6
+    /// freebind, a transparent proxy socket delivering a full-cone UDP
+    /// datagram), so it is classified as the app's own traffic.
     ReplyUnmark,
+    /// `iif != "lo" ct state new ct label set 127` (prerouting): the flow
+    /// was started from the network (or another namespace), not here.
+    TagNetworkFlow,
+    /// `fib saddr type != local return` (flow-cache): a packet this host
+    /// sends with a source that is not its own (freebind, transparent) is
+    /// never cached: the flow's other end is local too, and its answers
+    /// must be classified as their sender's, not take this class.
+    ForgedSourceReturn,
+    /// `ct direction reply ct label ! 127 return` (flow-cache): an answer is
+    /// cached only in a flow the network started; in one this host started
+    /// its sender is not the flow's (a forged source's answerer), and its
+    /// class would be taken by the flow's own later packets.
+    LocalReplyReturn,
+    /// `meta mark M oif != "lo" counter drop` (postrouting): a packet with a
+    /// tproxy's mark leaves only through loopback, to the proxy. Routing
+    /// alone does not hold it there: a socket bound to a device
+    /// (SO_BINDTODEVICE, unprivileged) reroutes to that device, and
+    /// broadcast and multicast never look at the policy rule.
+    LeakGuard {
+        mark: u32,
+    },
     /// `oif "lo" meta mark set 0x00000000` (drop-loopback)
     LoopbackUnmark,
     /// `meta mark M meta l4proto != { tcp, udp } drop` (or `meta mark set

@@ -9,8 +9,8 @@ use super::stmt::{GwVerdict, Only, Stmt};
 use super::verdict::Interval;
 use crate::names::{
     CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_FLOW_CACHE, CHAIN_GATEWAY, CHAIN_GATEWAY_CLASSIFY, CLASS_DIRECT, CLASS_DROP,
-    CLASS_REJECT, MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_FLOW_VERDICT, MAP_MARK, SET_BYPASS4, SET_BYPASS6,
-    SET_LOCAL4, SET_LOCAL6,
+    CLASS_REJECT, MAP_CGROUP, MAP_FLOW_CLASS, MAP_FLOW_TOKEN, MAP_FLOW_VERDICT, MAP_MARK, NETWORK_FLOW_LABEL,
+    SET_BYPASS4, SET_BYPASS6, SET_LOCAL4, SET_LOCAL6,
 };
 
 /// A fresh `counter` as `nft list` shows it (the kernel listing of a table
@@ -58,7 +58,11 @@ impl fmt::Display for Stmt {
             Stmt::FlowStore { keep } => {
                 write!(f, "ct mark & {keep:#010x} == 0x00000000 ct mark set meta mark map @{MAP_FLOW_TOKEN}")
             }
-            Stmt::ReplyUnmark => f.write_str("ct direction reply meta mark set 0x00000000"),
+            Stmt::ReplyUnmark => write!(f, "ct direction reply ct label {NETWORK_FLOW_LABEL} meta mark set 0x00000000"),
+            Stmt::TagNetworkFlow => write!(f, "iif != \"lo\" ct state new ct label set {NETWORK_FLOW_LABEL}"),
+            Stmt::ForgedSourceReturn => f.write_str("fib saddr type != local return"),
+            Stmt::LocalReplyReturn => write!(f, "ct direction reply ct label ! {NETWORK_FLOW_LABEL} return"),
+            Stmt::LeakGuard { mark } => write!(f, "meta mark {mark:#010x} oif != \"lo\" {COUNTER} drop"),
             Stmt::LoopbackUnmark => f.write_str("oif \"lo\" meta mark set 0x00000000"),
             Stmt::OtherProtocols { mark, direct } => {
                 let what = if *direct { "meta mark set 0x00000000" } else { "drop" };

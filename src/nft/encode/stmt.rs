@@ -3,7 +3,7 @@
 
 use crate::names::{
     CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_FLOW_CACHE, CLASS_DIRECT, CLASS_DROP, CLASS_REJECT, MAP_CGROUP, MAP_FLOW_CLASS,
-    MAP_FLOW_TOKEN, MAP_FLOW_VERDICT, MAP_MARK, SET_BYPASS4, SET_BYPASS6, SET_LOCAL4, SET_LOCAL6,
+    MAP_FLOW_TOKEN, MAP_FLOW_VERDICT, MAP_MARK, NETWORK_FLOW_LABEL, SET_BYPASS4, SET_BYPASS6, SET_LOCAL4, SET_LOCAL6,
 };
 use crate::nft::batch::Batch;
 use crate::nft::expr::{Data, Expr, meta_eq, verdict};
@@ -132,8 +132,46 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(Expr::CtSet { key: NFT_CT_MARK, sreg: NFT_REG_1 });
         }
         Stmt::ReplyUnmark => {
+            // [ ct load direction => reg 1 ] [ cmp eq reg 1 0x00000001 ] [ ct load label => reg 1 ]
+            // [ bitwise reg 1 = ( reg 1 & LABEL ) ^ 0 ] [ cmp neq reg 1 0 ] [ immediate reg 1 0 ] [ meta set mark ]
             e.extend(ct_dir_eq(IP_CT_DIR_REPLY));
+            e.push(Expr::Ct { key: NFT_CT_LABELS, dreg: NFT_REG_1 });
+            e.push(Expr::Bitwise { sreg: NFT_REG_1, dreg: NFT_REG_1, mask: network_label(), xor: vec![0; 16] });
+            e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: vec![0; 16] });
             e.extend(set_mark(0));
+        }
+        Stmt::TagNetworkFlow => {
+            // [ meta load iif => reg 1 ] [ cmp neq reg 1 0x00000001 ]
+            // [ ct load state => reg 1 ] [ bitwise reg 1 = ( reg 1 & 0x00000008 ) ^ 0 ] [ cmp neq reg 1 0 ]
+            // [ immediate reg 1 LABEL ] [ ct set label with reg 1 ]
+            e.push(Expr::MetaLoad { key: NFT_META_IIF, dreg: NFT_REG_1 });
+            e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: 1u32.to_ne_bytes().to_vec() });
+            e.extend(ct_bits_set(NFT_CT_STATE, NF_CT_STATE_NEW));
+            e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(network_label()) });
+            e.push(Expr::CtSet { key: NFT_CT_LABELS, sreg: NFT_REG_1 });
+        }
+        Stmt::LocalReplyReturn => {
+            // [ ct load direction => reg 1 ] [ cmp eq reg 1 0x00000001 ] [ ct load label => reg 1 ]
+            // [ bitwise reg 1 = ( reg 1 & LABEL ) ^ 0 ] [ cmp eq reg 1 0 ] [ immediate reg 0 return ]
+            e.extend(ct_dir_eq(IP_CT_DIR_REPLY));
+            e.push(Expr::Ct { key: NFT_CT_LABELS, dreg: NFT_REG_1 });
+            e.push(Expr::Bitwise { sreg: NFT_REG_1, dreg: NFT_REG_1, mask: network_label(), xor: vec![0; 16] });
+            e.push(Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: vec![0; 16] });
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::ForgedSourceReturn => {
+            // [ fib saddr type => reg 1 ] [ cmp neq reg 1 0x00000002 ] [ immediate reg 0 return ]
+            e.push(Expr::Fib { flags: NFTA_FIB_F_SADDR, result: NFT_FIB_RESULT_ADDRTYPE, dreg: NFT_REG_1 });
+            e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: RTN_LOCAL.to_ne_bytes().to_vec() });
+            e.push(verdict(NFT_RETURN, None));
+        }
+        Stmt::LeakGuard { mark } => {
+            // [ meta load mark => reg 1 ] [ cmp eq reg 1 MARK ] [ meta load oif => reg 1 ]
+            // [ cmp neq reg 1 0x00000001 ] [ counter ] [ immediate reg 0 drop ]
+            e.extend(meta_eq(NFT_META_MARK, &mark.to_ne_bytes()));
+            e.extend(oif_lo(false));
+            e.push(Expr::Counter);
+            e.push(verdict(NF_DROP, None));
         }
         Stmt::LoopbackUnmark => {
             e.extend(oif_lo(true));
@@ -440,4 +478,12 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
         Stmt::TailMatch { .. } | Stmt::TailEnd { .. } => e = super::tail_match::tail_exprs(b, s, ids),
     }
     e
+}
+
+/// Conntrack label bit [`NETWORK_FLOW_LABEL`] as the kernel's 128-bit label
+/// word (an array of longs: bit N is byte N / 8, bit N % 8).
+fn network_label() -> Vec<u8> {
+    let mut v = vec![0u8; 16];
+    v[usize::from(NETWORK_FLOW_LABEL / 8)] = 1 << (NETWORK_FLOW_LABEL % 8);
+    v
 }

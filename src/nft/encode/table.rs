@@ -24,7 +24,11 @@ pub fn chain(b: &mut Batch, c: &Chain) {
     b.w.str(NFTA_CHAIN_NAME, &c.name);
     if let Some(h) = c.hook {
         let n = b.w.nest(NFTA_CHAIN_HOOK);
-        let hooknum = if h.hook == "prerouting" { NF_INET_PRE_ROUTING } else { NF_INET_LOCAL_OUT };
+        let hooknum = match h.hook {
+            "prerouting" => NF_INET_PRE_ROUTING,
+            "postrouting" => NF_INET_POST_ROUTING,
+            _ => NF_INET_LOCAL_OUT,
+        };
         b.w.u32be(NFTA_HOOK_HOOKNUM, hooknum);
         b.w.u32be(NFTA_HOOK_PRIORITY, h.priority as u32);
         b.w.nest_end(n);
