@@ -35,6 +35,10 @@ pub const CHAIN_DNS: &str = "dns-hijack";
 pub const CHAIN_GATEWAY: &str = "gateway";
 pub const CHAIN_GATEWAY_CLASSIFY: &str = "gateway-classify";
 pub const CHAIN_GATEWAY_NAT: &str = "gateway-nat";
+/// The forward hook: what a gateway entry refuses or proxies never leaves
+/// by the forward path, whatever conntrack thinks of the packet.
+pub const CHAIN_GATEWAY_FORWARD: &str = "gateway-forward";
+pub const CHAIN_GATEWAY_FORWARD_DROP: &str = "gateway-forward-drop";
 /// Where a classified flow's class is written into its conntrack mark.
 pub const CHAIN_FLOW_CACHE: &str = "flow-cache";
 /// Where `flow-verdict` sends a flow cached direct (`counter return`) or
@@ -70,7 +74,7 @@ pub fn dynamic_sets(name: &str) -> [String; 2] {
 }
 
 /// Chains the ruleset always has; a tproxy's chains must not collide with them.
-pub const BUILTIN_CHAINS: [&str; 12] = [
+pub const BUILTIN_CHAINS: [&str; 14] = [
     CHAIN_OUTPUT,
     CHAIN_CLASSIFY,
     CHAIN_PREROUTING,
@@ -80,6 +84,8 @@ pub const BUILTIN_CHAINS: [&str; 12] = [
     CHAIN_GATEWAY,
     CHAIN_GATEWAY_CLASSIFY,
     CHAIN_GATEWAY_NAT,
+    CHAIN_GATEWAY_FORWARD,
+    CHAIN_GATEWAY_FORWARD_DROP,
     CHAIN_FLOW_CACHE,
     CHAIN_FLOW_DIRECT,
     CHAIN_FLOW_DROP,
@@ -115,9 +121,15 @@ pub fn gw_chain(tproxy: &str) -> String {
     format!("{tproxy}-GW")
 }
 
+/// The forward-hook guard of a tproxy's gateway entries: what it would
+/// have proxied and reaches the forward path anyway is dropped.
+pub fn gw_forward_chain(tproxy: &str) -> String {
+    format!("{tproxy}-GWF")
+}
+
 /// Every chain a tproxy named `tproxy` may own.
-pub fn tproxy_chains(tproxy: &str) -> [String; 3] {
-    [tproxy_chain(tproxy), dns_chain(tproxy), gw_chain(tproxy)]
+pub fn tproxy_chains(tproxy: &str) -> [String; 4] {
+    [tproxy_chain(tproxy), dns_chain(tproxy), gw_chain(tproxy), gw_forward_chain(tproxy)]
 }
 
 /// The conntrack label bit set on flows the network starts (`ct label set

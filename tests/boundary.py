@@ -16,6 +16,9 @@ freebind FAKE LOCAL PORT   IPv6: a socket on LOCAL gets a datagram that a
 await-answer ADDR PORT     wait for one datagram on ADDR:PORT and answer it
 transparent-send SRC SPORT DST DPORT   one datagram from SRC:SPORT (not
                      this host's) to DST:DPORT (IP_TRANSPARENT, root)
+tcpflag FLAGS ADDR PORT    one bare TCP segment (raw socket, root) with
+                     FLAGS (fin, rst) and no connection: conntrack calls it
+                     invalid
 """
 import socket
 import struct
@@ -182,6 +185,17 @@ def transparent_send(src, sport, dst, dport):
     print("SENT", flush=True)
 
 
+def tcpflag(flags, addr, port):
+    bits = {"fin": 0x11, "rst": 0x04}[flags]
+    s = socket.socket(family(addr), socket.SOCK_RAW, socket.IPPROTO_TCP)
+    segment = struct.pack("!HHIIBBHHH", 40000, port, 12345, 0, 5 << 4, bits, 1024, 0, 0)
+    try:
+        s.sendto(segment + b"cgtproxy-invalid", (addr, 0))
+        print("SENT", flush=True)
+    except OSError as e:
+        print("ERROR", e, flush=True)
+
+
 if __name__ == "__main__":
     cmd = sys.argv[1]
     if cmd == "send":
@@ -200,5 +214,7 @@ if __name__ == "__main__":
         freebind(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif cmd == "await-answer":
         await_answer(sys.argv[2], int(sys.argv[3]))
+    elif cmd == "tcpflag":
+        tcpflag(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif cmd == "transparent-send":
         transparent_send(sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]))

@@ -476,6 +476,63 @@ fn gateway_on_a_kernel_that_can_broute() {
     assert!(ok && out.contains("test result: ok. 2 passed"), "in the VM:\n{out}");
 }
 
+/// Entries hold for every packet, not only for a flow's first (found by a
+/// red-team pass): bare TCP segments conntrack calls invalid, answers of a
+/// drop client to connections the outside starts, and a flow a DNAT rule
+/// of the host turns towards the outside after the entry looked at it.
+/// Each gets out from an unmatched client and from no matched one.
+#[test]
+fn gateway_entries_hold_for_packets_without_a_new_flow() {
+    if !root("gateway_entries_hold_for_packets_without_a_new_flow") {
+        return;
+    }
+    let _vm = beside_vm();
+    let lab = Lab::new("gi");
+    let (daemon, _cfg) = start_daemon(&lab.gw, &lab.config(""));
+    let py = format!("python3 {}/tests/boundary.py", env!("CARGO_MANIFEST_DIR"));
+    // A port forward on the gateway's own address, towards the outside.
+    lab.gw.sh("nft 'add table ip pfw; add chain ip pfw pre { type nat hook prerouting priority dstnat; }; \
+               add rule ip pfw pre ip daddr 198.51.100.1 udp dport 5353 dnat to 203.0.113.2:9999'");
+    // What each probe got to the remote, one by one.
+    let sent = |client: &str, v6: bool| {
+        let ns = lab.ns(client);
+        let mut report = Vec::new();
+        let addr = if v6 { TARGET6 } else { TARGET4 };
+        let mut probes: Vec<String> = ["fin", "rst"].iter().map(|f| format!("tcpflag {f} {addr} 9999")).collect();
+        if !v6 {
+            probes.push("probe udp 198.51.100.1 5353".into());
+        }
+        for p in probes {
+            let before = lab.packets_at_9999();
+            let out = ns.try_sh(&format!("{py} {p}")).1;
+            std::thread::sleep(std::time::Duration::from_millis(100));
+            report.push((p, out.trim().to_owned(), lab.packets_at_9999() - before));
+        }
+        report
+    };
+    let arrived = |r: &[(String, String, u64)]| r.iter().filter(|(_, _, n)| *n > 0).count();
+    let r = sent("lan-b", false);
+    assert_eq!(arrived(&r), r.len(), "from an unmatched client the probes get out: {r:?}");
+    // lan-c's drop entry is IPv4 only; lan-a's tproxy entry both families.
+    for (client, v6) in [("lan-c", false), ("lan-a", false), ("lan-a", true)] {
+        let r = sent(client, v6);
+        assert_eq!(arrived(&r), 0, "{client}: a packet left past its entry: {r:?}\n{}", daemon.output());
+    }
+    // The drop client serves nobody outside; the proxied one still answers.
+    let mut servers = Vec::new();
+    for client in ["lan-c", "lan-a"] {
+        let p = Proc::spawn(&format!("{} {py} listen tcp 0.0.0.0 2222", lab.ns(client).enter()));
+        p.wait_for("READY", 10);
+        servers.push(p);
+    }
+    let probe = |addr: &str| lab.remote.try_sh(&format!("{py} probe tcp {addr} 2222")).1;
+    assert!(probe("192.0.2.10").starts_with("REPLY HI"), "a proxied client answers connections from outside");
+    let got = probe("192.0.2.12");
+    assert!(got.starts_with("TIMEOUT"), "a drop client must not answer: {got}");
+    let guard = lab.gw.sh("nft list chain inet cgtproxy gateway-forward-drop");
+    assert!(!guard.contains("packets 0 "), "the forward guard counted nothing:\n{guard}");
+}
+
 /// One daemon per network namespace: a second one is refused at once (and
 /// the first keeps its table untouched); a SIGKILL releases the lock; a
 /// lock name squatted by an unprivileged user (abstract unix names have no

@@ -195,6 +195,7 @@ pub const IP_CT_DIR_ORIGINAL: u8 = 0;
 // Netfilter hooks.
 pub const NF_INET_PRE_ROUTING: u32 = 0;
 pub const NF_INET_LOCAL_OUT: u32 = 3;
+pub const NF_INET_FORWARD: u32 = 2;
 pub const NF_INET_POST_ROUTING: u32 = 4;
 
 // nftables' userspace datatype numbers (src/datatype.h), stored as the set

@@ -132,7 +132,8 @@ pub(super) fn inet_chains(rs: &Ruleset) -> Vec<Chain> {
         Stmt::ClearMark,
     ];
     for t in &tproxies {
-        gateway.extend(dns_l4(t).into_iter().map(|l4| Stmt::FlowDnsReturn { mark: t.mark, l4 }));
+        let v4_only = t.dns_hijack.as_ref().is_some_and(|d| d.ip6.is_none());
+        gateway.extend(dns_l4(t).into_iter().map(|l4| Stmt::FlowDnsReturn { mark: t.mark, l4, v4_only }));
         gateway.push(Stmt::FlowMark { mark: t.mark });
     }
     // rule_entries() counts these fixed rules.
@@ -159,6 +160,7 @@ pub(super) fn inet_chains(rs: &Ruleset) -> Vec<Chain> {
             }
         }
     }
+    chains.extend(forward_chains(rs, &tproxies));
     if !nat.is_empty() {
         chains.push(Chain {
             name: CHAIN_GATEWAY_NAT.into(),
@@ -235,4 +237,65 @@ pub fn rule_entries(rs: &Ruleset, bridge: bool) -> Vec<Option<usize>> {
         out.extend(std::iter::repeat_n(Some(e.index), entry_rules(rs, e, bridge).len()));
     }
     out
+}
+
+/// The forward hook's guard. Prerouting decides a flow on its first packet
+/// (`ct state new`); a packet conntrack calls invalid (a FIN or RST with no
+/// flow, ICMP errors of no flow), answers of a `drop` client, and flows a
+/// DNAT rule turns towards the outside after that decision are forwarded
+/// unless this stateless pass refuses them: a `drop` client's packets leave
+/// only where prerouting lets its new flows go (back out the same
+/// interface, bypass), a `tproxy` client's only where its tproxy would not
+/// have taken them (or as answers to flows the other side started).
+fn forward_chains(rs: &Ruleset, tproxies: &[&Tproxy]) -> Vec<Chain> {
+    let guarded = |e: &&GatewayEntry| !matches!(e.target, Target::Direct);
+    if !rs.gateway.iter().any(|e| guarded(&e)) {
+        return Vec::new();
+    }
+    let mut entries = Vec::new();
+    for e in &rs.gateway {
+        let verdict = match &e.target {
+            Target::Direct => GwVerdict::Return,
+            Target::Drop | Target::Reject => GwVerdict::Goto(CHAIN_GATEWAY_FORWARD_DROP.into()),
+            Target::Tproxy(name) => GwVerdict::Goto(gw_forward_chain(name)),
+        };
+        entries.extend(entry_rules(rs, e, false).into_iter().map(|s| match s {
+            Stmt::GwEntry { m, bridge, .. } => Stmt::GwEntry { m, bridge, counter: false, verdict: verdict.clone() },
+            other => other,
+        }));
+    }
+    let exempt = || {
+        vec![
+            // Marks of other programs (our own never reach the forward
+            // path). Not `@mark-vmap`: a chain on this hook may not reach
+            // that map's tproxy chains, even by a lookup.
+            Stmt::MarkedReturn,
+            Stmt::SameIfaceReturn,
+            Stmt::BypassReturn { set: SET_BYPASS4.into(), v6: false, not_lo: false },
+            Stmt::BypassReturn { set: SET_BYPASS6.into(), v6: true, not_lo: false },
+        ]
+    };
+    let mut drop = exempt();
+    drop.push(Stmt::CachedDrop);
+    let mut chains = vec![
+        Chain {
+            name: CHAIN_GATEWAY_FORWARD.into(),
+            hook: Some(Hook { kind: "filter", hook: "forward", priority: 0, priority_name: "filter" }),
+            rules: entries,
+        },
+        Chain { name: CHAIN_GATEWAY_FORWARD_DROP.into(), hook: None, rules: drop },
+    ];
+    for t in tproxies {
+        let mut rules = exempt();
+        rules.push(Stmt::CtReplyReturn);
+        rules.extend(exceptions(t, false).into_iter().map(|s| match s {
+            // Hijacked DNS never reaches the forward path: UDP a no-udp
+            // tproxy leaves alone goes out, DNS or not.
+            Stmt::UdpReturn { .. } => Stmt::UdpReturn { keep_dns: false },
+            other => other,
+        }));
+        rules.push(Stmt::CachedDrop);
+        chains.push(Chain { name: gw_forward_chain(&t.name), hook: None, rules });
+    }
+    chains
 }

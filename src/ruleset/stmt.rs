@@ -264,6 +264,9 @@ pub enum Stmt {
     FlowDnsReturn {
         mark: u32,
         l4: L4,
+        /// Only IPv4 is hijacked (no `ip6`): IPv6 DNS is proxied instead,
+        /// as for cgroups, never forwarded as it is.
+        v4_only: bool,
     },
     /// `ct mark M meta mark set M`: the flow's class becomes the routing mark.
     FlowMark {

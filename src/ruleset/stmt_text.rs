@@ -126,7 +126,10 @@ impl fmt::Display for Stmt {
                 write!(f, "ct state new ct mark 0x00000000 jump {}", CHAIN_GATEWAY_CLASSIFY)
             }
             Stmt::ClearMark => f.write_str("meta mark set 0x00000000"),
-            Stmt::FlowDnsReturn { mark, l4 } => write!(f, "ct mark {mark:#010x} {l4} dport 53 return"),
+            Stmt::FlowDnsReturn { mark, l4, v4_only } => {
+                let family = if *v4_only { "meta nfproto ipv4 " } else { "" };
+                write!(f, "ct mark {mark:#010x} {family}{l4} dport 53 return")
+            }
             Stmt::FlowMark { mark } => write!(f, "ct mark {mark:#010x} meta mark set {mark:#010x}"),
             Stmt::BroutedKeep => f.write_str("meta mark != 0x00000000 ct mark set meta mark return"),
             Stmt::SameIfaceReturn => f.write_str("fib daddr . iif oif exists return"),

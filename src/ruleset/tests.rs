@@ -167,6 +167,19 @@ fn gateway_ruleset_golden() {
     assert!(!text.contains("table bridge") && text.contains("chain gateway-classify"), "{text}");
 }
 
+/// Without `ip6`, only IPv4 DNS is hijacked: IPv6 DNS of a gateway client
+/// is proxied like its other traffic (as for cgroups), not forwarded as it
+/// is (a red-team finding), and the forward guard drops what would leave.
+#[test]
+fn gateway_ipv6_dns_without_ip6_is_proxied_not_forwarded() {
+    let cfg = Config::parse(&GATEWAY.replace("ip6: '::1', ", ""), "gateway.yaml").unwrap();
+    let text = Ruleset::build(&cfg, &desktop()).render(&desktop());
+    assert!(text.contains("ct mark 0x00000bb8 meta nfproto ipv4 udp dport 53 return"), "{text}");
+    assert!(text.contains("ct mark 0x00000bb8 meta nfproto ipv4 tcp dport 53 return"), "{text}");
+    assert!(!text.contains("ct mark 0x00000bb8 udp dport 53 return"), "{text}");
+    assert!(text.contains("type filter hook forward priority filter"), "{text}");
+}
+
 #[test]
 fn gateway_with_counters_golden() {
     let text = GATEWAY.replace("version: 1\n", "version: 1\ncounters: true\n");

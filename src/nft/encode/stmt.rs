@@ -362,8 +362,11 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
             e.push(verdict(NFT_JUMP, Some(crate::names::CHAIN_GATEWAY_CLASSIFY)));
         }
         Stmt::ClearMark => e.extend(set_mark(0)),
-        Stmt::FlowDnsReturn { mark, l4 } => {
+        Stmt::FlowDnsReturn { mark, l4, v4_only } => {
             e.extend(ct_mark_eq(*mark));
+            if *v4_only {
+                e.extend(meta_eq(NFT_META_NFPROTO, &ipv4));
+            }
             e.extend(dport_53(l4.proto()));
             e.push(verdict(NFT_RETURN, None));
         }

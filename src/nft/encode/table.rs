@@ -27,6 +27,7 @@ pub fn chain(b: &mut Batch, c: &Chain) {
         let hooknum = match h.hook {
             "prerouting" => NF_INET_PRE_ROUTING,
             "postrouting" => NF_INET_POST_ROUTING,
+            "forward" => NF_INET_FORWARD,
             _ => NF_INET_LOCAL_OUT,
         };
         b.w.u32be(NFTA_HOOK_HOOKNUM, hooknum);
