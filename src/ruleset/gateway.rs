@@ -264,19 +264,18 @@ fn forward_chains(rs: &Ruleset, tproxies: &[&Tproxy]) -> Vec<Chain> {
             other => other,
         }));
     }
-    let exempt = || {
-        vec![
-            // Marks of other programs (our own never reach the forward
-            // path). Not `@mark-vmap`: a chain on this hook may not reach
-            // that map's tproxy chains, even by a lookup.
-            Stmt::MarkedReturn,
-            Stmt::SameIfaceReturn,
-            Stmt::BypassReturn { set: SET_BYPASS4.into(), v6: false, not_lo: false },
-            Stmt::BypassReturn { set: SET_BYPASS6.into(), v6: true, not_lo: false },
-        ]
-    };
-    let mut drop = exempt();
-    drop.push(Stmt::CachedDrop);
+    // All returns before one drop: the cheap ones first, the fib lookup
+    // (back out the same interface, as `gateway-classify` exempts) last.
+    let bypass = [
+        Stmt::BypassReturn { set: SET_BYPASS4.into(), v6: false, not_lo: false },
+        Stmt::BypassReturn { set: SET_BYPASS6.into(), v6: true, not_lo: false },
+    ];
+    // Marks of other programs (our own never reach the forward path). Not
+    // `@mark-vmap`: a chain on this hook may not reach that map's tproxy
+    // chains, even by a lookup.
+    let mut drop = vec![Stmt::MarkedReturn];
+    drop.extend(bypass.clone());
+    drop.extend([Stmt::SameIfaceReturn, Stmt::CachedDrop]);
     let mut chains = vec![
         Chain {
             name: CHAIN_GATEWAY_FORWARD.into(),
@@ -286,15 +285,15 @@ fn forward_chains(rs: &Ruleset, tproxies: &[&Tproxy]) -> Vec<Chain> {
         Chain { name: CHAIN_GATEWAY_FORWARD_DROP.into(), hook: None, rules: drop },
     ];
     for t in tproxies {
-        let mut rules = exempt();
-        rules.push(Stmt::CtReplyReturn);
+        let mut rules = vec![Stmt::MarkedReturn, Stmt::CtReplyReturn];
         rules.extend(exceptions(t, false).into_iter().map(|s| match s {
             // Hijacked DNS never reaches the forward path: UDP a no-udp
             // tproxy leaves alone goes out, DNS or not.
             Stmt::UdpReturn { .. } => Stmt::UdpReturn { keep_dns: false },
             other => other,
         }));
-        rules.push(Stmt::CachedDrop);
+        rules.extend(bypass.clone());
+        rules.extend([Stmt::SameIfaceReturn, Stmt::CachedDrop]);
         chains.push(Chain { name: gw_forward_chain(&t.name), hook: None, rules });
     }
     chains
