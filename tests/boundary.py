@@ -116,16 +116,10 @@ def udp_to(addr, port):
     return socket.socket(info[0], socket.SOCK_DGRAM), info[4]
 
 
-def bindtodevice(proto, addr, port, dev):
-    fam = family(addr)
+def attempt(action):
+    """Run ACTION; print SENT, TIMEOUT or ERROR and why."""
     try:
-        s = socket.socket(fam, socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, dev.encode())
-        s.settimeout(1.0)
-        if proto == "tcp":
-            s.connect((addr, port))
-        else:
-            s.sendto(b"bound-to-device", (addr, port))
+        action()
         print("SENT", flush=True)
     except socket.timeout:
         print("TIMEOUT", flush=True)
@@ -133,18 +127,30 @@ def bindtodevice(proto, addr, port, dev):
         print("ERROR", e, flush=True)
 
 
+def bindtodevice(proto, addr, port, dev):
+    def go():
+        s = socket.socket(family(addr), socket.SOCK_STREAM if proto == "tcp" else socket.SOCK_DGRAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_BINDTODEVICE, dev.encode())
+        s.settimeout(1.0)
+        if proto == "tcp":
+            s.connect((addr, port))
+        else:
+            s.sendto(b"bound-to-device", (addr, port))
+
+    attempt(go)
+
+
 def bcast(addr, port):
-    try:
+    def go():
         s, to = udp_to(addr, port)
         s.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
         s.sendto(b"broadcast", to)
-        print("SENT", flush=True)
-    except OSError as e:
-        print("ERROR", e, flush=True)
+
+    attempt(go)
 
 
 def freebind(fake, local, port):
-    try:
+    def go():
         a = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         a.bind((local, 0))
         a.settimeout(1.0)
@@ -154,11 +160,8 @@ def freebind(fake, local, port):
         b.sendto(b"forged", (local, a.getsockname()[1]))
         a.recvfrom(100)
         a.sendto(b"answer", (fake, port))
-        print("SENT", flush=True)
-    except socket.timeout:
-        print("TIMEOUT", flush=True)
-    except OSError as e:
-        print("ERROR", e, flush=True)
+
+    attempt(go)
 
 
 def await_answer(addr, port):
@@ -166,11 +169,7 @@ def await_answer(addr, port):
     s.bind((addr, port))
     print("READY", flush=True)
     _, peer = s.recvfrom(100)
-    try:
-        s.sendto(b"answer", peer)
-        print("SENT", flush=True)
-    except OSError as e:
-        print("ERROR", e, flush=True)
+    attempt(lambda: s.sendto(b"answer", peer))
 
 
 def transparent_send(src, sport, dst, dport):
@@ -189,11 +188,7 @@ def tcpflag(flags, addr, port):
     bits = {"fin": 0x11, "rst": 0x04}[flags]
     s = socket.socket(family(addr), socket.SOCK_RAW, socket.IPPROTO_TCP)
     segment = struct.pack("!HHIIBBHHH", 40000, port, 12345, 0, 5 << 4, bits, 1024, 0, 0)
-    try:
-        s.sendto(segment + b"cgtproxy-invalid", (addr, 0))
-        print("SENT", flush=True)
-    except OSError as e:
-        print("ERROR", e, flush=True)
+    attempt(lambda: s.sendto(segment + b"cgtproxy-invalid", (addr, 0)))
 
 
 if __name__ == "__main__":

@@ -161,11 +161,14 @@ pub fn read(cfg: &Config) -> Result<Status, InspectError> {
         if verdict == Verdict::Continue && kernel_unreadable.is_some() {
             continue;
         }
-        let target = match verdict {
+        // The config's view of a matched cgroup, walked once for both uses.
+        let own = cfg.classify(&cg.path);
+        let view = own.map(|_| crate::ruleset::path_view::view(cfg, &cg.path));
+        let target = match (verdict, &view) {
             // Which rule takes which packets, as the config says.
-            Verdict::Tail(_) => crate::ruleset::path_view::view(cfg, &cg.path)
-                .describe(cfg)
-                .map_or_else(|| verdict.describe(cfg), |t| format!("conditional: {t}")),
+            (Verdict::Tail(_), Some(view)) => {
+                view.describe(cfg).map_or_else(|| verdict.describe(cfg), |t| format!("conditional: {t}"))
+            }
             _ => verdict.describe(cfg),
         };
         *totals.entry(target.clone()).or_insert(0) += 1;
@@ -175,9 +178,7 @@ pub fn read(cfg: &Config) -> Result<Status, InspectError> {
             t.1 += bytes;
         }
         // The rule that decides: a drop/reject above binds a matched cgroup.
-        let own = cfg.classify(&cg.path);
-        let whole = own.and(crate::ruleset::path_view::view(cfg, &cg.path).whole);
-        let bound = whole.and_then(|end| cfg.classify(&cg.path[..end]));
+        let bound = view.and_then(|v| v.whole).and_then(|end| cfg.classify(&cg.path[..end]));
         let rule = bound.or(own).map(|r| r.index);
         let (packets, bytes) = (counter.map(|c| c.0), counter.map(|c| c.1));
         cgroups.push(CgroupStatus { path: cg.path.to_string(), id, target, rule, packets, bytes });

@@ -71,6 +71,15 @@ fn entry_rules(rs: &Ruleset, e: &GatewayEntry, bridge: bool) -> Vec<Stmt> {
         Target::Tproxy(name) if bridge => GwVerdict::Goto(name.clone()),
         Target::Tproxy(name) => GwVerdict::Goto(gw_chain(name)),
     };
+    entry_matches(e)
+        .into_iter()
+        .map(|m| Stmt::GwEntry { m, bridge, counter: rs.counters, verdict: verdict.clone() })
+        .collect()
+}
+
+/// What one entry matches: its interface and, per address family, its
+/// sources (one match without sources).
+fn entry_matches(e: &GatewayEntry) -> Vec<GwMatch> {
     let mut sources = Vec::new();
     for (v6, cidrs) in [(false, e.source4()), (true, e.source6())] {
         if !cidrs.is_empty() {
@@ -80,15 +89,7 @@ fn entry_rules(rs: &Ruleset, e: &GatewayEntry, bridge: bool) -> Vec<Stmt> {
     if sources.is_empty() {
         sources.push(None);
     }
-    sources
-        .into_iter()
-        .map(|source| Stmt::GwEntry {
-            m: GwMatch { iface: e.interface.clone(), source },
-            bridge,
-            counter: rs.counters,
-            verdict: verdict.clone(),
-        })
-        .collect()
+    sources.into_iter().map(|source| GwMatch { iface: e.interface.clone(), source }).collect()
 }
 
 /// What a tproxy does not take goes direct (as for cgroups): other
@@ -259,9 +260,11 @@ fn forward_chains(rs: &Ruleset, tproxies: &[&Tproxy]) -> Vec<Chain> {
             Target::Drop | Target::Reject => GwVerdict::Goto(CHAIN_GATEWAY_FORWARD_DROP.into()),
             Target::Tproxy(name) => GwVerdict::Goto(gw_forward_chain(name)),
         };
-        entries.extend(entry_rules(rs, e, false).into_iter().map(|s| match s {
-            Stmt::GwEntry { m, bridge, .. } => Stmt::GwEntry { m, bridge, counter: false, verdict: verdict.clone() },
-            other => other,
+        entries.extend(entry_matches(e).into_iter().map(|m| Stmt::GwEntry {
+            m,
+            bridge: false,
+            counter: false,
+            verdict: verdict.clone(),
         }));
     }
     // All returns before one drop: the cheap ones first, the fib lookup

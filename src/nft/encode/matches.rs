@@ -3,7 +3,7 @@
 //! load-and-compare sequence `nft --debug=netlink` shows for it. Those that
 //! look up an anonymous set add that set to the batch first.
 
-use crate::names::TABLE;
+use crate::names::{NETWORK_FLOW_LABEL, TABLE};
 use crate::nft::batch::Batch;
 use crate::nft::expr::{Data, Expr, meta_eq};
 use crate::nft::sys::*;
@@ -97,10 +97,37 @@ pub fn gw_match(b: &mut Batch, m: &GwMatch, bridge: bool) -> Vec<Expr> {
 /// `oif "lo"` (`oif != "lo"` unless `eq`): lo is ifindex 1 in every
 /// network namespace.
 pub fn oif_lo(eq: bool) -> [Expr; 2] {
+    if_lo(NFT_META_OIF, eq)
+}
+
+/// `iif "lo"` (`iif != "lo"` unless `eq`).
+pub fn iif_lo(eq: bool) -> [Expr; 2] {
+    if_lo(NFT_META_IIF, eq)
+}
+
+fn if_lo(key: u32, eq: bool) -> [Expr; 2] {
     [
-        Expr::MetaLoad { key: NFT_META_OIF, dreg: NFT_REG_1 },
+        Expr::MetaLoad { key, dreg: NFT_REG_1 },
         Expr::Cmp { op: if eq { NFT_CMP_EQ } else { NFT_CMP_NEQ }, sreg: NFT_REG_1, data: 1u32.to_ne_bytes().to_vec() },
     ]
+}
+
+/// Conntrack label bit [`NETWORK_FLOW_LABEL`] as the kernel's 128-bit label
+/// word (an array of longs: bit N is byte N / 8, bit N % 8).
+pub fn network_label() -> Vec<u8> {
+    let mut v = vec![0u8; 16];
+    v[usize::from(NETWORK_FLOW_LABEL / 8)] = 1 << (NETWORK_FLOW_LABEL % 8);
+    v
+}
+
+/// `ct direction reply ct label 127` (`ct label ! 127` unless `network`):
+/// an answer, in a flow the network started or in one this host started.
+pub fn reply_in_network_flow(network: bool) -> Vec<Expr> {
+    let mut e = ct_dir_eq(IP_CT_DIR_REPLY).to_vec();
+    e.push(Expr::Ct { key: NFT_CT_LABELS, dreg: NFT_REG_1 });
+    e.push(Expr::Bitwise { sreg: NFT_REG_1, dreg: NFT_REG_1, mask: network_label(), xor: vec![0; 16] });
+    e.push(Expr::Cmp { op: if network { NFT_CMP_NEQ } else { NFT_CMP_EQ }, sreg: NFT_REG_1, data: vec![0; 16] });
+    e
 }
 
 /// `ct direction original|reply`

@@ -3,7 +3,7 @@
 
 use crate::names::{
     CHAIN_CLASSIFY, CHAIN_DNS, CHAIN_FLOW_CACHE, CLASS_DIRECT, CLASS_DROP, CLASS_REJECT, MAP_CGROUP, MAP_FLOW_CLASS,
-    MAP_FLOW_TOKEN, MAP_FLOW_VERDICT, MAP_MARK, NETWORK_FLOW_LABEL, SET_BYPASS4, SET_BYPASS6, SET_LOCAL4, SET_LOCAL6,
+    MAP_FLOW_TOKEN, MAP_FLOW_VERDICT, MAP_MARK, SET_BYPASS4, SET_BYPASS6, SET_LOCAL4, SET_LOCAL6,
 };
 use crate::nft::batch::Batch;
 use crate::nft::expr::{Data, Expr, meta_eq, verdict};
@@ -12,8 +12,8 @@ use crate::ruleset::Stmt;
 use crate::ruleset::stmt::{GwVerdict, Only};
 
 use super::matches::{
-    ct_bits_set, ct_dir_eq, ct_mark_eq, dport_53, ether_type_eq, gw_match, ip_ether_types_lookup, lookup, oif_lo,
-    set_mark, tcp_udp_lookup,
+    ct_bits_set, ct_dir_eq, ct_mark_eq, dport_53, ether_type_eq, gw_match, iif_lo, ip_ether_types_lookup, lookup,
+    network_label, oif_lo, reply_in_network_flow, set_mark, tcp_udp_lookup,
 };
 use super::set::SetIds;
 
@@ -134,18 +134,14 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
         Stmt::ReplyUnmark => {
             // [ ct load direction => reg 1 ] [ cmp eq reg 1 0x00000001 ] [ ct load label => reg 1 ]
             // [ bitwise reg 1 = ( reg 1 & LABEL ) ^ 0 ] [ cmp neq reg 1 0 ] [ immediate reg 1 0 ] [ meta set mark ]
-            e.extend(ct_dir_eq(IP_CT_DIR_REPLY));
-            e.push(Expr::Ct { key: NFT_CT_LABELS, dreg: NFT_REG_1 });
-            e.push(Expr::Bitwise { sreg: NFT_REG_1, dreg: NFT_REG_1, mask: network_label(), xor: vec![0; 16] });
-            e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: vec![0; 16] });
+            e.extend(reply_in_network_flow(true));
             e.extend(set_mark(0));
         }
         Stmt::TagNetworkFlow => {
             // [ meta load iif => reg 1 ] [ cmp neq reg 1 0x00000001 ]
             // [ ct load state => reg 1 ] [ bitwise reg 1 = ( reg 1 & 0x00000008 ) ^ 0 ] [ cmp neq reg 1 0 ]
             // [ immediate reg 1 LABEL ] [ ct set label with reg 1 ]
-            e.push(Expr::MetaLoad { key: NFT_META_IIF, dreg: NFT_REG_1 });
-            e.push(Expr::Cmp { op: NFT_CMP_NEQ, sreg: NFT_REG_1, data: 1u32.to_ne_bytes().to_vec() });
+            e.extend(iif_lo(false));
             e.extend(ct_bits_set(NFT_CT_STATE, NF_CT_STATE_NEW));
             e.push(Expr::Immediate { dreg: NFT_REG_1, data: Data::Value(network_label()) });
             e.push(Expr::CtSet { key: NFT_CT_LABELS, sreg: NFT_REG_1 });
@@ -153,10 +149,7 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
         Stmt::LocalReplyReturn => {
             // [ ct load direction => reg 1 ] [ cmp eq reg 1 0x00000001 ] [ ct load label => reg 1 ]
             // [ bitwise reg 1 = ( reg 1 & LABEL ) ^ 0 ] [ cmp eq reg 1 0 ] [ immediate reg 0 return ]
-            e.extend(ct_dir_eq(IP_CT_DIR_REPLY));
-            e.push(Expr::Ct { key: NFT_CT_LABELS, dreg: NFT_REG_1 });
-            e.push(Expr::Bitwise { sreg: NFT_REG_1, dreg: NFT_REG_1, mask: network_label(), xor: vec![0; 16] });
-            e.push(Expr::Cmp { op: NFT_CMP_EQ, sreg: NFT_REG_1, data: vec![0; 16] });
+            e.extend(reply_in_network_flow(false));
             e.push(verdict(NFT_RETURN, None));
         }
         Stmt::ForgedSourceReturn => {
@@ -329,7 +322,7 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
         Stmt::JumpGateway => e.push(verdict(NFT_JUMP, Some(crate::names::CHAIN_GATEWAY))),
         Stmt::LoopbackReturn => {
             // lo is ifindex 1 in every network namespace.
-            e.extend(meta_eq(NFT_META_IIF, &1u32.to_ne_bytes()));
+            e.extend(iif_lo(true));
             e.push(verdict(NFT_RETURN, None));
         }
         Stmt::ForeignMarkReturn => {
@@ -481,12 +474,4 @@ pub fn exprs(b: &mut Batch, s: &Stmt, ids: &SetIds) -> Vec<Expr> {
         Stmt::TailMatch { .. } | Stmt::TailEnd { .. } => e = super::tail_match::tail_exprs(b, s, ids),
     }
     e
-}
-
-/// Conntrack label bit [`NETWORK_FLOW_LABEL`] as the kernel's 128-bit label
-/// word (an array of longs: bit N is byte N / 8, bit N % 8).
-fn network_label() -> Vec<u8> {
-    let mut v = vec![0u8; 16];
-    v[usize::from(NETWORK_FLOW_LABEL / 8)] = 1 << (NETWORK_FLOW_LABEL % 8);
-    v
 }
